@@ -1,0 +1,71 @@
+"""corral: supervise the concurrent work of a service.
+
+Tokens (cooperative cancellation in a tree), groups (structured, limited, with an
+error policy), tasks (named handles with restarts, dependencies and readiness) and
+supervisors (a lifecycle, signals, a failure record) for threads.
+"""
+
+from ._errors import Cancelled as Cancelled
+from ._errors import CorralError as CorralError
+from ._errors import DuplicateTaskName as DuplicateTaskName
+from ._errors import GroupClosed as GroupClosed
+from ._errors import LeaseLost as LeaseLost
+from ._errors import NotReady as NotReady
+from ._errors import Replaced as Replaced
+from ._errors import RestartLimitExceeded as RestartLimitExceeded
+from ._errors import Stopped as Stopped
+from ._errors import StopTimeout as StopTimeout
+from ._errors import SupervisorStopped as SupervisorStopped
+from ._group import Group as Group
+from ._group import roots as roots
+from ._policy import Backoff as Backoff
+from ._policy import Hooks as Hooks
+from ._policy import Restart as Restart
+from ._supervisor import Supervisor as Supervisor
+from ._supervisor import go as go
+from ._task import Task as Task
+from ._task import TaskState as TaskState
+from ._task import cancelled as cancelled
+from ._task import check as check
+from ._task import current_task as current_task
+from ._task import current_token as current_token
+from ._task import ready as ready
+from ._task import sleep as sleep
+from ._token import Token as Token
+
+__all__ = [
+    "Backoff",
+    "Cancelled",
+    "CorralError",
+    "DuplicateTaskName",
+    "Group",
+    "GroupClosed",
+    "Hooks",
+    "LeaseLost",
+    "NotReady",
+    "Replaced",
+    "Restart",
+    "RestartLimitExceeded",
+    "StopTimeout",
+    "Stopped",
+    "Supervisor",
+    "SupervisorStopped",
+    "Task",
+    "TaskState",
+    "Token",
+    "cancelled",
+    "check",
+    "current_task",
+    "current_token",
+    "go",
+    "ready",
+    "roots",
+    "sleep",
+]
+
+__version__ = "0.1.0"
+
+Token.__module__ = "corral"
+for _fn in (cancelled, check, current_task, current_token, go, ready, roots, sleep):
+    _fn.__module__ = "corral"
+del _fn

@@ -1,0 +1,119 @@
+"""corral's exceptions.
+
+The hierarchy::
+
+    BaseException
+     └── Cancelled                 raised by Token.check(); never caught by ``except Exception``
+    Exception
+     ├── CorralError
+     │    ├── DuplicateTaskName     spawn(name=...) of a live name without replace=True
+     │    ├── GroupClosed           spawn on a group whose join/with-block has finished
+     │    ├── SupervisorStopped     start()/spawn() on a supervisor that was stopped
+     │    ├── StopTimeout           stop(timeout) passed its deadline (names + stacks of what still runs)
+     │    ├── RestartLimitExceeded  more than n restarts within the max_restarts period
+     │    ├── NotReady              wait_ready() on a task that ended before it was ready
+     │    └── LeaseLost             a singleton's lease was lost (cause of the cancellation)
+     ├── Stopped                    graceful cause: a stop was asked for (never a failure)
+     └── Replaced                   graceful cause: a task was replaced by one of the same name
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Cancelled",
+    "CorralError",
+    "DuplicateTaskName",
+    "GroupClosed",
+    "LeaseLost",
+    "NotReady",
+    "Replaced",
+    "RestartLimitExceeded",
+    "StopTimeout",
+    "Stopped",
+    "SupervisorStopped",
+]
+
+
+class Cancelled(BaseException):
+    """Raised by :meth:`Token.check` once the token is cancelled.
+
+    It derives from :class:`BaseException` so that ``except Exception`` in user code
+    cannot swallow a shutdown. ``cause`` is the token's cause (also chained as
+    ``__cause__``).
+    """
+
+    cause: BaseException | None = None
+
+
+class CorralError(Exception):
+    """Base class of corral's own errors."""
+
+
+class DuplicateTaskName(CorralError):
+    """A task with this name is already live in the group (use ``replace=True``)."""
+
+
+class GroupClosed(CorralError):
+    """The group has finished: nothing more can be spawned in it."""
+
+
+class SupervisorStopped(CorralError):
+    """The supervisor was stopped: it cannot be started again or given new tasks."""
+
+
+class StopTimeout(CorralError):
+    """``stop()``/``wait()`` gave up waiting while tasks were still running.
+
+    ``running`` maps each such task's name to its current stack (a string).
+    """
+
+    def __init__(self, message: str, running: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.running: dict[str, str] = dict(running or {})
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if not self.running:
+            return text
+        parts = [text]
+        for name, stack in self.running.items():
+            parts.append(f"--- {name} ---\n{stack.rstrip()}")
+        return "\n".join(parts)
+
+
+class RestartLimitExceeded(CorralError):
+    """A task restarted more than ``n`` times within ``period`` seconds."""
+
+
+class NotReady(CorralError):
+    """The task ended before it said it was ready (its error is the ``__cause__``)."""
+
+
+class LeaseLost(CorralError):
+    """A singleton task's lease was lost, so its run was cancelled."""
+
+
+class Stopped(Exception):
+    """Graceful cause: a stop was asked for. Never reported as a failure."""
+
+
+class Replaced(Exception):
+    """Graceful cause: the task was replaced by a new task of the same name."""
+
+
+GRACEFUL = (Stopped, Replaced)
+
+for _cls in (
+    Cancelled,
+    CorralError,
+    DuplicateTaskName,
+    GroupClosed,
+    SupervisorStopped,
+    StopTimeout,
+    RestartLimitExceeded,
+    NotReady,
+    LeaseLost,
+    Stopped,
+    Replaced,
+):
+    _cls.__module__ = "corral"

@@ -1,0 +1,965 @@
+"""Groups: a node of the tree that owns tasks and child groups.
+
+The task lifecycle (admission, limits, dependencies, restarts, hooks, errors) lives
+here; *running* an attempt is handed to a runner (``_pool.get_pool().submit`` for
+threads today), so another runner (asyncio) can take its place later.
+
+Locking: each group has one lock (``_lock``, with the condition ``_cond``). It guards
+the group's bookkeeping and its tasks' states. Hooks, user callbacks and token
+cancellation never run under it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from typing import Any, TypeVar, TypeVarTuple, Unpack
+
+from ._clock import SYSTEM_CLOCK, Clock
+from ._errors import (
+    GRACEFUL,
+    Cancelled,
+    DuplicateTaskName,
+    GroupClosed,
+    RestartLimitExceeded,
+    Stopped,
+)
+from ._policy import NO_HOOKS, Backoff, Hooks, Restart, call_hook, check_max_restarts
+from ._pool import get_pool
+from ._task import _FINAL, Task, TaskState, _current
+from ._token import Token
+
+__all__ = ["Group", "roots"]
+
+log = logging.getLogger("corral")
+
+T = TypeVar("T")
+R = TypeVar("R")
+Ts = TypeVarTuple("Ts")
+
+_roots: dict[Group, None] = {}
+_roots_lock = threading.Lock()
+_group_ids = itertools.count(1)
+_DEFAULT_BACKOFF = Backoff()
+
+
+class _DependencyLost(Cancelled):
+    """Cause given to a dependent whose needed task ended (it will run again)."""
+
+
+def roots() -> list[Group]:
+    """Every root group alive (made outside any task, or detached): the forest."""
+    with _roots_lock:
+        return list(_roots)
+
+
+def _check_limit(limit: object) -> int | None:
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit must be an int >= 1 or None, not {type(limit).__name__}")
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1 (or None for no limit), not {limit!r}")
+    return limit
+
+
+def _check_name(name: object, what: str = "name") -> str | None:
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a str or None, not {type(name).__name__}")
+    if not name:
+        raise ValueError(f"{what} must not be empty")
+    return name
+
+
+def _qualname(fn: Callable[..., Any]) -> str:
+    mod = getattr(fn, "__module__", None)
+    qual = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if qual is None:
+        qual = type(fn).__qualname__
+    return f"{mod}.{qual}" if mod else str(qual)
+
+
+class Group:
+    """A node of the tree: owns tasks and child groups, and does not finish before
+    they do.
+
+    ``with Group(...) as g:`` joins at exit; a failure cancels the siblings when
+    ``fail_fast`` is on, and every failure comes out as one ``ExceptionGroup``.
+    """
+
+    _kind = "group"
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        limit: int | None = None,
+        fail_fast: bool = True,
+        detached: bool = False,
+        hooks: Hooks | None = None,
+        on_finish: Callable[[Task[Any]], object] | None = None,
+        token: Token | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        _check_name(name)
+        self._limit = _check_limit(limit)
+        if hooks is not None and not isinstance(hooks, Hooks):
+            raise TypeError(f"hooks must be a corral.Hooks or None, not {type(hooks).__name__}")
+        if on_finish is not None:
+            if not callable(on_finish):
+                raise TypeError(f"on_finish must be callable, not {type(on_finish).__name__}")
+            if hooks is not None and hooks.on_finished is not None:
+                raise TypeError("give either on_finish= or hooks=Hooks(on_finished=...), not both")
+            hooks = Hooks(
+                **{**_hooks_dict(hooks or NO_HOOKS), "on_finished": on_finish}
+            )
+        if token is not None and not isinstance(token, Token):
+            raise TypeError(f"token must be a corral.Token or None, not {type(token).__name__}")
+        self.name: str = name if name is not None else f"{self._kind}-{next(_group_ids)}"
+        self.fail_fast = bool(fail_fast)
+        self.hooks: Hooks = hooks or NO_HOOKS
+        parent_task = None if detached else _current.get()
+        self._parent_task: Task[Any] | None = parent_task
+        self.parent: Group | None = parent_task.group if parent_task is not None else None
+        self.clock: Clock = clock or (
+            self.parent.clock if self.parent is not None
+            else token.clock if token is not None else SYSTEM_CLOCK
+        )
+        if parent_task is not None:
+            self.token = Token(parent_task.token, clock=self.clock)
+            if token is not None:
+                token.on_cancel(lambda: self.token.cancel(token.cause))
+        else:
+            self.token = Token(token, clock=self.clock)
+
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._live: dict[str, Task[Any]] = {}  # name -> task not yet final
+        self._unfinished: dict[Task[Any], None] = {}  # not done (hooks not yet run)
+        self._fg = 0  # unfinished foreground tasks
+        self._waiting: list[Task[Any]] = []  # pending on start / needs / a replaced task
+        self._queue: deque[Task[Any]] = deque()  # pending on the limit only
+        self._slots = 0
+        self._failures: list[BaseException] = []
+        self._fatal: BaseException | None = None
+        self._started = True
+        self._stopping = False
+        self._closed = False
+        self._reported = False
+        self._seq = itertools.count(1)
+        self._submit = get_pool().submit
+        self.token.on_cancel(self._on_cancelled)
+        if parent_task is not None:
+            if parent_task._child_groups is None:
+                parent_task._child_groups = []
+            parent_task._child_groups.append(self)
+        else:
+            with _roots_lock:
+                _roots[self] = None
+
+    # -- introspection -------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        parts = [f"<corral.{type(self).__name__} {self.name!r} tasks={len(self._unfinished)}"]
+        if self._failures:
+            parts.append(f" failures={len(self._failures)}")
+        if self._closed:
+            parts.append(" closed")
+        elif self.token.cancelled:
+            parts.append(" cancelled")
+        return "".join(parts) + ">"
+
+    def __len__(self) -> int:
+        """Tasks not yet finished (pending, running or backing off)."""
+        return len(self._unfinished)
+
+    @property
+    def limit(self) -> int | None:
+        return self._limit
+
+    @property
+    def tasks(self) -> list[Task[Any]]:
+        """The tasks not yet finished, in spawn order."""
+        with self._lock:
+            return list(self._unfinished)
+
+    @property
+    def children(self) -> list[Group]:
+        """Child groups alive (made by this group's tasks and not detached)."""
+        out: list[Group] = []
+        for task in self.tasks:
+            out.extend(g for g in (task._child_groups or ()) if not g._closed)
+        return out
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def failures(self) -> list[BaseException]:
+        """The failures recorded so far (each noted with its task's name)."""
+        with self._lock:
+            return list(self._failures)
+
+    def get(self, name: str) -> Task[Any] | None:
+        """The live task of that name, or None."""
+        return self._live.get(name)
+
+    def snapshot(self) -> dict[str, Any]:
+        """This group's subtree: name, kind, state, and each live task with its state,
+        attempts, last error, meta and child groups."""
+        with self._lock:
+            tasks = list(self._unfinished)
+            state = (
+                "closed" if self._closed
+                else "cancelled" if self.token.cancelled
+                else "running" if self._started else "not started"
+            )
+        return {
+            "name": self.name,
+            "kind": self._kind,
+            "state": state,
+            "limit": self._limit,
+            "tasks": [t._snapshot() for t in tasks],
+        }
+
+    # -- spawning ------------------------------------------------------------------
+
+    def spawn(
+        self,
+        fn: Callable[[Unpack[Ts]], T],
+        *args: Unpack[Ts],
+        name: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        background: bool = False,
+        restart: Restart | str = Restart.NEVER,
+        backoff: Backoff | None = None,
+        max_restarts: tuple[int, float] | None = None,
+        replace: bool = False,
+        needs: Iterable[str] | str = (),
+        on_finish: Callable[[Task[T]], object] | None = None,
+        signals_ready: bool = False,
+    ) -> Task[T]:
+        """Start ``fn(*args)`` as a task of this group and return its handle at once."""
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        _check_name(name)
+        if meta is not None and not isinstance(meta, Mapping):
+            raise TypeError(f"meta must be a mapping or None, not {type(meta).__name__}")
+        restart = Restart.coerce(restart)
+        if backoff is not None and not isinstance(backoff, Backoff):
+            raise TypeError(f"backoff must be a corral.Backoff or None, not {type(backoff).__name__}")
+        mr = check_max_restarts(max_restarts)
+        if isinstance(needs, str):
+            needs_t: tuple[str, ...] = (needs,)
+        else:
+            try:
+                needs_t = tuple(needs)
+            except TypeError:
+                raise TypeError(
+                    f"needs must be a task name or an iterable of names, not {type(needs).__name__}"
+                ) from None
+        for n in needs_t:
+            if not isinstance(n, str):
+                raise TypeError(f"needs must name tasks by str, not {type(n).__name__}")
+        if on_finish is not None and not callable(on_finish):
+            raise TypeError(f"on_finish must be callable, not {type(on_finish).__name__}")
+        if restart is not Restart.NEVER and backoff is None:
+            backoff = _DEFAULT_BACKOFF
+        return self._spawn(
+            fn, args, name, meta=meta, background=bool(background), restart=restart,
+            backoff=backoff, max_restarts=mr, replace=bool(replace), needs=needs_t,
+            on_finish=on_finish, signals_ready=bool(signals_ready),
+        )
+
+    def _spawn(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        name: str | None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        background: bool = False,
+        restart: Restart = Restart.NEVER,
+        backoff: Backoff | None = None,
+        max_restarts: tuple[int, float] | None = None,
+        replace: bool = False,
+        needs: tuple[str, ...] = (),
+        on_finish: Callable[[Task[Any]], object] | None = None,
+        signals_ready: bool = False,
+        in_map: bool = False,
+    ) -> Task[Any]:
+        old: Task[Any] | None = None
+        with self._lock:
+            self._check_open_locked()
+            if name is None:
+                name = f"{_qualname(fn)}#{next(self._seq)}"
+            else:
+                old = self._live.get(name)
+                if old is not None and not replace:
+                    raise DuplicateTaskName(
+                        f"a task named {name!r} is already live in {self.name!r}; "
+                        "pass replace=True to replace it"
+                    )
+            for n in needs:
+                if n == name or (n not in self._live):
+                    known = ", ".join(repr(k) for k in self._live) or "none"
+                    raise ValueError(
+                        f"needs names {n!r}, which is not a live task of group {self.name!r} "
+                        f"(spawn what a task needs first; live tasks: {known})"
+                    )
+            task: Task[Any] = Task(
+                self, fn, args, name, meta=meta, background=background, restart=restart,
+                backoff=backoff, max_restarts=max_restarts, needs=needs,
+                on_finish=on_finish, signals_ready=signals_ready, in_map=in_map,
+            )
+            self._unfinished[task] = None
+            if not background:
+                self._fg += 1
+            self._live[name] = task
+            ended: list[Task[Any]] = []
+            cancel_old = False
+            if old is not None:
+                task._replaces = old
+                old._replaced_by = task
+                if old._cancel_cause is None:
+                    old._cancel_cause = _replaced(name)
+                if old.state is TaskState.RUNNING:
+                    cancel_old = True
+                else:  # pending or backing off: it ends now, without running again
+                    self._end_waiting_locked(old, old._cancel_cause)
+                    ended.append(old)
+        if cancel_old:
+            assert old is not None and old._cancel_cause is not None
+            old.token.cancel(old._cancel_cause)
+        for t in ended:
+            self._finalize(t)
+        call_hook(self.hooks.on_added, task)
+        ended = []
+        with self._lock:
+            if task.state is TaskState.PENDING and task not in self._waiting:
+                released = self._admit_locked(task, ended)
+            else:
+                released = []
+        for t in ended:
+            self._finalize(t)
+        if released:
+            self._submit_all(released)
+        return task
+
+    def _check_open_locked(self) -> None:
+        if self._closed:
+            raise GroupClosed(f"group {self.name!r} is finished; it takes no new tasks")
+
+    # -- admission -------------------------------------------------------------------
+
+    def _blocked_locked(self, task: Task[Any]) -> bool:
+        if not self._started:
+            return True
+        old = task._replaces
+        if old is not None:
+            if old.state not in _FINAL:
+                return True
+            task._replaces = None
+        for n in task.needs:
+            dep = self._live.get(n)
+            if dep is None or not dep._ready:
+                return True
+        return False
+
+    def _admit_locked(self, task: Task[Any], ended: list[Task[Any]]) -> list[Task[Any]]:
+        """Place a PENDING task: release it, queue it on the limit, or park it.
+
+        A task that must end instead (its group was cancelled) is added to ``ended``,
+        for the caller to finalize once the lock is released.
+        """
+        if self.token.cancelled or task._cancel_cause is not None:
+            # Spawned into (or restarted in) a cancelled group: it ends without running.
+            self._end_waiting_locked(task, task._cancel_cause or self.token.cause)
+            ended.append(task)
+            return []
+        if self._blocked_locked(task):
+            self._waiting.append(task)
+            return []
+        if self._limit is not None and self._slots >= self._limit:
+            self._queue.append(task)
+            return []
+        self._release_locked(task)
+        return [task]
+
+    def _pump_locked(self) -> list[Task[Any]]:
+        """Release what can run now: parked tasks that are no longer blocked, then the
+        limit queue in FIFO order."""
+        released: list[Task[Any]] = []
+        if self._waiting:
+            still: list[Task[Any]] = []
+            for task in self._waiting:
+                if task.state is not TaskState.PENDING:
+                    continue
+                if self._blocked_locked(task):
+                    still.append(task)
+                elif self._limit is not None and self._slots >= self._limit:
+                    self._queue.append(task)
+                else:
+                    self._release_locked(task)
+                    released.append(task)
+            self._waiting = still
+        queue = self._queue
+        limit = self._limit
+        while queue and (limit is None or self._slots < limit):
+            task = queue.popleft()
+            if task.state is TaskState.PENDING:
+                self._release_locked(task)
+                released.append(task)
+        return released
+
+    def _release_locked(self, task: Task[Any]) -> None:
+        # Once released, the callable will be called even if the token is cancelled
+        # meanwhile: "spawn, then stop at once" stays deterministic.
+        task.state = TaskState.RUNNING
+        task._slot = True
+        self._slots += 1
+        if task._token_used:
+            task.token = Token(self.token)
+        task._token_used = True
+
+    def _submit_all(self, tasks: list[Task[Any]]) -> None:
+        submit = self._submit
+        for task in tasks:
+            submit(_Attempt(self, task))
+
+    # -- running an attempt ----------------------------------------------------------
+
+    def _run_attempt(self, task: Task[Any]) -> None:
+        me = threading.current_thread()
+        me.name = f"corral:{task.name}"
+        task._thread_ident = threading.get_ident()
+        task.attempts += 1
+        task._attempt_started = self.clock.monotonic()
+        token = task.token
+        if not task.signals_ready:
+            self._set_ready(task, None)
+        call_hook(self.hooks.on_started, task)
+        ctx = task._base_ctx.copy()
+        kind: TaskState
+        value: Any = None
+        exc: BaseException | None = None
+        try:
+            value = ctx.run(_call, task)
+        except Cancelled as e:
+            kind, exc = TaskState.CANCELLED, e
+        except GRACEFUL as e:
+            kind, exc = TaskState.CANCELLED, e
+        except BaseException as e:
+            kind, exc = TaskState.FAILED, e
+        else:
+            kind = TaskState.CANCELLED if token.cancelled else TaskState.SUCCEEDED
+        finally:
+            task._thread_ident = None
+        if task._child_groups:
+            kind, exc = self._close_child_groups(task, kind, exc)
+        self._end_attempt(task, token, kind, value, exc)
+
+    def _close_child_groups(
+        self, task: Task[Any], kind: TaskState, exc: BaseException | None
+    ) -> tuple[TaskState, BaseException | None]:
+        # No orphans: a task is not finished until the groups it made are. If the task
+        # failed, its groups are cancelled first; otherwise they are waited for.
+        groups, task._child_groups = task._child_groups or [], None
+        errors: list[BaseException] = []
+        for g in groups:
+            if g._closed:
+                continue
+            if kind is TaskState.FAILED and exc is not None:
+                g.cancel(exc)
+            err = g._join_collect(None)
+            if err is not None:
+                errors.append(err)
+        if not errors:
+            return kind, exc
+        if kind is TaskState.FAILED and exc is not None:
+            return kind, ExceptionGroup(
+                f"task {task.name!r} failed, and so did groups it made", [exc, *errors]
+            ) if isinstance(exc, Exception) else exc
+        return TaskState.FAILED, errors[0] if len(errors) == 1 else ExceptionGroup(
+            f"groups made by task {task.name!r} failed", errors
+        )
+
+    def _end_attempt(
+        self,
+        task: Task[Any],
+        token: Token,
+        kind: TaskState,
+        value: Any,
+        exc: BaseException | None,
+    ) -> None:
+        fatal = kind is TaskState.FAILED and not isinstance(exc, Exception)
+        if kind is TaskState.FAILED:
+            assert exc is not None
+            task._last_error = exc
+            call_hook(self.hooks.on_failed, task, exc)
+        elif kind is TaskState.SUCCEEDED:
+            call_hook(self.hooks.on_succeeded, task, value)
+
+        now = self.clock.monotonic()
+        restart_delay: float | None = None
+        final: TaskState | None = None
+        dependents: list[Task[Any]] = []
+        deferred: list[Task[Any]] = []
+        with self._lock:
+            if task._slot:
+                task._slot = False
+                self._slots -= 1
+            task._ready = False
+            if self._live.get(task.name) is task:
+                dependents = [
+                    t for t in self._unfinished
+                    if t.state is TaskState.RUNNING and task.name in t.needs
+                ]
+            stopping = (
+                self._stopping or self.token.cancelled or task._cancel_cause is not None
+            )
+            if (
+                kind is TaskState.CANCELLED
+                and isinstance(token.cause, _DependencyLost)
+                and not stopping
+            ):
+                # What it needs went away: wait (PENDING) until it is ready again.
+                task.state = TaskState.PENDING
+                self._waiting.append(task)
+            elif not stopping and not fatal and _wants_restart(task.restart, kind):
+                limit_exc = self._note_restart_locked(task, now)
+                if limit_exc is not None:
+                    limit_exc.__cause__ = exc
+                    exc = limit_exc
+                    final = TaskState.FAILED
+                else:
+                    restart_delay = self._restart_delay_locked(task, now)
+                    if restart_delay > 0:
+                        task.state = TaskState.BACKOFF
+                        task._timer = self.clock.call_at(
+                            now + restart_delay, lambda: self._resume(task)
+                        )
+                    else:
+                        task.state = TaskState.PENDING
+            else:
+                final = kind
+            if final is not None:
+                self._set_final_locked(task, final, value, exc)
+            released = self._pump_locked()
+            if task.state is TaskState.PENDING and task not in self._waiting:
+                released.extend(self._admit_locked(task, deferred))
+            if released or final is not None:
+                self._cond.notify_all()
+
+        if not token.cancelled:
+            token._cancel(_ATTEMPT_ENDED)
+        for dep in dependents:
+            dep.token.cancel(_DependencyLost(f"needed task {task.name!r} ended"))
+        if restart_delay is not None:
+            self._log_restart(task, kind, exc, restart_delay)
+            call_hook(self.hooks.on_restart, task, restart_delay)
+        if final is not None:
+            if final is TaskState.FAILED and not task._in_map:
+                assert exc is not None
+                self._on_failure(task, exc, fatal)
+            self._finalize(task)
+        for t in deferred:
+            self._finalize(t)
+        if released:
+            self._submit_all(released)
+
+    def _note_restart_locked(self, task: Task[Any], now: float) -> RestartLimitExceeded | None:
+        if task.max_restarts is None:
+            return None
+        n, period = task.max_restarts
+        times = task._restart_times
+        if times is None:
+            times = task._restart_times = deque()
+        while times and times[0] <= now - period:
+            times.popleft()
+        if len(times) >= n:
+            return RestartLimitExceeded(
+                f"task {task.name!r} restarted more than {n} times within {period:g}s"
+            )
+        times.append(now)
+        return None
+
+    def _restart_delay_locked(self, task: Task[Any], now: float) -> float:
+        backoff = task.backoff or _DEFAULT_BACKOFF
+        if backoff.reset_after is not None and now - task._attempt_started >= backoff.reset_after:
+            task._consecutive = 0
+        delay = backoff.delay(task._consecutive)
+        task._consecutive += 1
+        return delay
+
+    def _resume(self, task: Task[Any]) -> None:
+        with self._lock:
+            if task.state is not TaskState.BACKOFF:
+                return
+            task._timer = None
+            task.state = TaskState.PENDING
+            deferred: list[Task[Any]] = []
+            released = self._admit_locked(task, deferred)
+        for t in deferred:
+            self._finalize(t)
+        self._submit_all(released)
+
+    def _set_final_locked(
+        self, task: Task[Any], state: TaskState, value: Any, exc: BaseException | None
+    ) -> None:
+        task.state = state
+        if state is TaskState.SUCCEEDED:
+            task._result = value
+        else:
+            task._error = exc
+        if task._timer is not None:
+            task._timer.cancel()
+            task._timer = None
+        if self._live.get(task.name) is task:
+            del self._live[task.name]
+
+    def _end_waiting_locked(self, task: Task[Any], cause: BaseException | None) -> None:
+        """End a task that is PENDING or in BACKOFF: CANCELLED, without running."""
+        if task in self._waiting:
+            self._waiting.remove(task)
+        self._set_final_locked(task, TaskState.CANCELLED, None, cause)
+
+    def _finalize(self, task: Task[Any]) -> None:
+        """Run the end-of-task hooks, then mark it done (join/len see it after hooks)."""
+        if not task.token.cancelled:
+            task.token._cancel(_ATTEMPT_ENDED)
+        if task.on_finish is not None:
+            call_hook(task.on_finish, task)
+        call_hook(self.hooks.on_finished, task)
+        with self._lock:
+            task._done = True
+            self._unfinished.pop(task, None)
+            if not task.background:
+                self._fg -= 1
+            self._cond.notify_all()
+            released = self._pump_locked() if self._waiting else []
+        if released:
+            self._submit_all(released)
+
+    def _on_failure(self, task: Task[Any], exc: BaseException, fatal: bool) -> None:
+        try:
+            exc.add_note(
+                f"corral: task {task.name!r} (attempt {task.attempts}) in {self._kind} {self.name!r}"
+            )
+        except Exception:  # pragma: no cover - exotic exception types
+            pass
+        with self._lock:
+            if fatal:
+                if self._fatal is None:
+                    self._fatal = exc
+            else:
+                self._record_failure_locked(exc)
+        self._log_failure(task, exc)
+        if fatal:
+            self._on_fatal(exc)
+        elif self.fail_fast:
+            self.cancel(exc)
+
+    def _record_failure_locked(self, exc: BaseException) -> None:
+        self._failures.append(exc)
+
+    def _log_failure(self, task: Task[Any], exc: BaseException) -> None:
+        # A plain group raises its failures from join(): that is where the user sees
+        # them, so they are logged only at DEBUG here (supervisors log at ERROR).
+        log.debug(
+            "task %r failed in %s %r", task.name, self._kind, self.name,
+            exc_info=exc, extra={"corral_task": task.name, "corral_group": self.name},
+        )
+
+    def _log_restart(
+        self, task: Task[Any], kind: TaskState, exc: BaseException | None, delay: float
+    ) -> None:
+        how = f"failed ({exc!r})" if kind is TaskState.FAILED else "returned"
+        log.warning(
+            "task %r %s; restarting in %.3gs (attempt %d done)", task.name, how, delay,
+            task.attempts, exc_info=exc if kind is TaskState.FAILED else None,
+            extra={"corral_task": task.name, "corral_group": self.name},
+        )
+
+    def _on_fatal(self, exc: BaseException) -> None:
+        self.cancel(exc)
+
+    # -- readiness -------------------------------------------------------------------
+
+    def _set_ready(self, task: Task[Any], value: Any) -> None:
+        with self._lock:
+            if task.state is not TaskState.RUNNING or task._ready:
+                return
+            task._ready = True
+            task._ready_value = value
+            self._cond.notify_all()
+            released = self._pump_locked() if self._waiting else []
+        if released:
+            self._submit_all(released)
+
+    # -- cancelling ------------------------------------------------------------------
+
+    def cancel(self, cause: BaseException | str | None = None) -> None:
+        """Cancel the whole subtree: pending tasks end without running, running ones
+        see their tokens cancelled, child groups too. Idempotent."""
+        if cause is None:
+            cause = Cancelled(f"{self._kind} {self.name!r} cancelled")
+        self.token.cancel(cause)
+
+    def _on_cancelled(self) -> None:
+        # The group's token was cancelled: tasks that are not running end now.
+        cause = self.token.cause
+        with self._lock:
+            waiting = [
+                t for t in self._unfinished
+                if t.state is TaskState.PENDING or t.state is TaskState.BACKOFF
+            ]
+            for t in waiting:
+                self._end_waiting_locked(t, t._cancel_cause or cause)
+            self._queue.clear()
+            self._waiting.clear()
+            self._cond.notify_all()
+        for t in waiting:
+            self._finalize(t)
+
+    def _cancel_task(self, task: Task[Any], cause: BaseException) -> None:
+        with self._lock:
+            if task.state in _FINAL:
+                return
+            if task._cancel_cause is None:
+                task._cancel_cause = cause
+            if task.state is TaskState.RUNNING:
+                ended = False
+            else:
+                self._end_waiting_locked(task, task._cancel_cause)
+                ended = True
+        if ended:
+            self._finalize(task)
+        else:
+            task.token.cancel(task._cancel_cause)
+
+    # -- waiting ---------------------------------------------------------------------
+
+    def _wait_for(self, predicate: Callable[[], bool], timeout: float | None, what: str) -> None:
+        with self._cond:
+            if not self._cond.wait_for(predicate, timeout):
+                raise TimeoutError(f"{what} still running after {timeout}s")
+
+    def _stranded_locked(self) -> list[Task[Any]]:
+        """Foreground tasks parked on needs whose needed task is gone for good."""
+        out = []
+        for t in self._waiting:
+            if t.background or t.state is not TaskState.PENDING:
+                continue
+            if t._replaces is None and all(
+                (dep := self._live.get(n)) is None or dep in out for n in t.needs
+            ) and t.needs:
+                out.append(t)
+        return out
+
+    def _foreground_done_locked(self) -> bool:
+        if self._fg == 0:
+            return True
+        if self._waiting and self._fg <= len(self._waiting):
+            return len(self._stranded_locked()) == self._fg
+        return False
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the foreground tasks (then cancel and wait for background ones),
+        close the group, and raise an ``ExceptionGroup`` of every failure.
+
+        Raises ``TimeoutError`` if tasks are still running after ``timeout`` seconds
+        (the group stays open). Failures are raised once: a later join returns None.
+        """
+        err = self._join_collect(timeout)
+        if err is not None:
+            raise err
+
+    def _join_collect(
+        self, timeout: float | None, body_exc: BaseException | None = None
+    ) -> BaseException | None:
+        """Join, and return what join() should raise (or None)."""
+        current = _current.get()
+        if current is not None and current.group is self and not self._closed:
+            raise RuntimeError(
+                f"a task of group {self.name!r} cannot join its own group (it would wait for itself)"
+            )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            ok = self._cond.wait_for(self._foreground_done_locked, timeout)
+            if not ok:
+                raise TimeoutError(
+                    f"{self._kind} {self.name!r} still has {self._fg} running task(s) after {timeout}s"
+                )
+            stranded = self._stranded_locked() if self._fg else []
+            background = [t for t in self._unfinished if t.background]
+        for t in stranded:
+            t.cancel(Cancelled(f"task {t.name!r} needs a task that is gone"))
+        for t in background:
+            t.cancel(Stopped(f"{self._kind} {self.name!r} is done"))
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        with self._cond:
+            if not self._cond.wait_for(lambda: not self._unfinished, remaining):
+                raise TimeoutError(
+                    f"{self._kind} {self.name!r} still has {len(self._unfinished)} task(s) "
+                    f"after {timeout}s"
+                )
+            self._closed = True
+            if self._reported:
+                failures: list[BaseException] = []
+                fatal = None
+            else:
+                self._reported = True
+                failures = list(self._failures)
+                fatal = self._fatal
+        self._unregister()
+        if fatal is not None:
+            for f in failures:
+                log.error("task failure while stopping for %r", fatal, exc_info=f)
+            return fatal
+        if body_exc is not None and isinstance(body_exc, Exception):
+            failures.insert(0, body_exc)
+        elif body_exc is not None and not failures:
+            return body_exc
+        if not failures:
+            return None
+        return ExceptionGroup(
+            f"{len(failures)} task(s) failed in {self._kind} {self.name!r}", failures
+        )
+
+    def _unregister(self) -> None:
+        with _roots_lock:
+            _roots.pop(self, None)
+            empty = not _roots
+        if empty:
+            get_pool().trim()
+
+    def wait_until(
+        self, predicate: Callable[[], bool], timeout: float | None = None, *, interval: float = 0.05
+    ) -> bool:
+        """Poll ``predicate`` (and re-check whenever a task ends). When it holds, cancel
+        the group gracefully (cause ``Stopped``) and return True; on timeout, cancel
+        nothing and return False."""
+        if not callable(predicate):
+            raise TypeError(f"predicate must be callable, not {type(predicate).__name__}")
+        if not interval > 0:
+            raise ValueError(f"interval must be > 0, not {interval!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if predicate():
+                self.cancel(Stopped("wait_until condition met"))
+                return True
+            wait = interval
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                wait = min(wait, left)
+            with self._cond:
+                self._cond.wait(wait)
+
+    # -- map ---------------------------------------------------------------------------
+
+    def map(
+        self, fn: Callable[[T], R], iterable: Iterable[T], *, window: int | None = None
+    ) -> Iterator[R]:
+        """Run ``fn(item)`` for each item as tasks of this group; yield results in input
+        order. Lazy: at most ``window`` items are in flight (default 2 x limit, or 64).
+
+        An item's exception is raised by the iterator at that item's place (and is not
+        also a group failure). Leaving the loop early cancels what is in flight.
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        if window is None:
+            window = 2 * self._limit if self._limit is not None else 64
+        elif isinstance(window, bool) or not isinstance(window, int):
+            raise TypeError(f"window must be an int >= 1 or None, not {type(window).__name__}")
+        elif window < 1:
+            raise ValueError(f"window must be >= 1, not {window!r}")
+        with self._lock:
+            self._check_open_locked()
+        it = iter(iterable)
+        return self._map(fn, it, window)
+
+    def _map(self, fn: Callable[[T], R], it: Iterator[T], window: int) -> Generator[R, None, None]:
+        inflight: deque[Task[R]] = deque()
+        spawn = self._spawn
+        name = _qualname(fn)
+        try:
+            for item in it:
+                inflight.append(spawn(fn, (item,), f"{name}[map#{next(self._seq)}]", in_map=True))
+                if len(inflight) >= window:
+                    yield inflight.popleft().result()
+            while inflight:
+                yield inflight.popleft().result()
+        finally:
+            for t in inflight:
+                t.cancel(Stopped("map abandoned"))
+            for t in inflight:
+                t.join()
+
+    # -- context manager -----------------------------------------------------------
+
+    def __enter__(self) -> Group:
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+        if exc is not None:
+            self.cancel(exc)
+        err = self._join_collect(None, exc)
+        if err is None or err is exc:
+            return False  # nothing to raise, or the body's own exception propagates
+        raise err
+
+
+class _Attempt:
+    """What the runner runs: one attempt of a task (a small callable, no closure)."""
+
+    __slots__ = ("group", "task")
+
+    def __init__(self, group: Group, task: Task[Any]) -> None:
+        self.group = group
+        self.task = task
+
+    def __call__(self) -> None:
+        self.group._run_attempt(self.task)
+
+
+def _call(task: Task[Any]) -> Any:
+    _current.set(task)
+    return task.fn(*task.args)
+
+
+def _wants_restart(policy: Restart, kind: TaskState) -> bool:
+    if policy is Restart.NEVER or kind is TaskState.CANCELLED:
+        return False
+    if policy is Restart.ALWAYS:
+        return True
+    if policy is Restart.ON_FAILURE:
+        return kind is TaskState.FAILED
+    return kind is TaskState.SUCCEEDED
+
+
+def _replaced(name: str) -> BaseException:
+    from ._errors import Replaced
+
+    return Replaced(f"replaced by a new task named {name!r}")
+
+
+def _hooks_dict(h: Hooks) -> dict[str, Any]:
+    return {k: getattr(h, k) for k in Hooks.__slots__}
+
+
+_ATTEMPT_ENDED = Cancelled("the attempt ended")
+
+Group.__module__ = "corral"
+_ = weakref  # reserved for weak parent links

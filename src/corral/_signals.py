@@ -1,0 +1,130 @@
+"""SIGINT/SIGTERM handling shared by every supervisor of the process.
+
+One handler per signal is installed while at least one supervisor subscribes. The
+handler never takes a lock (the main thread may have been interrupted while holding
+one): it puts the signal number on a ``SimpleQueue`` (whose ``put`` is reentrant) for a
+dispatcher thread, which starts the stops. It then chains to the handler that was
+installed before corral's, except ``SIG_DFL``, ``SIG_IGN`` and
+``signal.default_int_handler``.
+
+Handlers can only be changed from the main thread: they are restored when the last
+subscriber leaves, if that happens in the main thread, or else the next time the main
+thread calls into a supervisor (``stop``/``wait``/``serve``) or the handler fires.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._supervisor import Supervisor
+
+log = logging.getLogger("corral")
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+_lock = threading.Lock()
+_subscribers: list[Supervisor] = []
+_previous: dict[int, Any] = {}
+_queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+_dispatcher: threading.Thread | None = None
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def subscribe(sup: Supervisor) -> bool:
+    """Route SIGINT/SIGTERM to ``sup``. Returns False if not in the main thread."""
+    global _dispatcher
+    if not _in_main_thread():
+        return False
+    with _lock:
+        if sup in _subscribers:
+            return True
+        _subscribers.append(sup)
+        if not _previous:
+            for signum in SIGNALS:
+                _previous[signum] = signal.getsignal(signum)
+                signal.signal(signum, _handler)
+        if _dispatcher is None:
+            _dispatcher = threading.Thread(
+                target=_dispatch, name="corral-signals", daemon=True
+            )
+            _dispatcher.start()
+    return True
+
+
+def unsubscribe(sup: Supervisor) -> None:
+    with _lock:
+        if sup in _subscribers:
+            _subscribers.remove(sup)
+    restore_if_idle()
+
+
+def restore_if_idle() -> None:
+    """Put back the earlier handlers if no supervisor subscribes (main thread only)."""
+    global _dispatcher
+    if not _in_main_thread():
+        return
+    with _lock:
+        if _subscribers or not _previous:
+            return
+        for signum, prev in _previous.items():
+            if signal.getsignal(signum) is _handler:
+                signal.signal(signum, prev if prev is not None else signal.SIG_DFL)
+        _previous.clear()
+        if _dispatcher is not None:
+            _queue.put(None)
+            _dispatcher = None
+
+
+def _dispatch() -> None:
+    while True:
+        signum = _queue.get()
+        if signum is None:
+            return
+        with _lock:
+            subs = list(_subscribers)
+        for sup in subs:
+            try:
+                sup._on_signal(signum)
+            except BaseException:
+                log.exception("corral: error while handling signal %s", signum)
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    # Runs in the main thread, between two bytecodes of whatever it was doing: no locks.
+    _queue.put(signum)
+    prev = _previous.get(signum, signal.SIG_DFL)
+    go_sup = None
+    for sup in list(_subscribers):
+        if sup._signal_mode == "passthrough":
+            go_sup = sup
+    if go_sup is not None:
+        # corral.go()'s default supervisor: wait for its tasks (bounded), then let the
+        # signal do what it would have done without corral.
+        go_sup._stopped_event.wait(go_sup.stop_timeout)
+        _redeliver(signum, prev, frame)
+        return
+    if callable(prev) and prev is not signal.default_int_handler:
+        prev(signum, frame)
+
+
+def _redeliver(signum: int, prev: Any, frame: FrameType | None) -> None:
+    if prev is signal.default_int_handler:
+        raise KeyboardInterrupt
+    if prev is signal.SIG_IGN:
+        return
+    if callable(prev):
+        prev(signum, frame)
+        return
+    # SIG_DFL (or None: a handler not installed from Python): the default action.
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)

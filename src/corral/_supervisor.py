@@ -1,0 +1,366 @@
+"""Supervisors: long-lived root groups with a lifecycle, signals and a failure record."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack
+
+from ._clock import Clock
+from ._errors import Cancelled, Stopped, StopTimeout, SupervisorStopped
+from ._group import Group, roots
+from ._policy import Hooks
+from ._pool import get_pool
+from ._task import Task, TaskState, _current
+from ._token import Token
+from . import _signals
+
+__all__ = ["Supervisor", "go"]
+
+log = logging.getLogger("corral")
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+
+class Supervisor(Group):
+    """A long-lived root group with a lifecycle: ``start``/``stop``/``wait``/``serve``.
+
+    Unlike a plain group, one task's failure does not stop the others (``fail_fast``
+    is off), failures are logged at ERROR and kept in ``failures`` (``stop`` does not
+    raise them), tasks spawned before ``start()`` are queued, and SIGINT/SIGTERM stop
+    it gracefully (``handle_signals``, on by default in the main thread).
+    """
+
+    _kind = "supervisor"
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        on_finish: Callable[[Task[Any]], object] | None = None,
+        hooks: Hooks | None = None,
+        token: Token | None = None,
+        handle_signals: bool | None = None,
+        fail_fast: bool = False,
+        limit: int | None = None,
+        detached: bool = False,
+        clock: Clock | None = None,
+        stop_timeout: float | None = None,
+        max_failures: int = 100,
+    ) -> None:
+        if stop_timeout is not None and (
+            isinstance(stop_timeout, bool) or not isinstance(stop_timeout, int | float)
+        ):
+            raise TypeError(f"stop_timeout must be a number or None, not {type(stop_timeout).__name__}")
+        if stop_timeout is not None and stop_timeout < 0:
+            raise ValueError(f"stop_timeout must be >= 0, not {stop_timeout!r}")
+        if isinstance(max_failures, bool) or not isinstance(max_failures, int):
+            raise TypeError(f"max_failures must be an int, not {type(max_failures).__name__}")
+        if max_failures < 1:
+            raise ValueError(f"max_failures must be >= 1, not {max_failures!r}")
+        if token is not None and not isinstance(token, Token):
+            raise TypeError(f"token must be a corral.Token or None, not {type(token).__name__}")
+        super().__init__(
+            name, limit=limit, fail_fast=fail_fast, detached=detached, hooks=hooks,
+            on_finish=on_finish, clock=clock if clock is not None else (
+                token.clock if token is not None else None
+            ),
+        )
+        self.stop_timeout = stop_timeout
+        self._started = False
+        self._stop_begun = False
+        self._stop_done = False
+        self._give_up = False
+        self._fatal_raised = False
+        self._stopped_event = threading.Event()
+        self._failure_log: deque[BaseException] = deque(maxlen=max_failures)
+        self._signal_mode: Literal["off", "graceful", "passthrough"] = "off"
+        if handle_signals is None:
+            handle_signals = threading.current_thread() is threading.main_thread()
+        self._handle_signals = bool(handle_signals)
+        if token is not None:
+            # Cancelling the token given to the supervisor stops it (gracefully).
+            token.on_cancel(lambda: self._begin_stop(Stopped(f"token cancelled: {token.cause!r}")))
+
+    def __repr__(self) -> str:
+        state = (
+            "stopped" if self._stop_done else "stopping" if self._stop_begun
+            else "running" if self._started else "not started"
+        )
+        return f"<corral.Supervisor {self.name!r} {state} tasks={len(self)} failures={len(self._failure_log)}>"
+
+    # -- state -----------------------------------------------------------------------
+
+    @property
+    def is_started(self) -> bool:
+        """True once ``start()`` was called (and still true after stop)."""
+        return self._started
+
+    @property
+    def is_stopped(self) -> bool:
+        """True from the moment ``stop()`` begins."""
+        return self._stop_begun
+
+    @property
+    def is_running(self) -> bool:
+        return self._started and not self._stop_begun
+
+    @property
+    def failures(self) -> list[BaseException]:
+        """The most recent failures (bounded by ``max_failures``), oldest first."""
+        with self._lock:
+            return list(self._failure_log)
+
+    def _record_failure_locked(self, exc: BaseException) -> None:
+        self._failure_log.append(exc)
+
+    def _log_failure(self, task: Task[Any], exc: BaseException) -> None:
+        log.error(
+            "task %r failed in supervisor %r", task.name, self.name, exc_info=exc,
+            extra={"corral_task": task.name, "corral_group": self.name},
+        )
+
+    def _check_open_locked(self) -> None:
+        if self._stop_begun:
+            raise SupervisorStopped(f"supervisor {self.name!r} is stopped; it takes no new tasks")
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the supervisor: queued tasks start, in spawn order. A second call does
+        nothing; after ``stop()`` it raises ``SupervisorStopped``."""
+        with self._lock:
+            if self._stop_begun:
+                raise SupervisorStopped(f"supervisor {self.name!r} was stopped; it cannot start again")
+            if self._started:
+                return
+            self._started = True
+        if self._handle_signals and _signals.subscribe(self):
+            if self._signal_mode == "off":
+                self._signal_mode = "graceful"
+        with self._lock:
+            released = self._pump_locked()
+        self._submit_all(released)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop: cancel the tasks (dependents before what they need), wait for them
+        and their hooks. Idempotent. Task failures are not raised (see ``failures``).
+
+        Raises ``StopTimeout`` naming each task still running (with its stack) if they
+        have not ended within ``timeout`` (default: the supervisor's ``stop_timeout``,
+        None meaning no limit), or at once on a second SIGINT/SIGTERM.
+        """
+        self._begin_stop(Stopped(f"supervisor {self.name!r} stopped"))
+        task = _current.get()
+        if task is not None and task.group is self:
+            return  # stop() from one of its own tasks: it cannot wait for itself
+        self._wait_stopped(self.stop_timeout if timeout is None else timeout)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the supervisor is stopped and every task has ended. Returns at
+        once if it was never started. Re-raises a KeyboardInterrupt/SystemExit that
+        stopped it (once)."""
+        if not self._started and not self._stop_begun:
+            return
+        self._wait_stopped(timeout)
+        self._raise_fatal_once()
+
+    def serve(self) -> None:
+        """Start, block until stopped (signal, token, ``stop()`` from a task...), stop."""
+        self.start()
+        try:
+            self.wait()
+        except KeyboardInterrupt:
+            # Signals not handled by corral: Ctrl-C arrives here. Stop, then re-raise.
+            self.stop()
+            raise
+        finally:
+            if not self._stop_done:
+                self.stop()
+
+    def __enter__(self) -> Supervisor:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+        self.stop()
+        if exc is None:
+            self._raise_fatal_once()
+        return False
+
+    # -- stopping ----------------------------------------------------------------------
+
+    def _begin_stop(self, cause: BaseException) -> None:
+        """Start stopping without waiting (safe from any thread and from callbacks)."""
+        with self._lock:
+            if self._stop_begun:
+                return
+            self._stop_begun = True
+            self._stopping = True
+            started = self._started
+        if not started:
+            # stop() before start(): queued tasks end CANCELLED without running.
+            self._finish_stop(cause, run_sequence=False)
+            return
+        threading.Thread(
+            target=self._finish_stop, args=(cause, True), name=f"corral-stop:{self.name}", daemon=True
+        ).start()
+
+    def _finish_stop(self, cause: BaseException, run_sequence: bool) -> None:
+        try:
+            if run_sequence:
+                self._stop_in_order(cause)
+            self.token.cancel(cause)
+            with self._cond:
+                self._cond.wait_for(lambda: not self._unfinished)
+        finally:
+            with self._cond:
+                self._stop_done = True
+                self._closed = True
+                self._cond.notify_all()
+            self._stopped_event.set()
+            _signals.unsubscribe(self)
+            self._unregister()
+
+    def _stop_in_order(self, cause: BaseException) -> None:
+        # Reverse dependency order: cancel the tasks nothing live needs, wait for them,
+        # then the tasks they needed, and so on.
+        while True:
+            with self._lock:
+                live = [t for t in self._unfinished if not t._done]
+                if not live:
+                    return
+                needed = {n for t in live for n in t.needs}
+                layer = [t for t in live if t.name not in needed]
+                if not layer:  # a cycle made through replace=True: cancel the rest together
+                    layer = live
+            for t in layer:
+                t.cancel(cause)
+            with self._cond:
+                self._cond.wait_for(lambda: all(t._done for t in layer))
+
+    def _wait_stopped(self, timeout: float | None) -> None:
+        try:
+            with self._cond:
+                ok = self._cond.wait_for(lambda: self._stop_done or self._give_up, timeout)
+                gave_up = self._give_up and not self._stop_done
+            if not ok or gave_up:
+                raise self._stop_timeout_error(
+                    "gave up waiting (second signal)" if gave_up else f"not stopped after {timeout}s"
+                )
+        finally:
+            _signals.restore_if_idle()
+
+    def _stop_timeout_error(self, why: str) -> StopTimeout:
+        frames = sys._current_frames()
+        running: dict[str, str] = {}
+        for t in self.tasks:
+            if t.state is not TaskState.RUNNING:
+                continue
+            frame = frames.get(t._thread_ident) if t._thread_ident is not None else None
+            running[t.name] = "".join(traceback.format_stack(frame)) if frame else "(not started yet)\n"
+        names = ", ".join(repr(n) for n in running) or "none"
+        return StopTimeout(f"supervisor {self.name!r}: {why}; still running: {names}", running)
+
+    def _raise_fatal_once(self) -> None:
+        with self._lock:
+            fatal = self._fatal
+            if fatal is None or self._fatal_raised:
+                return
+            self._fatal_raised = True
+        raise fatal
+
+    def _on_fatal(self, exc: BaseException) -> None:
+        self._begin_stop(exc)
+
+    def _on_cancelled(self) -> None:
+        super()._on_cancelled()
+        cause = self.token.cause
+        self._begin_stop(cause if cause is not None else Cancelled("cancelled"))
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if not self._stop_begun:
+            log.info("received %s: stopping supervisor %r", name, self.name)
+            self._begin_stop(Stopped(f"received {name}"))
+        else:
+            log.warning("received %s again: no longer waiting for %r", name, self.name)
+            with self._cond:
+                self._give_up = True
+                self._cond.notify_all()
+
+    def _join_collect(
+        self, timeout: float | None, body_exc: BaseException | None = None
+    ) -> BaseException | None:
+        # join() of a supervisor waits until it is stopped (it does not end by itself).
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._stop_done, timeout):
+                raise TimeoutError(f"supervisor {self.name!r} still running after {timeout}s")
+        _ = deadline
+        with self._lock:
+            fatal = self._fatal if not self._fatal_raised else None
+            self._fatal_raised = True
+        return fatal
+
+
+# -- the process-wide default supervisor (corral.go) -----------------------------------
+
+_default: Supervisor | None = None
+_default_lock = threading.Lock()
+DEFAULT_STOP_TIMEOUT = 10.0
+
+
+def _default_supervisor() -> Supervisor:
+    global _default
+    with _default_lock:
+        if _default is None:
+            sup = Supervisor("corral.go", detached=True, stop_timeout=DEFAULT_STOP_TIMEOUT)
+            sup._signal_mode = "passthrough"
+            sup.start()
+            _default = sup
+        return _default
+
+
+def go(fn: Callable[[Unpack[Ts]], T], *args: Unpack[Ts], **options: Any) -> Task[T]:
+    """Run ``fn(*args)`` as a task of the process-wide default supervisor (started on
+    first use). On SIGINT/SIGTERM its tasks are cancelled and waited for (up to its
+    stop timeout), then the signal does what it would have done without corral."""
+    return _default_supervisor().spawn(fn, *args, **options)
+
+
+def _reset_default_for_tests() -> None:  # pragma: no cover - test helper
+    global _default
+    with _default_lock:
+        sup, _default = _default, None
+    if sup is not None:
+        sup.stop()
+
+
+@atexit.register
+def _at_exit() -> None:
+    # Nothing is left running at interpreter exit: stop every supervisor (bounded),
+    # cancel every other root group, then wake and join the idle workers.
+    groups = roots()
+    for g in groups:
+        if isinstance(g, Supervisor):
+            g._begin_stop(Stopped("interpreter exit"))
+        else:
+            g.cancel(Stopped("interpreter exit"))
+    deadline = time.monotonic() + DEFAULT_STOP_TIMEOUT
+    for g in groups:
+        left = max(0.0, deadline - time.monotonic())
+        with g._cond:
+            g._cond.wait_for(lambda g=g: not g._unfinished, left)  # type: ignore[misc]
+    get_pool().shutdown(timeout=1.0)
+
+
+Supervisor.__module__ = "corral"

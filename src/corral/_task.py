@@ -1,0 +1,270 @@
+"""The handle of one unit of work, and the current-task context."""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._errors import Cancelled, NotReady
+from ._policy import Backoff, Restart
+from ._token import Token, _cancelled_from
+
+if TYPE_CHECKING:
+    from ._clock import TimerHandle
+    from ._group import Group
+
+__all__ = ["Task", "TaskState", "current_task", "current_token", "ready"]
+
+T = TypeVar("T")
+
+
+class TaskState(enum.StrEnum):
+    """Where a task is in its life. The last three are final."""
+
+    PENDING = "pending"  # queued: supervisor not started, group at its limit, or waiting for needs
+    RUNNING = "running"
+    BACKOFF = "backoff"  # waiting to restart
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+
+_current: contextvars.ContextVar[Task[Any] | None] = contextvars.ContextVar(
+    "corral_current_task", default=None
+)
+
+
+class Task(Generic[T]):
+    """The handle of one unit of work in a group. Made by ``Group.spawn``."""
+
+    __slots__ = (
+        "_attempt_started",
+        "_base_ctx",
+        "_cancel_cause",
+        "_child_groups",
+        "_consecutive",
+        "_dep_lost",
+        "_done",
+        "_error",
+        "_in_map",
+        "_last_error",
+        "_ready",
+        "_ready_value",
+        "_replaced_by",
+        "_replaces",
+        "_restart_times",
+        "_result",
+        "_slot",
+        "_thread_ident",
+        "_timer",
+        "_token_used",
+        "args",
+        "attempts",
+        "background",
+        "backoff",
+        "fn",
+        "group",
+        "max_restarts",
+        "meta",
+        "name",
+        "needs",
+        "on_finish",
+        "restart",
+        "signals_ready",
+        "state",
+        "token",
+    )
+
+    def __init__(
+        self,
+        group: Group,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        name: str,
+        *,
+        meta: Mapping[str, Any] | None,
+        background: bool,
+        restart: Restart,
+        backoff: Backoff | None,
+        max_restarts: tuple[int, float] | None,
+        needs: tuple[str, ...],
+        on_finish: Callable[[Task[T]], object] | None,
+        signals_ready: bool,
+        in_map: bool = False,
+    ) -> None:
+        self.group = group
+        self.fn = fn
+        self.args = args
+        self.name = name
+        self.meta: dict[str, Any] = dict(meta) if meta else {}
+        self.background = background
+        self.restart = restart
+        self.backoff = backoff
+        self.max_restarts = max_restarts
+        self.needs = needs
+        self.on_finish = on_finish
+        self.signals_ready = signals_ready
+        self.state = TaskState.PENDING
+        self.attempts = 0
+        self.token: Token = Token(group.token)
+        self._token_used = False
+        self._base_ctx = contextvars.copy_context()
+        self._cancel_cause: BaseException | None = None
+        self._child_groups: list[Group] | None = None
+        self._consecutive = 0
+        self._dep_lost = False
+        self._done = False
+        self._error: BaseException | None = None
+        self._last_error: BaseException | None = None
+        self._in_map = in_map
+        self._ready = False
+        self._ready_value: Any = None
+        self._replaced_by: Task[Any] | None = None
+        self._replaces: Task[Any] | None = None
+        self._restart_times: deque[float] | None = None
+        self._result: Any = None
+        self._slot = False
+        self._thread_ident: int | None = None
+        self._timer: TimerHandle | None = None
+        self._attempt_started = 0.0
+
+    def __repr__(self) -> str:
+        extra = f" attempts={self.attempts}"
+        if self._last_error is not None:
+            extra += f" last_error={self._last_error!r}"
+        return f"<corral.Task {self.name!r} {self.state.name}{extra}>"
+
+    @property
+    def done(self) -> bool:
+        """True once the task has ended for good and its hooks have run."""
+        return self._done
+
+    @property
+    def last_error(self) -> BaseException | None:
+        """The error of the most recent failed attempt (even if it was restarted)."""
+        return self._last_error
+
+    def cancel(self, cause: BaseException | str | None = None) -> None:
+        """Cancel the task: a pending or backing-off task ends at once without running;
+        a running one has its token cancelled. Idempotent; restarts stop."""
+        if cause is None:
+            exc: BaseException = Cancelled(f"task {self.name!r} cancelled")
+        elif isinstance(cause, str):
+            exc = Cancelled(cause)
+        elif isinstance(cause, BaseException):
+            exc = cause
+        else:
+            raise TypeError(f"cause must be an exception, a str or None, not {type(cause).__name__}")
+        self.group._cancel_task(self, exc)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the task has ended (and its hooks ran). Never raises its error.
+
+        Raises ``TimeoutError`` if it is still running after ``timeout`` seconds.
+        """
+        if not self._done:
+            self.group._wait_for(lambda: self._done, timeout, f"task {self.name!r}")
+
+    def result(self, timeout: float | None = None) -> T:
+        """The return value, or raise the task's error (``Cancelled`` if it was cancelled)."""
+        self.join(timeout)
+        if self.state is TaskState.SUCCEEDED:
+            return self._result  # type: ignore[no-any-return]
+        if self.state is TaskState.FAILED:
+            assert self._error is not None
+            raise self._error
+        raise _cancelled_from(self._error or self.token.cause or Cancelled("cancelled"))
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The task's failure, or None if it did not fail (waits like ``join``)."""
+        self.join(timeout)
+        return self._error if self.state is TaskState.FAILED else None
+
+    def wait_ready(self, timeout: float | None = None) -> Any:
+        """Wait until the task is ready, and return the value it gave to ``corral.ready()``.
+
+        A task not spawned with ``signals_ready=True`` is ready once it runs. Raises
+        :class:`corral.NotReady` if the task ends before it is ready.
+        """
+        self.group._wait_for(
+            lambda: self._ready or self.state in _FINAL, timeout, f"task {self.name!r} ready"
+        )
+        if self._ready:
+            return self._ready_value
+        err = NotReady(f"task {self.name!r} ended ({self.state.value}) before it was ready")
+        raise err from (self._error or self.token.cause)
+
+    def _snapshot(self) -> dict[str, Any]:
+        groups = self._child_groups or ()
+        return {
+            "name": self.name,
+            "state": self.state,
+            "attempts": self.attempts,
+            "last_error": self._last_error,
+            "meta": dict(self.meta),
+            "background": self.background,
+            "children": [g.snapshot() for g in groups if not g._closed],
+        }
+
+
+def current_task() -> Task[Any] | None:
+    """The task running in this thread (context), or None."""
+    return _current.get()
+
+
+def current_token() -> Token:
+    """The running task's token; outside any task, a fresh root token nobody cancels."""
+    task = _current.get()
+    if task is None:
+        return Token()
+    return task.token
+
+
+def ready(value: Any = None) -> None:
+    """Say that the running task is ready (see ``signals_ready=``); ``value`` is what
+    ``wait_ready()`` returns. Outside a task it does nothing."""
+    task = _current.get()
+    if task is not None:
+        task.group._set_ready(task, value)
+
+
+def sleep(seconds: float) -> bool:
+    """Sleep on the current task's token: False as soon as it is cancelled.
+
+    Outside any task this is a plain sleep (returns True).
+    """
+    task = _current.get()
+    if task is None:
+        from ._token import _check_seconds
+
+        _check_seconds("seconds", seconds)
+        time.sleep(seconds)
+        return True
+    return task.token.sleep(seconds)
+
+
+def cancelled() -> bool:
+    """Whether the current task's token is cancelled (False outside tasks)."""
+    task = _current.get()
+    return task is not None and task.token.cancelled
+
+
+def check() -> None:
+    """Raise ``corral.Cancelled`` if the current task's token is cancelled."""
+    task = _current.get()
+    if task is not None:
+        task.token.check()
+
+
+for _cls in (Task, TaskState):
+    _cls.__module__ = "corral"

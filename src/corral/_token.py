@@ -1,0 +1,283 @@
+"""Cooperative cancellation tokens, arranged in a tree."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from ._clock import SYSTEM_CLOCK, Clock, TimerHandle
+from ._errors import Cancelled
+
+__all__ = ["Token"]
+
+log = logging.getLogger("corral")
+
+# One lock for every token: cancellation is rare and short, and a shared lock keeps a
+# token small (it is made for every task attempt). Never held while user code runs.
+_lock = threading.Lock()
+
+
+class Token:
+    """Cooperative cancellation. Cancelling a token cancels its descendants.
+
+    Threads cannot be killed, so work checks its token (``check()``, ``cancelled``) or
+    sleeps on it (``sleep()``, ``wait()``). Cancellation is sticky and the first cause
+    wins.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_callbacks",
+        "_cause",
+        "_children",
+        "_clock",
+        "_deadline",
+        "_event",
+        "_parent",
+        "_timer",
+    )
+
+    def __init__(
+        self,
+        parent: Token | None = None,
+        *,
+        timeout: float | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if parent is not None and not isinstance(parent, Token):
+            raise TypeError(f"parent must be a Token or None, not {type(parent).__name__}")
+        self._clock: Clock = clock if clock is not None else (
+            parent._clock if parent is not None else SYSTEM_CLOCK
+        )
+        self._cause: BaseException | None = None
+        self._children: dict[Token, None] | None = None
+        self._callbacks: dict[int, Callable[[], object]] | None = None
+        self._event: threading.Event | None = None
+        self._parent: Token | None = None
+        self._timer: TimerHandle | None = None
+        self._deadline: float | None = None
+        if parent is not None:
+            with _lock:
+                if parent._cause is None:
+                    if parent._children is None:
+                        parent._children = {}
+                    parent._children[self] = None
+                    self._parent = parent
+                else:
+                    self._cause = parent._cause
+        if timeout is not None:
+            _check_seconds("timeout", timeout)
+            self._deadline = self._clock.monotonic() + timeout
+            if self._cause is None:
+                self._timer = self._clock.call_at(self._deadline, self._expire)
+
+    def __repr__(self) -> str:
+        state = f"cancelled cause={self._cause!r}" if self._cause is not None else "active"
+        return f"<corral.Token {state}>"
+
+    # -- state ---------------------------------------------------------------------
+
+    @property
+    def cancelled(self) -> bool:
+        """True once cancelled (by itself, an ancestor or its deadline)."""
+        return self._cause is not None
+
+    @property
+    def cause(self) -> BaseException | None:
+        """Why it was cancelled: the first cause given, or None while active."""
+        return self._cause
+
+    @property
+    def deadline(self) -> float | None:
+        """When this token cancels itself (on its clock), if it has a timeout."""
+        return self._deadline
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    # -- cancelling ------------------------------------------------------------------
+
+    def cancel(self, cause: BaseException | str | None = None) -> None:
+        """Cancel this token and its descendants. Idempotent: the first cause wins.
+
+        ``cause`` may be an exception (kept as is) or a text (recorded as
+        ``Cancelled(text)``).
+        """
+        if cause is None:
+            exc: BaseException = Cancelled("cancelled")
+        elif isinstance(cause, str):
+            exc = Cancelled(cause)
+        elif isinstance(cause, BaseException):
+            exc = cause
+        else:
+            raise TypeError(
+                "cause must be an exception, a str or None, "
+                f"not {type(cause).__name__}"
+            )
+        self._cancel(exc)
+
+    def _cancel(self, cause: BaseException) -> None:
+        # Walk the subtree iteratively; user callbacks run outside the lock, after every
+        # token of the subtree is marked, parents before children.
+        pending: list[Token] = [self]
+        callbacks: list[Callable[[], object]] = []
+        with _lock:
+            if self._cause is not None:
+                return
+            parent = self._parent
+            if parent is not None and parent._children is not None:
+                parent._children.pop(self, None)
+            marked: list[Token] = []
+            while pending:
+                tok = pending.pop()
+                if tok._cause is not None:
+                    continue
+                tok._cause = cause
+                tok._parent = None
+                marked.append(tok)
+                if tok._callbacks:
+                    callbacks.extend(tok._callbacks.values())
+                    tok._callbacks = None
+                if tok._children:
+                    pending.extend(tok._children)
+                    tok._children = None
+        for tok in marked:
+            if tok._event is not None:
+                tok._event.set()
+            if tok._timer is not None:
+                tok._timer.cancel()
+                tok._timer = None
+        for callback in callbacks:
+            try:
+                callback()
+            except BaseException:
+                log.exception("on_cancel callback %r raised", callback)
+
+    def _expire(self) -> None:
+        self._cancel(TimeoutError("deadline exceeded"))
+
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback()`` once when cancelled (at once if already cancelled).
+
+        Returns a function that removes the callback. A callback that raises is
+        logged; the others still run.
+        """
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        key = id(callback)
+        with _lock:
+            if self._cause is None:
+                if self._callbacks is None:
+                    self._callbacks = {}
+                # id() is unique among live objects; wrap to allow the same callback twice
+                while key in self._callbacks:
+                    key += 1
+                self._callbacks[key] = callback
+                registered = True
+            else:
+                registered = False
+        if not registered:
+            try:
+                callback()
+            except BaseException:
+                log.exception("on_cancel callback %r raised", callback)
+            return _noop
+
+        def remove() -> None:
+            with _lock:
+                if self._callbacks is not None:
+                    self._callbacks.pop(key, None)
+
+        return remove
+
+    def child(self, *, timeout: float | None = None) -> Token:
+        """A new token cancelled with this one (and, given ``timeout``, after it)."""
+        return Token(self, timeout=timeout)
+
+    def _detach(self) -> None:
+        """Forget this token's link to its parent (the attempt it served is over)."""
+        with _lock:
+            parent = self._parent
+            if parent is not None and parent._children is not None:
+                parent._children.pop(self, None)
+            self._parent = None
+
+    # -- waiting ---------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raise :class:`corral.Cancelled` if this token is cancelled."""
+        cause = self._cause
+        if cause is not None:
+            raise _cancelled_from(cause)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until cancelled (True) or until ``timeout`` seconds passed (False)."""
+        if self._cause is not None:
+            return True
+        if timeout is not None:
+            _check_seconds("timeout", timeout)
+        if self._clock is SYSTEM_CLOCK or timeout is None:
+            return self._get_event().wait(timeout)
+        return not self._virtual_sleep(timeout)
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep ``seconds``; True if the whole time passed, False as soon as cancelled."""
+        _check_seconds("seconds", seconds)
+        if self._cause is not None:
+            return False
+        if self._clock is SYSTEM_CLOCK:
+            return not self._get_event().wait(seconds)
+        return self._virtual_sleep(seconds)
+
+    def _virtual_sleep(self, seconds: float) -> bool:
+        """Sleep on a non-system clock: True if the timer fired before cancellation."""
+        done = threading.Event()
+        fired: list[bool] = []
+
+        def on_timer() -> None:
+            fired.append(True)
+            done.set()
+
+        handle = self._clock.call_at(self._clock.monotonic() + seconds, on_timer)
+        remove = self.on_cancel(done.set)
+        try:
+            done.wait()
+        finally:
+            handle.cancel()
+            remove()
+        return bool(fired) and self._cause is None
+
+    def _get_event(self) -> threading.Event:
+        event = self._event
+        if event is None:
+            with _lock:
+                event = self._event
+                if event is None:
+                    event = self._event = threading.Event()
+                    if self._cause is not None:
+                        event.set()
+        return event
+
+
+def _noop() -> None:
+    return None
+
+
+def _cancelled_from(cause: BaseException) -> Cancelled:
+    """A fresh Cancelled for ``cause`` (a new object each time: threads raise it)."""
+    if isinstance(cause, Cancelled):
+        exc = Cancelled(*cause.args)
+    else:
+        exc = Cancelled(f"cancelled: {cause!r}")
+    exc.cause = cause
+    exc.__cause__ = cause
+    return exc
+
+
+def _check_seconds(what: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{what} must be >= 0, not {value!r}")
