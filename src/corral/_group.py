@@ -11,6 +11,7 @@ cancellation never run under it.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -18,7 +19,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
-from typing import Any, TypeVar, TypeVarTuple, Unpack
+from typing import Any, Literal, ParamSpec, TypeVar, TypeVarTuple, Unpack
 
 from ._clock import SYSTEM_CLOCK, Clock
 from ._errors import (
@@ -41,6 +42,7 @@ log = logging.getLogger("corral")
 T = TypeVar("T")
 R = TypeVar("R")
 Ts = TypeVarTuple("Ts")
+P = ParamSpec("P")
 
 _roots: dict[Group, None] = {}
 _roots_lock = threading.Lock()
@@ -147,7 +149,7 @@ class Group:
         self._waiting: list[Task[Any]] = []  # pending on start / needs / a replaced task
         self._queue: deque[Task[Any]] = deque()  # pending on the limit only
         self._slots = 0
-        self._failures: list[BaseException] = []
+        self._failures: list[Exception] = []
         self._fatal: BaseException | None = None
         self._started = True
         self._stopping = False
@@ -203,7 +205,7 @@ class Group:
         return self._closed
 
     @property
-    def failures(self) -> list[BaseException]:
+    def failures(self) -> list[Exception]:
         """The failures recorded so far (each noted with its task's name)."""
         with self._lock:
             return list(self._failures)
@@ -235,7 +237,7 @@ class Group:
     def spawn(
         self,
         fn: Callable[[Unpack[Ts]], T],
-        *args: Unpack[Ts],
+        *args: *Ts,
         name: str | None = None,
         meta: Mapping[str, Any] | None = None,
         background: bool = False,
@@ -337,7 +339,8 @@ class Group:
                     self._end_waiting_locked(old, old._cancel_cause)
                     ended.append(old)
         if cancel_old:
-            assert old is not None and old._cancel_cause is not None
+            assert old is not None
+            assert old._cancel_cause is not None
             old.token.cancel(old._cancel_cause)
         for t in ended:
             self._finalize(t)
@@ -473,24 +476,33 @@ class Group:
         # No orphans: a task is not finished until the groups it made are. If the task
         # failed, its groups are cancelled first; otherwise they are waited for.
         groups, task._child_groups = task._child_groups or [], None
-        errors: list[BaseException] = []
+        errors: list[Exception] = []
+        fatal: BaseException | None = None
         for g in groups:
             if g._closed:
                 continue
             if kind is TaskState.FAILED and exc is not None:
                 g.cancel(exc)
             err = g._join_collect(None)
-            if err is not None:
+            if isinstance(err, Exception):
                 errors.append(err)
+            elif err is not None and fatal is None:
+                fatal = err  # KeyboardInterrupt/SystemExit from a child group's task
+        if fatal is not None and (exc is None or isinstance(exc, Exception)):
+            return TaskState.FAILED, fatal
         if not errors:
             return kind, exc
-        if kind is TaskState.FAILED and exc is not None:
+        if kind is TaskState.FAILED and isinstance(exc, Exception):
             return kind, ExceptionGroup(
                 f"task {task.name!r} failed, and so did groups it made", [exc, *errors]
-            ) if isinstance(exc, Exception) else exc
-        return TaskState.FAILED, errors[0] if len(errors) == 1 else ExceptionGroup(
-            f"groups made by task {task.name!r} failed", errors
-        )
+            )
+        if kind is TaskState.FAILED:
+            for err in errors:  # the task itself ended with KeyboardInterrupt/SystemExit
+                log.error("group made by task %r failed", task.name, exc_info=err)
+            return kind, exc
+        if len(errors) == 1:
+            return TaskState.FAILED, errors[0]
+        return TaskState.FAILED, ExceptionGroup(f"groups made by task {task.name!r} failed", errors)
 
     def _end_attempt(
         self,
@@ -661,6 +673,7 @@ class Group:
                 if self._fatal is None:
                     self._fatal = exc
             else:
+                assert isinstance(exc, Exception)
                 self._record_failure_locked(exc)
         self._log_failure(task, exc)
         if fatal:
@@ -668,7 +681,7 @@ class Group:
         elif self.fail_fast:
             self.cancel(exc)
 
-    def _record_failure_locked(self, exc: BaseException) -> None:
+    def _record_failure_locked(self, exc: Exception) -> None:
         self._failures.append(exc)
 
     def _log_failure(self, task: Task[Any], exc: BaseException) -> None:
@@ -814,7 +827,7 @@ class Group:
                 )
             self._closed = True
             if self._reported:
-                failures: list[BaseException] = []
+                failures: list[Exception] = []
                 fatal = None
             else:
                 self._reported = True
@@ -866,6 +879,62 @@ class Group:
             with self._cond:
                 self._cond.wait(wait)
 
+    # -- code corral did not start -----------------------------------------------------
+
+    def collect(self, *, background: bool = False) -> _Collector:
+        """A context manager for code corral did not start (callbacks, cleanup): an
+        exception raised in it becomes a failure of this group (and, with
+        ``fail_fast``, cancels it) instead of propagating.
+
+        A foreground collector (the default) keeps ``join`` waiting while its block
+        runs. ``Cancelled``, ``Stopped`` and ``Replaced`` are not failures.
+        """
+        return _Collector(self, background)
+
+    def wrap(self, fn: Callable[P, R]) -> Callable[P, R | None]:
+        """Wrap a callable that other code will call back: its exceptions are collected
+        as with :meth:`collect` (the call then returns None). Once the group is closed,
+        calls go straight through and their exceptions propagate."""
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
+            try:
+                collector = self.collect()
+                collector.__enter__()
+            except GroupClosed:
+                return fn(*args, **kwargs)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as e:
+                if collector.__exit__(type(e), e, e.__traceback__):
+                    return None
+                raise
+            collector.__exit__(None, None, None)
+            return result
+
+        return wrapper
+
+    def _collected(self, exc: BaseException, what: str) -> None:
+        if isinstance(exc, (Cancelled, *GRACEFUL)):
+            return
+        try:
+            exc.add_note(f"corral: collected by {what} in {self._kind} {self.name!r}")
+        except Exception:  # pragma: no cover
+            pass
+        if not isinstance(exc, Exception):
+            with self._lock:
+                if self._fatal is None:
+                    self._fatal = exc
+            self._on_fatal(exc)
+            return
+        with self._lock:
+            self._record_failure_locked(exc)
+        log.debug("collected failure in %s %r", self._kind, self.name, exc_info=exc)
+        if self.fail_fast:
+            self.cancel(exc)
+
     # -- map ---------------------------------------------------------------------------
 
     def map(
@@ -912,13 +981,48 @@ class Group:
     def __enter__(self) -> Group:
         return self
 
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> Literal[False]:
         if exc is not None:
             self.cancel(exc)
         err = self._join_collect(None, exc)
         if err is None or err is exc:
             return False  # nothing to raise, or the body's own exception propagates
         raise err
+
+
+class _Collector:
+    """``with group.collect():`` see :meth:`Group.collect`."""
+
+    __slots__ = ("_background", "_entered", "_group")
+
+    def __init__(self, group: Group, background: bool) -> None:
+        self._group = group
+        self._background = background
+        self._entered = False
+
+    def __enter__(self) -> _Collector:
+        g = self._group
+        with g._lock:
+            g._check_open_locked()
+            if not self._background:
+                g._fg += 1
+        self._entered = True
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+        g = self._group
+        swallow = False
+        if exc is not None and not isinstance(exc, KeyboardInterrupt | SystemExit):
+            g._collected(exc, "collect()")
+            swallow = True
+        elif exc is not None:
+            g._collected(exc, "collect()")  # cancels the group; the exception propagates
+        if self._entered and not self._background:
+            with g._lock:
+                g._fg -= 1
+                g._cond.notify_all()
+        self._entered = False
+        return swallow
 
 
 class _Attempt:

@@ -43,6 +43,8 @@ class WorkerPool:
         self._threads: set[threading.Thread] = set()
         self._ids = itertools.count(1)
         self._shutdown = False
+        self._busy_waiters = 0
+        self._idle_cond = threading.Condition(self._lock)
 
     def __repr__(self) -> str:
         return f"<WorkerPool threads={len(self._threads)} idle={self._idle}>"
@@ -102,6 +104,8 @@ class WorkerPool:
             else:
                 self._idle += 1  # nothing waiting after all: start idle
                 grow = False
+                if self._busy_waiters:
+                    self._idle_cond.notify_all()
         if grow:
             self._start_worker()
         try:
@@ -131,9 +135,31 @@ class WorkerPool:
                         self._backlog -= 1
                     else:
                         self._idle += 1
+                        if self._busy_waiters:
+                            self._idle_cond.notify_all()
         finally:
             with self._lock:
                 self._threads.discard(me)
+                if self._busy_waiters:
+                    self._idle_cond.notify_all()
+
+    @property
+    def busy(self) -> int:
+        """Workers running something (or about to)."""
+        return len(self._threads) - self._idle
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no worker is busy and no work is queued (for tests and exit)."""
+        with self._lock:
+            self._busy_waiters += 1
+            try:
+                return self._idle_cond.wait_for(
+                    lambda: self._backlog == 0 and self._starting == 0
+                    and self._idle >= len(self._threads),
+                    timeout,
+                )
+            finally:
+                self._busy_waiters -= 1
 
     def trim(self) -> None:
         """Retire every idle worker now (used when the last supervisor has stopped)."""

@@ -104,7 +104,7 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     _queue.put(signum)
     prev = _previous.get(signum, signal.SIG_DFL)
     go_sup = None
-    for sup in list(_subscribers):
+    for sup in _subscribers:
         if sup._signal_mode == "passthrough":
             go_sup = sup
     if go_sup is not None:

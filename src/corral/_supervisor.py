@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack
 
+from . import _signals
 from ._clock import Clock
 from ._errors import Cancelled, Stopped, StopTimeout, SupervisorStopped
 from ._group import Group, roots
@@ -20,7 +21,6 @@ from ._policy import Hooks
 from ._pool import get_pool
 from ._task import Task, TaskState, _current
 from ._token import Token
-from . import _signals
 
 __all__ = ["Supervisor", "go"]
 
@@ -81,7 +81,7 @@ class Supervisor(Group):
         self._give_up = False
         self._fatal_raised = False
         self._stopped_event = threading.Event()
-        self._failure_log: deque[BaseException] = deque(maxlen=max_failures)
+        self._failure_log: deque[Exception] = deque(maxlen=max_failures)
         self._signal_mode: Literal["off", "graceful", "passthrough"] = "off"
         if handle_signals is None:
             handle_signals = threading.current_thread() is threading.main_thread()
@@ -114,12 +114,12 @@ class Supervisor(Group):
         return self._started and not self._stop_begun
 
     @property
-    def failures(self) -> list[BaseException]:
+    def failures(self) -> list[Exception]:
         """The most recent failures (bounded by ``max_failures``), oldest first."""
         with self._lock:
             return list(self._failure_log)
 
-    def _record_failure_locked(self, exc: BaseException) -> None:
+    def _record_failure_locked(self, exc: Exception) -> None:
         self._failure_log.append(exc)
 
     def _log_failure(self, task: Task[Any], exc: BaseException) -> None:
@@ -143,9 +143,8 @@ class Supervisor(Group):
             if self._started:
                 return
             self._started = True
-        if self._handle_signals and _signals.subscribe(self):
-            if self._signal_mode == "off":
-                self._signal_mode = "graceful"
+        if self._handle_signals and _signals.subscribe(self) and self._signal_mode == "off":
+            self._signal_mode = "graceful"
         with self._lock:
             released = self._pump_locked()
         self._submit_all(released)
@@ -190,7 +189,7 @@ class Supervisor(Group):
         self.start()
         return self
 
-    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> Literal[False]:
         self.stop()
         if exc is None:
             self._raise_fatal_once()
@@ -222,13 +221,15 @@ class Supervisor(Group):
             with self._cond:
                 self._cond.wait_for(lambda: not self._unfinished)
         finally:
+            # Unregister before announcing the stop, so that when stop()/wait() return,
+            # roots() no longer lists this supervisor.
+            _signals.unsubscribe(self)
+            self._unregister()
             with self._cond:
                 self._stop_done = True
                 self._closed = True
                 self._cond.notify_all()
             self._stopped_event.set()
-            _signals.unsubscribe(self)
-            self._unregister()
 
     def _stop_in_order(self, cause: BaseException) -> None:
         # Reverse dependency order: cancel the tasks nothing live needs, wait for them,
@@ -245,7 +246,7 @@ class Supervisor(Group):
             for t in layer:
                 t.cancel(cause)
             with self._cond:
-                self._cond.wait_for(lambda: all(t._done for t in layer))
+                self._cond.wait_for(_all_done(layer))
 
     def _wait_stopped(self, timeout: float | None) -> None:
         try:
@@ -312,6 +313,10 @@ class Supervisor(Group):
         return fatal
 
 
+def _all_done(tasks: list[Task[Any]]) -> Callable[[], bool]:
+    return lambda: all(t._done for t in tasks)
+
+
 # -- the process-wide default supervisor (corral.go) -----------------------------------
 
 _default: Supervisor | None = None
@@ -330,7 +335,7 @@ def _default_supervisor() -> Supervisor:
         return _default
 
 
-def go(fn: Callable[[Unpack[Ts]], T], *args: Unpack[Ts], **options: Any) -> Task[T]:
+def go(fn: Callable[[Unpack[Ts]], T], *args: *Ts, **options: Any) -> Task[T]:
     """Run ``fn(*args)`` as a task of the process-wide default supervisor (started on
     first use). On SIGINT/SIGTERM its tasks are cancelled and waited for (up to its
     stop timeout), then the signal does what it would have done without corral."""

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install everything the tests need, then run lint, type checks and the whole test
+# suite on the oldest and the newest supported Python (3.11 and 3.13).
+# Usage: ./scripts/check.sh            (from the repository root; any directory works)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+find_python() {  # find_python 3.13 -> path of a python3.13, or nothing
+  local v="$1" c
+  for c in "python$v" "$HOME/.pyenv/versions/$v"*/bin/python "/root/.pyenv/versions/$v"*/bin/python \
+           "/usr/local/bin/python$v" "/usr/bin/python$v"; do
+    if command -v "$c" >/dev/null 2>&1 && "$c" -c "import sys; assert sys.version_info[:2] == tuple(map(int, '$v'.split('.')))" 2>/dev/null; then
+      command -v "$c"; return 0
+    fi
+  done
+  return 1
+}
+
+versions=(${CORRAL_PYTHONS:-3.11 3.13})
+status=0
+first=1
+for v in "${versions[@]}"; do
+  py=$(find_python "$v") || { echo "!! Python $v not found: install it (e.g. pyenv install $v) or set CORRAL_PYTHONS" >&2; exit 1; }
+  venv=".venv-$v"
+  echo "== Python $v ($py) =="
+  [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  "$venv/bin/python" -m pip install -q -e '.[test]'
+  if [ "$first" = 1 ]; then
+    echo "-- ruff"; "$venv/bin/ruff" check src tests benchmarks || status=1
+    echo "-- mypy (strict)"; "$venv/bin/mypy" || status=1
+    first=0
+  fi
+  echo "-- pytest on $v"
+  if [ "$v" = "${versions[0]}" ]; then
+    "$venv/bin/python" -m coverage run -m pytest -W error -q "$@" || status=1
+    "$venv/bin/python" -m coverage report --fail-under="${CORRAL_COVERAGE_MIN:-85}" | tail -n 3 || status=1
+  else
+    "$venv/bin/python" -m pytest -W error -q "$@" || status=1
+  fi
+done
+exit $status

@@ -1,0 +1,44 @@
+"""Shared fixtures: every test must leave nothing running behind it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import corral
+from corral._pool import get_pool
+from corral.testing import MockClock
+
+
+@pytest.fixture(autouse=True)
+def _nothing_left_running() -> Iterator[None]:
+    """After each test: no root group alive, no pool worker busy, no stray thread."""
+    before = set(threading.enumerate())
+    yield
+    leftover = corral.roots()
+    for g in leftover:  # clean up so one failure does not cascade into the next tests
+        if isinstance(g, corral.Supervisor):
+            g.stop(timeout=5)
+        else:
+            g.cancel()
+    assert not leftover, f"root groups left alive by the test: {leftover}"
+    assert get_pool().wait_idle(timeout=10), "a pool worker is still busy after the test"
+    stray = [
+        t for t in set(threading.enumerate()) - before
+        if t.is_alive() and not t.daemon
+    ]
+    assert not stray, f"non-daemon threads left running: {stray}"
+
+
+@pytest.fixture
+def clock() -> MockClock:
+    return MockClock()
+
+
+@pytest.fixture
+def corral_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG, logger="corral")
+    return caplog
