@@ -97,6 +97,7 @@ class Group:
     """
 
     _kind = "group"
+    _starts_started = True  # a Supervisor queues tasks until start()
 
     def __init__(
         self,
@@ -146,12 +147,15 @@ class Group:
         self._live: dict[str, Task[Any]] = {}  # name -> task not yet final
         self._unfinished: dict[Task[Any], None] = {}  # not done (hooks not yet run)
         self._fg = 0  # unfinished foreground tasks
-        self._waiting: list[Task[Any]] = []  # pending on start / needs / a replaced task
+        # Parked PENDING tasks (on start / needs / a replaced task), in arrival order;
+        # rescanned only on events that can unblock them (start, ready, a task's end).
+        self._waiting: dict[Task[Any], None] = {}
+        self._dependents: dict[str, list[Task[Any]]] = {}  # name -> tasks that need it
         self._queue: deque[Task[Any]] = deque()  # pending on the limit only
         self._slots = 0
         self._failures: list[Exception] = []
         self._fatal: BaseException | None = None
-        self._started = True
+        self._started = self._starts_started
         self._stopping = False
         self._closed = False
         self._reported = False
@@ -326,6 +330,8 @@ class Group:
             if not background:
                 self._fg += 1
             self._live[name] = task
+            for n in needs:
+                self._dependents.setdefault(n, []).append(task)
             ended: list[Task[Any]] = []
             cancel_old = False
             if old is not None:
@@ -389,7 +395,7 @@ class Group:
             ended.append(task)
             return []
         if self._blocked_locked(task):
-            self._waiting.append(task)
+            self._waiting[task] = None
             return []
         if self._limit is not None and self._slots >= self._limit:
             self._queue.append(task)
@@ -397,17 +403,17 @@ class Group:
         self._release_locked(task)
         return [task]
 
-    def _pump_locked(self) -> list[Task[Any]]:
-        """Release what can run now: parked tasks that are no longer blocked, then the
-        limit queue in FIFO order."""
+    def _pump_locked(self, scan: bool = False) -> list[Task[Any]]:
+        """Release what can run now: with ``scan``, parked tasks that are no longer
+        blocked; then the limit queue in FIFO order."""
         released: list[Task[Any]] = []
-        if self._waiting:
-            still: list[Task[Any]] = []
+        if scan and self._waiting:
+            still: dict[Task[Any], None] = {}
             for task in self._waiting:
                 if task.state is not TaskState.PENDING:
                     continue
                 if self._blocked_locked(task):
-                    still.append(task)
+                    still[task] = None
                 elif self._limit is not None and self._slots >= self._limit:
                     self._queue.append(task)
                 else:
@@ -530,11 +536,9 @@ class Group:
                 task._slot = False
                 self._slots -= 1
             task._ready = False
-            if self._live.get(task.name) is task:
-                dependents = [
-                    t for t in self._unfinished
-                    if t.state is TaskState.RUNNING and task.name in t.needs
-                ]
+            needed_by = self._dependents.get(task.name)
+            if needed_by and self._live.get(task.name) is task:
+                dependents = [t for t in needed_by if t.state is TaskState.RUNNING]
             stopping = (
                 self._stopping or self.token.cancelled or task._cancel_cause is not None
             )
@@ -545,7 +549,7 @@ class Group:
             ):
                 # What it needs went away: wait (PENDING) until it is ready again.
                 task.state = TaskState.PENDING
-                self._waiting.append(task)
+                self._waiting[task] = None
             elif not stopping and not fatal and _wants_restart(task.restart, kind):
                 limit_exc = self._note_restart_locked(task, now)
                 if limit_exc is not None:
@@ -565,7 +569,10 @@ class Group:
                 final = kind
             if final is not None:
                 self._set_final_locked(task, final, value, exc)
-            released = self._pump_locked()
+            # A parked task may wait for this one (replacement, needs): rescan then only.
+            released = self._pump_locked(
+                scan=task._replaced_by is not None or needed_by is not None
+            )
             if task.state is TaskState.PENDING and task not in self._waiting:
                 released.extend(self._admit_locked(task, deferred))
             if released or final is not None:
@@ -640,8 +647,7 @@ class Group:
 
     def _end_waiting_locked(self, task: Task[Any], cause: BaseException | None) -> None:
         """End a task that is PENDING or in BACKOFF: CANCELLED, without running."""
-        if task in self._waiting:
-            self._waiting.remove(task)
+        self._waiting.pop(task, None)
         self._set_final_locked(task, TaskState.CANCELLED, None, cause)
 
     def _finalize(self, task: Task[Any]) -> None:
@@ -656,10 +662,13 @@ class Group:
             self._unfinished.pop(task, None)
             if not task.background:
                 self._fg -= 1
+            for n in task.needs:
+                deps = self._dependents.get(n)
+                if deps is not None:
+                    deps.remove(task)
+                    if not deps:
+                        del self._dependents[n]
             self._cond.notify_all()
-            released = self._pump_locked() if self._waiting else []
-        if released:
-            self._submit_all(released)
 
     def _on_failure(self, task: Task[Any], exc: BaseException, fatal: bool) -> None:
         try:
@@ -714,7 +723,7 @@ class Group:
             task._ready = True
             task._ready_value = value
             self._cond.notify_all()
-            released = self._pump_locked() if self._waiting else []
+            released = self._pump_locked(scan=task.name in self._dependents)
         if released:
             self._submit_all(released)
 

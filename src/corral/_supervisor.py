@@ -40,6 +40,7 @@ class Supervisor(Group):
     """
 
     _kind = "supervisor"
+    _starts_started = False
 
     def __init__(
         self,
@@ -68,14 +69,8 @@ class Supervisor(Group):
             raise ValueError(f"max_failures must be >= 1, not {max_failures!r}")
         if token is not None and not isinstance(token, Token):
             raise TypeError(f"token must be a corral.Token or None, not {type(token).__name__}")
-        super().__init__(
-            name, limit=limit, fail_fast=fail_fast, detached=detached, hooks=hooks,
-            on_finish=on_finish, clock=clock if clock is not None else (
-                token.clock if token is not None else None
-            ),
-        )
+        # Set before Group.__init__: it registers _on_cancelled, which may run at once.
         self.stop_timeout = stop_timeout
-        self._started = False
         self._stop_begun = False
         self._stop_done = False
         self._give_up = False
@@ -83,6 +78,12 @@ class Supervisor(Group):
         self._stopped_event = threading.Event()
         self._failure_log: deque[Exception] = deque(maxlen=max_failures)
         self._signal_mode: Literal["off", "graceful", "passthrough"] = "off"
+        super().__init__(
+            name, limit=limit, fail_fast=fail_fast, detached=detached, hooks=hooks,
+            on_finish=on_finish, clock=clock if clock is not None else (
+                token.clock if token is not None else None
+            ),
+        )
         if handle_signals is None:
             handle_signals = threading.current_thread() is threading.main_thread()
         self._handle_signals = bool(handle_signals)
@@ -146,7 +147,7 @@ class Supervisor(Group):
         if self._handle_signals and _signals.subscribe(self) and self._signal_mode == "off":
             self._signal_mode = "graceful"
         with self._lock:
-            released = self._pump_locked()
+            released = self._pump_locked(scan=True)
         self._submit_all(released)
 
     def stop(self, timeout: float | None = None) -> None:

@@ -1,0 +1,55 @@
+"""The ``corral`` command line (``python -m corral ...``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, not {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="corral",
+        description="corral supervises the concurrent work of a Python service.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo",
+        help="run a small supervised service and narrate what corral does",
+        description=(
+            "Run a small service under a corral.Supervisor: restarts with backoff, a "
+            "bounded group, dependencies, a replaced task, its tree as it changes. "
+            "Stops after --duration seconds, or on Ctrl-C / SIGTERM."
+        ),
+    )
+    demo.add_argument(
+        "--duration", type=_seconds, default=8.0, metavar="SECONDS",
+        help="stop after this many seconds (default: 8)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from ._demo import run_demo
+
+        return run_demo(args.duration)
+    raise AssertionError(f"unhandled command {args.command!r}")  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())
