@@ -52,6 +52,7 @@ class SystemClock:
     """Real time; timers run on one shared daemon thread, started when first needed."""
 
     _IDLE_EXIT = 5.0  # the timer thread exits after this long with nothing scheduled
+    _MAX_WAIT = 3600.0
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
@@ -92,7 +93,9 @@ class SystemClock:
                     if delay <= 0:
                         handle = heapq.heappop(self._heap)[2]
                         break
-                    self._cond.wait(delay)
+                    # threading caps timeouts (OverflowError beyond ~292 years): wait in
+                    # bounded steps; call_at wakes us when an earlier timer arrives.
+                    self._cond.wait(min(delay, self._MAX_WAIT))
             try:
                 handle._run()
             except BaseException:  # a timer callback must not kill the timer thread

@@ -45,6 +45,7 @@ class Narrator:
         self.attempts = 0
         self.failed_attempts = 0
         self.restarts = 0
+        self.items_processed = 0
         self.stop_reason: str | None = None  # set by whatever asks for the stop
 
     def write(self, text: str) -> None:
@@ -71,14 +72,18 @@ class Narrator:
     def on_restart(self, task: corral.Task[Any], delay: float) -> None:
         with self._lock:
             self.restarts += 1
-        self.say(who(task), f"restart in {delay:.2f}s (restart={task.restart}, backoff)")
+        self.say(who(task), f"restarting in {delay:.2f}s (restart={task.restart})")
 
     def on_finished(self, task: corral.Task[Any]) -> None:
         # Runs once per task, when it has ended for good. (Do not call task.result()
         # here: it waits until the task is done, which is after this hook.)
         if task.state is corral.TaskState.CANCELLED:
+            # A running task's token holds why (corral.Stopped, corral.Replaced...); a
+            # task cancelled before it ran (pending, or waiting to restart) ran no attempt.
             cause = task.token.cause
-            how = f"cancelled ({type(cause).__name__}: {cause})" if cause else "cancelled"
+            how = "cancelled"
+            if isinstance(cause, corral.Stopped | corral.Replaced):
+                how += f" ({type(cause).__name__}: {cause})"
         elif task.state is corral.TaskState.FAILED:
             how = f"failed for good: {task.last_error!r}"
         else:
@@ -107,6 +112,9 @@ def who(task: corral.Task[Any]) -> str:
 
 def flaky_upstream(narrator: Narrator) -> None:
     """Fails on its first three attempts, then stays connected until cancelled."""
+    # A task released just as the stop began still runs (released tasks always run):
+    # leave at once, as cancelled, rather than fail after the stop.
+    corral.check()
     task = corral.current_task()
     assert task is not None
     if task.attempts <= 3:
@@ -128,6 +136,7 @@ def batch(narrator: Narrator, n: int) -> int:
     done = 0
     with corral.Group("batch", limit=3) as group:
         for done, _ in enumerate(group.map(resize, range(n)), start=1):
+            narrator.items_processed = done
             if done % 6 == 0 or done == n:
                 narrator.say("batch", f"processed {done}/{n}")
     return done
@@ -223,7 +232,7 @@ def run_demo(duration: float = 8.0, out: TextIO | None = None) -> int:
     narrator.write(
         "\nsummary\n"
         f"  tasks run:      {len(narrator.tasks_run)} ({narrator.attempts} attempts)"
-        f", plus the batch's items in a group of limit 3\n"
+        f", and {narrator.items_processed} batch items, 3 at a time\n"
         f"  restarts:       {narrator.restarts}\n"
         f"  failures seen:  {narrator.failed_attempts} failed attempts"
         f", {len(lost)} tasks failed for good\n"

@@ -50,6 +50,29 @@ _group_ids = itertools.count(1)
 _DEFAULT_BACKOFF = Backoff()
 
 
+# What this thread is busy with for corral: the group whose task attempt (and hooks)
+# it runs, or the supervisor it is stopping. A wait on that group (or an ancestor) from
+# this thread would wait for itself: stop() does not wait then.
+_busy = threading.local()
+
+
+def _busy_with() -> Group | None:
+    g: Group | None = getattr(_busy, "group", None)
+    return g
+
+
+def _within(group: Group) -> bool:
+    """Whether this thread runs (a hook or an attempt of) a task in ``group``'s subtree."""
+    task = _current.get()
+    for start in (_busy_with(), task.group if task is not None else None):
+        g = start
+        while g is not None:
+            if g is group:
+                return True
+            g = g.parent
+    return False
+
+
 class _DependencyLost(Cancelled):
     """Cause given to a dependent whose needed task ended (it will run again)."""
 
@@ -144,6 +167,7 @@ class Group:
 
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
+        self._nwaiters = 0  # threads in _wait_locked: notify only when someone waits
         self._live: dict[str, Task[Any]] = {}  # name -> task not yet final
         self._unfinished: dict[Task[Any], None] = {}  # not done (hooks not yet run)
         self._fg = 0  # unfinished foreground tasks
@@ -157,6 +181,10 @@ class Group:
         self._fatal: BaseException | None = None
         self._started = self._starts_started
         self._stopping = False
+        # Set (under the lock) when a failure is about to cancel the group: from then on
+        # nothing more is released, so a queued sibling cannot start in the window
+        # before the cancellation arrives.
+        self._halted = False
         self._closed = False
         self._reported = False
         self._seq = itertools.count(1)
@@ -259,12 +287,15 @@ class Group:
         _check_name(name)
         if meta is not None and not isinstance(meta, Mapping):
             raise TypeError(f"meta must be a mapping or None, not {type(meta).__name__}")
-        restart = Restart.coerce(restart)
+        if restart is not Restart.NEVER:
+            restart = Restart.coerce(restart)
         if backoff is not None and not isinstance(backoff, Backoff):
             raise TypeError(f"backoff must be a corral.Backoff or None, not {type(backoff).__name__}")
-        mr = check_max_restarts(max_restarts)
-        if isinstance(needs, str):
-            needs_t: tuple[str, ...] = (needs,)
+        mr = None if max_restarts is None else check_max_restarts(max_restarts)
+        if not needs:
+            needs_t: tuple[str, ...] = ()
+        elif isinstance(needs, str):
+            needs_t = (needs,)
         else:
             try:
                 needs_t = tuple(needs)
@@ -333,6 +364,13 @@ class Group:
             for n in needs:
                 self._dependents.setdefault(n, []).append(task)
             ended: list[Task[Any]] = []
+            if old is None and self.hooks.on_added is None:
+                # The common case, in one lock section: nothing to run in between.
+                released = self._admit_locked(task, ended)
+                old_done = True
+            else:
+                released = []
+                old_done = False
             cancel_old = False
             if old is not None:
                 task._replaces = old
@@ -350,6 +388,10 @@ class Group:
             old.token.cancel(old._cancel_cause)
         for t in ended:
             self._finalize(t)
+        if old_done:
+            if released:
+                self._submit_all(released)
+            return task
         call_hook(self.hooks.on_added, task)
         ended = []
         with self._lock:
@@ -397,7 +439,7 @@ class Group:
         if self._blocked_locked(task):
             self._waiting[task] = None
             return []
-        if self._limit is not None and self._slots >= self._limit:
+        if self._halted or (self._limit is not None and self._slots >= self._limit):
             self._queue.append(task)
             return []
         self._release_locked(task)
@@ -407,6 +449,8 @@ class Group:
         """Release what can run now: with ``scan``, parked tasks that are no longer
         blocked; then the limit queue in FIFO order."""
         released: list[Task[Any]] = []
+        if self._halted:
+            return released
         if scan and self._waiting:
             still: dict[Task[Any], None] = {}
             for task in self._waiting:
@@ -436,8 +480,19 @@ class Group:
         task._slot = True
         self._slots += 1
         if task._token_used:
-            task.token = Token(self.token)
+            task.token = self._new_task_token()
         task._token_used = True
+
+    def _new_task_token(self) -> Token:
+        # A task's token is a child of the group's token, kept by the group rather than
+        # by the token tree: the group cancels its running tasks' tokens itself
+        # (_on_cancelled), so making and ending a token costs no shared lock. A token
+        # made after the group was cancelled is born cancelled.
+        token = Token(clock=self.clock)
+        cause = self.token._cause
+        if cause is not None:
+            token._cancel(cause)
+        return token
 
     def _submit_all(self, tasks: list[Task[Any]]) -> None:
         submit = self._submit
@@ -446,16 +501,18 @@ class Group:
 
     # -- running an attempt ----------------------------------------------------------
 
-    def _run_attempt(self, task: Task[Any]) -> None:
-        me = threading.current_thread()
-        me.name = f"corral:{task.name}"
+    def _run_attempt(self, task: Task[Any]) -> list[Task[Any]]:
+        """Run one attempt in this thread; return the tasks its end released (the
+        caller runs the first itself and submits the rest)."""
+        threading.current_thread().name = f"corral:{task.name}"
         task._thread_ident = threading.get_ident()
         task.attempts += 1
         task._attempt_started = self.clock.monotonic()
         token = task.token
         if not task.signals_ready:
             self._set_ready(task, None)
-        call_hook(self.hooks.on_started, task)
+        if self.hooks.on_started is not None:
+            call_hook(self.hooks.on_started, task)
         ctx = task._base_ctx.copy()
         kind: TaskState
         value: Any = None
@@ -474,7 +531,7 @@ class Group:
             task._thread_ident = None
         if task._child_groups:
             kind, exc = self._close_child_groups(task, kind, exc)
-        self._end_attempt(task, token, kind, value, exc)
+        return self._end_attempt(task, token, kind, value, exc)
 
     def _close_child_groups(
         self, task: Task[Any], kind: TaskState, exc: BaseException | None
@@ -517,18 +574,24 @@ class Group:
         kind: TaskState,
         value: Any,
         exc: BaseException | None,
-    ) -> None:
-        fatal = kind is TaskState.FAILED and not isinstance(exc, Exception)
+    ) -> list[Task[Any]]:
+        hooks = self.hooks
+        fatal = False
         if kind is TaskState.FAILED:
             assert exc is not None
+            fatal = not isinstance(exc, Exception)
             task._last_error = exc
-            call_hook(self.hooks.on_failed, task, exc)
-        elif kind is TaskState.SUCCEEDED:
-            call_hook(self.hooks.on_succeeded, task, value)
+            if hooks.on_failed is not None:
+                call_hook(hooks.on_failed, task, exc)
+        elif kind is TaskState.SUCCEEDED and hooks.on_succeeded is not None:
+            call_hook(hooks.on_succeeded, task, value)
 
-        now = self.clock.monotonic()
+        dep_lost = kind is TaskState.CANCELLED and isinstance(token.cause, _DependencyLost)
+        if not token.cancelled:
+            token._cancel(_ATTEMPT_ENDED)  # so on_cancel callbacks release what it held
         restart_delay: float | None = None
         final: TaskState | None = None
+        done = False
         dependents: list[Task[Any]] = []
         deferred: list[Task[Any]] = []
         with self._lock:
@@ -536,21 +599,18 @@ class Group:
                 task._slot = False
                 self._slots -= 1
             task._ready = False
-            needed_by = self._dependents.get(task.name)
+            needed_by = self._dependents.get(task.name) if self._dependents else None
             if needed_by and self._live.get(task.name) is task:
                 dependents = [t for t in needed_by if t.state is TaskState.RUNNING]
             stopping = (
                 self._stopping or self.token.cancelled or task._cancel_cause is not None
             )
-            if (
-                kind is TaskState.CANCELLED
-                and isinstance(token.cause, _DependencyLost)
-                and not stopping
-            ):
+            if dep_lost and not stopping:
                 # What it needs went away: wait (PENDING) until it is ready again.
                 task.state = TaskState.PENDING
                 self._waiting[task] = None
             elif not stopping and not fatal and _wants_restart(task.restart, kind):
+                now = self.clock.monotonic()
                 limit_exc = self._note_restart_locked(task, now)
                 if limit_exc is not None:
                     limit_exc.__cause__ = exc
@@ -569,6 +629,16 @@ class Group:
                 final = kind
             if final is not None:
                 self._set_final_locked(task, final, value, exc)
+                if final is TaskState.FAILED and not task._in_map and (fatal or self.fail_fast):
+                    self._halted = True  # _on_failure cancels the group just below
+                if (
+                    final is not TaskState.FAILED
+                    and task.on_finish is None
+                    and hooks.on_finished is None
+                ):
+                    # No hook has to run between "ended" and "done": one lock section.
+                    self._mark_done_locked(task)
+                    done = True
             # A parked task may wait for this one (replacement, needs): rescan then only.
             released = self._pump_locked(
                 scan=task._replaced_by is not None or needed_by is not None
@@ -576,24 +646,21 @@ class Group:
             if task.state is TaskState.PENDING and task not in self._waiting:
                 released.extend(self._admit_locked(task, deferred))
             if released or final is not None:
-                self._cond.notify_all()
+                self._notify_locked()
 
-        if not token.cancelled:
-            token._cancel(_ATTEMPT_ENDED)
         for dep in dependents:
             dep.token.cancel(_DependencyLost(f"needed task {task.name!r} ended"))
         if restart_delay is not None:
             self._log_restart(task, kind, exc, restart_delay)
             call_hook(self.hooks.on_restart, task, restart_delay)
-        if final is not None:
+        if final is not None and not done:
             if final is TaskState.FAILED and not task._in_map:
                 assert exc is not None
                 self._on_failure(task, exc, fatal)
             self._finalize(task)
         for t in deferred:
             self._finalize(t)
-        if released:
-            self._submit_all(released)
+        return released
 
     def _note_restart_locked(self, task: Task[Any], now: float) -> RestartLimitExceeded | None:
         if task.max_restarts is None:
@@ -656,19 +723,23 @@ class Group:
             task.token._cancel(_ATTEMPT_ENDED)
         if task.on_finish is not None:
             call_hook(task.on_finish, task)
-        call_hook(self.hooks.on_finished, task)
+        if self.hooks.on_finished is not None:
+            call_hook(self.hooks.on_finished, task)
         with self._lock:
-            task._done = True
-            self._unfinished.pop(task, None)
-            if not task.background:
-                self._fg -= 1
-            for n in task.needs:
-                deps = self._dependents.get(n)
-                if deps is not None:
-                    deps.remove(task)
-                    if not deps:
-                        del self._dependents[n]
-            self._cond.notify_all()
+            self._mark_done_locked(task)
+
+    def _mark_done_locked(self, task: Task[Any]) -> None:
+        task._done = True
+        del self._unfinished[task]
+        if not task.background:
+            self._fg -= 1
+        for n in task.needs:
+            deps = self._dependents.get(n)
+            if deps is not None:
+                deps.remove(task)
+                if not deps:
+                    del self._dependents[n]
+        self._notify_locked()
 
     def _on_failure(self, task: Task[Any], exc: BaseException, fatal: bool) -> None:
         try:
@@ -717,12 +788,18 @@ class Group:
     # -- readiness -------------------------------------------------------------------
 
     def _set_ready(self, task: Task[Any], value: Any) -> None:
+        # Called by the task's own thread while it runs. Without dependents or waiters
+        # no lock is needed: a dependent registers itself (under the lock) before it
+        # reads ``_ready``, and we write ``_ready`` before reading ``_dependents``, so
+        # one of the two always sees the other (the GIL orders these accesses).
+        if task.state is not TaskState.RUNNING or task._ready:
+            return
+        task._ready_value = value
+        task._ready = True
+        if not self._dependents and not self._nwaiters:
+            return
         with self._lock:
-            if task.state is not TaskState.RUNNING or task._ready:
-                return
-            task._ready = True
-            task._ready_value = value
-            self._cond.notify_all()
+            self._notify_locked()
             released = self._pump_locked(scan=task.name in self._dependents)
         if released:
             self._submit_all(released)
@@ -739,16 +816,20 @@ class Group:
     def _on_cancelled(self) -> None:
         # The group's token was cancelled: tasks that are not running end now.
         cause = self.token.cause
+        assert cause is not None
         with self._lock:
             waiting = [
                 t for t in self._unfinished
                 if t.state is TaskState.PENDING or t.state is TaskState.BACKOFF
             ]
+            running = [t.token for t in self._unfinished if t.state is TaskState.RUNNING]
             for t in waiting:
                 self._end_waiting_locked(t, t._cancel_cause or cause)
             self._queue.clear()
             self._waiting.clear()
-            self._cond.notify_all()
+            self._notify_locked()
+        for token in running:
+            token._cancel(cause)
         for t in waiting:
             self._finalize(t)
 
@@ -770,9 +851,27 @@ class Group:
 
     # -- waiting ---------------------------------------------------------------------
 
+    def _notify_locked(self) -> None:
+        if self._nwaiters:
+            self._cond.notify_all()
+
+    def _wait_locked(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        self._nwaiters += 1
+        try:
+            return self._cond.wait_for(predicate, timeout)
+        finally:
+            self._nwaiters -= 1
+
+    def _wait_once_locked(self, timeout: float | None) -> bool:
+        self._nwaiters += 1
+        try:
+            return self._cond.wait(timeout)
+        finally:
+            self._nwaiters -= 1
+
     def _wait_for(self, predicate: Callable[[], bool], timeout: float | None, what: str) -> None:
         with self._cond:
-            if not self._cond.wait_for(predicate, timeout):
+            if not self._wait_locked(predicate, timeout):
                 raise TimeoutError(f"{what} still running after {timeout}s")
 
     def _stranded_locked(self) -> list[Task[Any]]:
@@ -816,7 +915,7 @@ class Group:
             )
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            ok = self._cond.wait_for(self._foreground_done_locked, timeout)
+            ok = self._wait_locked(self._foreground_done_locked, timeout)
             if not ok:
                 raise TimeoutError(
                     f"{self._kind} {self.name!r} still has {self._fg} running task(s) after {timeout}s"
@@ -829,7 +928,7 @@ class Group:
             t.cancel(Stopped(f"{self._kind} {self.name!r} is done"))
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         with self._cond:
-            if not self._cond.wait_for(lambda: not self._unfinished, remaining):
+            if not self._wait_locked(lambda: not self._unfinished, remaining):
                 raise TimeoutError(
                     f"{self._kind} {self.name!r} still has {len(self._unfinished)} task(s) "
                     f"after {timeout}s"
@@ -886,7 +985,7 @@ class Group:
                     return False
                 wait = min(wait, left)
             with self._cond:
-                self._cond.wait(wait)
+                self._wait_once_locked(wait)
 
     # -- code corral did not start -----------------------------------------------------
 
@@ -1029,7 +1128,7 @@ class _Collector:
         if self._entered and not self._background:
             with g._lock:
                 g._fg -= 1
-                g._cond.notify_all()
+                g._notify_locked()
         self._entered = False
         return swallow
 
@@ -1044,7 +1143,24 @@ class _Attempt:
         self.task = task
 
     def __call__(self) -> None:
-        self.group._run_attempt(self.task)
+        group, task = self.group, self.task
+        _busy.group = group
+        try:
+            self._run(group, task)
+        finally:
+            _busy.group = None
+
+    @staticmethod
+    def _run(group: Group, task: Task[Any]) -> None:
+        while True:
+            released = group._run_attempt(task)
+            if not released:
+                return
+            # Continuation: this worker runs the next released task itself, instead of
+            # a pool round trip (which would start a thread, since we are not idle yet).
+            task = released[0]
+            if len(released) > 1:
+                group._submit_all(released[1:])
 
 
 def _call(task: Task[Any]) -> Any:

@@ -16,10 +16,10 @@ from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack
 from . import _signals
 from ._clock import Clock
 from ._errors import Cancelled, Stopped, StopTimeout, SupervisorStopped
-from ._group import Group, roots
+from ._group import Group, _busy, _within, roots
 from ._policy import Hooks
 from ._pool import get_pool
-from ._task import Task, TaskState, _current
+from ._task import Task, TaskState
 from ._token import Token
 
 __all__ = ["Supervisor", "go"]
@@ -159,9 +159,10 @@ class Supervisor(Group):
         None meaning no limit), or at once on a second SIGINT/SIGTERM.
         """
         self._begin_stop(Stopped(f"supervisor {self.name!r} stopped"))
-        task = _current.get()
-        if task is not None and task.group is self:
-            return  # stop() from one of its own tasks: it cannot wait for itself
+        if _within(self):
+            # stop() from one of its own tasks (or a hook, or a task of a group inside
+            # it): waiting would wait for ourselves. The stop goes on without us.
+            return
         self._wait_stopped(self.stop_timeout if timeout is None else timeout)
 
     def wait(self, timeout: float | None = None) -> None:
@@ -215,12 +216,14 @@ class Supervisor(Group):
         ).start()
 
     def _finish_stop(self, cause: BaseException, run_sequence: bool) -> None:
+        # Hooks run from here (tasks ending) must not wait for this stop: mark the thread.
+        previous, _busy.group = getattr(_busy, "group", None), self
         try:
             if run_sequence:
                 self._stop_in_order(cause)
             self.token.cancel(cause)
             with self._cond:
-                self._cond.wait_for(lambda: not self._unfinished)
+                self._wait_locked(lambda: not self._unfinished, None)
         finally:
             # Unregister before announcing the stop, so that when stop()/wait() return,
             # roots() no longer lists this supervisor.
@@ -229,8 +232,9 @@ class Supervisor(Group):
             with self._cond:
                 self._stop_done = True
                 self._closed = True
-                self._cond.notify_all()
+                self._notify_locked()
             self._stopped_event.set()
+            _busy.group = previous
 
     def _stop_in_order(self, cause: BaseException) -> None:
         # Reverse dependency order: cancel the tasks nothing live needs, wait for them,
@@ -247,12 +251,12 @@ class Supervisor(Group):
             for t in layer:
                 t.cancel(cause)
             with self._cond:
-                self._cond.wait_for(_all_done(layer))
+                self._wait_locked(_all_done(layer), None)
 
     def _wait_stopped(self, timeout: float | None) -> None:
         try:
             with self._cond:
-                ok = self._cond.wait_for(lambda: self._stop_done or self._give_up, timeout)
+                ok = self._wait_locked(lambda: self._stop_done or self._give_up, timeout)
                 gave_up = self._give_up and not self._stop_done
             if not ok or gave_up:
                 raise self._stop_timeout_error(
@@ -297,7 +301,7 @@ class Supervisor(Group):
             log.warning("received %s again: no longer waiting for %r", name, self.name)
             with self._cond:
                 self._give_up = True
-                self._cond.notify_all()
+                self._notify_locked()
 
     def _join_collect(
         self, timeout: float | None, body_exc: BaseException | None = None
@@ -305,7 +309,7 @@ class Supervisor(Group):
         # join() of a supervisor waits until it is stopped (it does not end by itself).
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            if not self._cond.wait_for(lambda: self._stop_done, timeout):
+            if not self._wait_locked(lambda: self._stop_done, timeout):
                 raise TimeoutError(f"supervisor {self.name!r} still running after {timeout}s")
         _ = deadline
         with self._lock:
@@ -365,7 +369,7 @@ def _at_exit() -> None:
     for g in groups:
         left = max(0.0, deadline - time.monotonic())
         with g._cond:
-            g._cond.wait_for(lambda g=g: not g._unfinished, left)  # type: ignore[misc]
+            g._wait_locked(lambda g=g: not g._unfinished, left)  # type: ignore[misc]
     get_pool().shutdown(timeout=1.0)
 
 

@@ -116,7 +116,7 @@ class Task(Generic[T]):
         self.signals_ready = signals_ready
         self.state = TaskState.PENDING
         self.attempts = 0
-        self.token: Token = Token(group.token)
+        self.token: Token = group._new_task_token()
         self._token_used = False
         self._base_ctx = contextvars.copy_context()
         self._cancel_cause: BaseException | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 
@@ -13,9 +14,6 @@ __all__ = ["Token"]
 
 log = logging.getLogger("corral")
 
-# One lock for every token: cancellation is rare and short, and a shared lock keeps a
-# token small (it is made for every task attempt). Never held while user code runs.
-_lock = threading.Lock()
 
 
 class Token:
@@ -34,6 +32,8 @@ class Token:
         "_clock",
         "_deadline",
         "_event",
+        "_keys",
+        "_lock",
         "_parent",
         "_timer",
     )
@@ -50,6 +50,9 @@ class Token:
         self._clock: Clock = clock if clock is not None else (
             parent._clock if parent is not None else SYSTEM_CLOCK
         )
+        # Each token has its own lock, never held while user code runs, and never
+        # together with another token's: no lock order to get wrong.
+        self._lock = threading.Lock()
         self._cause: BaseException | None = None
         self._children: dict[Token, None] | None = None
         self._callbacks: dict[int, Callable[[], object]] | None = None
@@ -57,8 +60,9 @@ class Token:
         self._parent: Token | None = None
         self._timer: TimerHandle | None = None
         self._deadline: float | None = None
+        self._keys = 0
         if parent is not None:
-            with _lock:
+            with parent._lock:
                 if parent._cause is None:
                     if parent._children is None:
                         parent._children = {}
@@ -68,9 +72,10 @@ class Token:
                     self._cause = parent._cause
         if timeout is not None:
             _check_seconds("timeout", timeout)
-            self._deadline = self._clock.monotonic() + timeout
-            if self._cause is None:
-                self._timer = self._clock.call_at(self._deadline, self._expire)
+            if timeout != math.inf:  # an infinite timeout is no deadline at all
+                self._deadline = self._clock.monotonic() + timeout
+                if self._cause is None:
+                    self._timer = self._clock.call_at(self._deadline, self._expire)
 
     def __repr__(self) -> str:
         state = f"cancelled cause={self._cause!r}" if self._cause is not None else "active"
@@ -119,30 +124,32 @@ class Token:
         self._cancel(exc)
 
     def _cancel(self, cause: BaseException) -> None:
-        # Walk the subtree iteratively; user callbacks run outside the lock, after every
-        # token of the subtree is marked, parents before children.
+        # Mark the subtree (iteratively, each token under its own lock), then run the
+        # user callbacks outside any lock, parents' before children's.
         pending: list[Token] = [self]
         callbacks: list[Callable[[], object]] = []
-        with _lock:
-            if self._cause is not None:
-                return
-            parent = self._parent
-            if parent is not None and parent._children is not None:
-                parent._children.pop(self, None)
-            marked: list[Token] = []
-            while pending:
-                tok = pending.pop()
+        marked: list[Token] = []
+        while pending:
+            tok = pending.pop()
+            with tok._lock:
                 if tok._cause is not None:
                     continue
                 tok._cause = cause
-                tok._parent = None
-                marked.append(tok)
+                parent, tok._parent = tok._parent, None
                 if tok._callbacks:
                     callbacks.extend(tok._callbacks.values())
                     tok._callbacks = None
                 if tok._children:
                     pending.extend(tok._children)
                     tok._children = None
+            marked.append(tok)
+            if tok is self and parent is not None:
+                # Forget us in the parent (an ended attempt must not pin memory there).
+                with parent._lock:
+                    if parent._children is not None:
+                        parent._children.pop(self, None)
+        if len(marked) == 1 and not callbacks and self._event is None and self._timer is None:
+            return  # the common case: an attempt's token ends with nobody watching
         for tok in marked:
             if tok._event is not None:
                 tok._event.set()
@@ -166,14 +173,13 @@ class Token:
         """
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-        key = id(callback)
-        with _lock:
+        with self._lock:
             if self._cause is None:
                 if self._callbacks is None:
                     self._callbacks = {}
-                # id() is unique among live objects; wrap to allow the same callback twice
-                while key in self._callbacks:
-                    key += 1
+                # a fresh key per registration: a remover only ever removes its own
+                self._keys += 1
+                key = self._keys
                 self._callbacks[key] = callback
                 registered = True
             else:
@@ -186,7 +192,7 @@ class Token:
             return _noop
 
         def remove() -> None:
-            with _lock:
+            with self._lock:
                 if self._callbacks is not None:
                     self._callbacks.pop(key, None)
 
@@ -195,14 +201,6 @@ class Token:
     def child(self, *, timeout: float | None = None) -> Token:
         """A new token cancelled with this one (and, given ``timeout``, after it)."""
         return Token(self, timeout=timeout)
-
-    def _detach(self) -> None:
-        """Forget this token's link to its parent (the attempt it served is over)."""
-        with _lock:
-            parent = self._parent
-            if parent is not None and parent._children is not None:
-                parent._children.pop(self, None)
-            self._parent = None
 
     # -- waiting ---------------------------------------------------------------------
 
@@ -214,12 +212,16 @@ class Token:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until cancelled (True) or until ``timeout`` seconds passed (False)."""
-        if self._cause is not None:
-            return True
         if timeout is not None:
             _check_seconds("timeout", timeout)
+            if timeout == math.inf:
+                timeout = None
+        if self._cause is not None:
+            return True
         if self._clock is SYSTEM_CLOCK or timeout is None:
             return self._get_event().wait(timeout)
+        if timeout <= 0:
+            return False
         return not self._virtual_sleep(timeout)
 
     def sleep(self, seconds: float) -> bool:
@@ -227,8 +229,13 @@ class Token:
         _check_seconds("seconds", seconds)
         if self._cause is not None:
             return False
+        if seconds == math.inf:
+            self._get_event().wait()
+            return False
         if self._clock is SYSTEM_CLOCK:
             return not self._get_event().wait(seconds)
+        if seconds <= 0:
+            return True
         return self._virtual_sleep(seconds)
 
     def _virtual_sleep(self, seconds: float) -> bool:
@@ -252,7 +259,7 @@ class Token:
     def _get_event(self) -> threading.Event:
         event = self._event
         if event is None:
-            with _lock:
+            with self._lock:
                 event = self._event
                 if event is None:
                     event = self._event = threading.Event()
@@ -279,5 +286,5 @@ def _cancelled_from(cause: BaseException) -> Cancelled:
 def _check_seconds(what: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{what} must be >= 0, not {value!r}")
+    if not value >= 0:  # also rejects NaN
+        raise ValueError(f"{what} must be a number >= 0, not {value!r}")
