@@ -168,6 +168,7 @@ class Group:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._nwaiters = 0  # threads in _wait_locked: notify only when someone waits
+        self._ends = 0  # tasks done so far (wait_until re-checks when it moves)
         self._live: dict[str, Task[Any]] = {}  # name -> task not yet final
         self._unfinished: dict[Task[Any], None] = {}  # not done (hooks not yet run)
         self._fg = 0  # unfinished foreground tasks
@@ -337,7 +338,10 @@ class Group:
         with self._lock:
             self._check_open_locked()
             if name is None:
-                name = f"{_qualname(fn)}#{next(self._seq)}"
+                base = _qualname(fn)
+                name = f"{base}#{next(self._seq)}"
+                while name in self._live:  # an explicit name took it: take the next
+                    name = f"{base}#{next(self._seq)}"
             else:
                 old = self._live.get(name)
                 if old is not None and not replace:
@@ -538,7 +542,7 @@ class Group:
     ) -> tuple[TaskState, BaseException | None]:
         # No orphans: a task is not finished until the groups it made are. If the task
         # failed, its groups are cancelled first; otherwise they are waited for.
-        groups, task._child_groups = task._child_groups or [], None
+        groups = list(task._child_groups or ())
         errors: list[Exception] = []
         fatal: BaseException | None = None
         for g in groups:
@@ -551,6 +555,7 @@ class Group:
                 errors.append(err)
             elif err is not None and fatal is None:
                 fatal = err  # KeyboardInterrupt/SystemExit from a child group's task
+        task._child_groups = None  # all closed now; they stayed visible while waited for
         if fatal is not None and (exc is None or isinstance(exc, Exception)):
             return TaskState.FAILED, fatal
         if not errors:
@@ -720,7 +725,10 @@ class Group:
     def _finalize(self, task: Task[Any]) -> None:
         """Run the end-of-task hooks, then mark it done (join/len see it after hooks)."""
         if not task.token.cancelled:
-            task.token._cancel(_ATTEMPT_ENDED)
+            # A task that ended without running (pending, backing off) carries the
+            # cancellation's cause on its token; an attempt that ended, _ATTEMPT_ENDED.
+            ended_waiting = task.state is TaskState.CANCELLED and task._error is not None
+            task.token._cancel(task._error if ended_waiting and task._error else _ATTEMPT_ENDED)
         if task.on_finish is not None:
             call_hook(task.on_finish, task)
         if self.hooks.on_finished is not None:
@@ -730,6 +738,7 @@ class Group:
 
     def _mark_done_locked(self, task: Task[Any]) -> None:
         task._done = True
+        self._ends += 1
         del self._unfinished[task]
         if not task.background:
             self._fg -= 1
@@ -795,6 +804,7 @@ class Group:
         if task.state is not TaskState.RUNNING or task._ready:
             return
         task._ready_value = value
+        task._ever_ready = True
         task._ready = True
         if not self._dependents and not self._nwaiters:
             return
@@ -975,6 +985,7 @@ class Group:
             raise ValueError(f"interval must be > 0, not {interval!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            seen = self._ends  # read before the predicate: an end during it is not missed
             if predicate():
                 self.cancel(Stopped("wait_until condition met"))
                 return True
@@ -985,7 +996,7 @@ class Group:
                     return False
                 wait = min(wait, left)
             with self._cond:
-                self._wait_once_locked(wait)
+                self._wait_locked(lambda seen=seen: self._ends != seen, wait)  # type: ignore[misc]
 
     # -- code corral did not start -----------------------------------------------------
 

@@ -56,6 +56,7 @@ class Task(Generic[T]):
         "_dep_lost",
         "_done",
         "_error",
+        "_ever_ready",
         "_in_map",
         "_last_error",
         "_ready",
@@ -127,7 +128,8 @@ class Task(Generic[T]):
         self._error: BaseException | None = None
         self._last_error: BaseException | None = None
         self._in_map = in_map
-        self._ready = False
+        self._ready = False  # ready in the current attempt (what needs= waits for)
+        self._ever_ready = False  # ready in some attempt (what wait_ready returns on)
         self._ready_value: Any = None
         self._replaced_by: Task[Any] | None = None
         self._replaces: Task[Any] | None = None
@@ -197,9 +199,9 @@ class Task(Generic[T]):
         :class:`corral.NotReady` if the task ends before it is ready.
         """
         self.group._wait_for(
-            lambda: self._ready or self.state in _FINAL, timeout, f"task {self.name!r} ready"
+            lambda: self._ever_ready or self.state in _FINAL, timeout, f"task {self.name!r} ready"
         )
-        if self._ready:
+        if self._ever_ready:
             return self._ready_value
         err = NotReady(f"task {self.name!r} ended ({self.state.value}) before it was ready")
         raise err from (self._error or self.token.cause)
