@@ -611,9 +611,9 @@ class Group:
                 self._stopping or self.token.cancelled or task._cancel_cause is not None
             )
             if dep_lost and not stopping:
-                # What it needs went away: wait (PENDING) until it is ready again.
+                # What it needs went away: back to PENDING until it is ready again. It
+                # goes through admission below, since what it needs may be back already.
                 task.state = TaskState.PENDING
-                self._waiting[task] = None
             elif not stopping and not fatal and _wants_restart(task.restart, kind):
                 now = self.clock.monotonic()
                 limit_exc = self._note_restart_locked(task, now)

@@ -124,30 +124,20 @@ class Token:
         self._cancel(exc)
 
     def _cancel(self, cause: BaseException) -> None:
-        # Mark the subtree (iteratively, each token under its own lock), then run the
-        # user callbacks outside any lock, parents' before children's.
-        pending: list[Token] = [self]
         callbacks: list[Callable[[], object]] = []
         marked: list[Token] = []
-        while pending:
-            tok = pending.pop()
-            with tok._lock:
-                if tok._cause is not None:
-                    continue
-                tok._cause = cause
-                parent, tok._parent = tok._parent, None
-                if tok._callbacks:
-                    callbacks.extend(tok._callbacks.values())
-                    tok._callbacks = None
-                if tok._children:
-                    pending.extend(tok._children)
-                    tok._children = None
-            marked.append(tok)
-            if tok is self and parent is not None:
-                # Forget us in the parent (an ended attempt must not pin memory there).
-                with parent._lock:
-                    if parent._children is not None:
-                        parent._children.pop(self, None)
+        with self._lock:
+            if self._cause is not None:
+                return
+            parent = self._parent
+            self._mark_locked(cause, marked, callbacks)
+        if parent is not None:
+            # Forget us in the parent (an ended attempt must not pin memory there).
+            # Taken after our own lock is released: locks are only ever nested
+            # parent-then-child (in _mark_locked), never the other way round.
+            with parent._lock:
+                if parent._children is not None:
+                    parent._children.pop(self, None)
         if len(marked) == 1 and not callbacks and self._event is None and self._timer is None:
             return  # the common case: an attempt's token ends with nobody watching
         for tok in marked:
@@ -161,6 +151,25 @@ class Token:
                 callback()
             except BaseException:
                 log.exception("on_cancel callback %r raised", callback)
+
+    def _mark_locked(
+        self, cause: BaseException, marked: list[Token], callbacks: list[Callable[[], object]]
+    ) -> None:
+        # Mark this token and (recursively) its subtree, holding each ancestor's lock
+        # while its children are marked: a concurrent cancel() of any token of the
+        # subtree waits on a held lock, so whenever cancel() returns, the whole subtree
+        # is cancelled. Callbacks are collected and run later, outside every lock.
+        self._cause = cause
+        self._parent = None
+        marked.append(self)
+        if self._callbacks:
+            callbacks.extend(self._callbacks.values())
+            self._callbacks = None
+        children, self._children = self._children, None
+        for child in children or ():
+            with child._lock:
+                if child._cause is None:
+                    child._mark_locked(cause, marked, callbacks)
 
     def _expire(self) -> None:
         self._cancel(TimeoutError("deadline exceeded"))
