@@ -47,7 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from ._demo import run_demo
 
-        return run_demo(args.duration)
+        try:
+            return run_demo(args.duration)
+        except KeyboardInterrupt:  # Ctrl-C before the supervisor took over the signals
+            return 130
     raise AssertionError(f"unhandled command {args.command!r}")  # pragma: no cover
 
 

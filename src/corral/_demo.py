@@ -124,7 +124,7 @@ def flaky_upstream(narrator: Narrator) -> None:
 
 def resize(image: int) -> int:
     """One item of the batch."""
-    corral.sleep(0.05)  # the work; returns False at once if cancelled
+    corral.sleep(0.08)  # the work; returns False at once if cancelled
     corral.check()  # raises corral.Cancelled if so
     return image
 

@@ -592,9 +592,14 @@ class Group:
             call_hook(hooks.on_succeeded, task, value)
 
         dep_lost = kind is TaskState.CANCELLED and isinstance(token.cause, _DependencyLost)
+        if kind is TaskState.CANCELLED:
+            # Record why it was cancelled: the token's cause if it was cancelled, else
+            # the cause carried by the Cancelled it raised, else what it raised.
+            exc = token.cause or (exc.cause if isinstance(exc, Cancelled) else None) or exc
         if not token.cancelled:
             token._cancel(_ATTEMPT_ENDED)  # so on_cancel callbacks release what it held
         restart_delay: float | None = None
+        resume_at = 0.0
         final: TaskState | None = None
         done = False
         dependents: list[Task[Any]] = []
@@ -623,11 +628,11 @@ class Group:
                     final = TaskState.FAILED
                 else:
                     restart_delay = self._restart_delay_locked(task, now)
+                    resume_at = now + restart_delay
                     if restart_delay > 0:
+                        # The timer is armed below, after on_restart ran: the hook must
+                        # never run after the restart it announces.
                         task.state = TaskState.BACKOFF
-                        task._timer = self.clock.call_at(
-                            now + restart_delay, lambda: self._resume(task)
-                        )
                     else:
                         task.state = TaskState.PENDING
             else:
@@ -657,7 +662,12 @@ class Group:
             dep.token.cancel(_DependencyLost(f"needed task {task.name!r} ended"))
         if restart_delay is not None:
             self._log_restart(task, kind, exc, restart_delay)
-            call_hook(self.hooks.on_restart, task, restart_delay)
+            if hooks.on_restart is not None:
+                call_hook(hooks.on_restart, task, restart_delay)
+            if restart_delay > 0:
+                with self._lock:
+                    if task.state is TaskState.BACKOFF and task._timer is None:
+                        task._timer = self.clock.call_at(resume_at, lambda: self._resume(task))
         if final is not None and not done:
             if final is TaskState.FAILED and not task._in_map:
                 assert exc is not None
@@ -715,7 +725,14 @@ class Group:
             task._timer.cancel()
             task._timer = None
         if self._live.get(task.name) is task:
-            del self._live[task.name]
+            old = task._replaces
+            if old is not None and old.state not in _FINAL:
+                # A replacement that ended before the task it replaced: that one is
+                # still live (winding down), so the name stays taken by it, and a new
+                # task of this name cannot run beside it.
+                self._live[task.name] = old
+            else:
+                del self._live[task.name]
 
     def _end_waiting_locked(self, task: Task[Any], cause: BaseException | None) -> None:
         """End a task that is PENDING or in BACKOFF: CANCELLED, without running."""

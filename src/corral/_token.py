@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from ._clock import SYSTEM_CLOCK, Clock, TimerHandle
 from ._errors import Cancelled
@@ -130,11 +130,35 @@ class Token:
             if self._cause is not None:
                 return
             parent = self._parent
-            self._mark_locked(cause, marked, callbacks)
+            # Mark the subtree depth-first, holding the locks of the whole path from
+            # this token down to the one being marked: a concurrent cancel() of any
+            # token in the subtree waits on a held lock, so whenever cancel() returns,
+            # the whole subtree is cancelled. Locks are only ever taken parent before
+            # child, so there is no lock-order cycle. (Iterative: chains may be deep.)
+            path: list[tuple[Token, Iterator[Token]]] = [
+                (self, iter(self._mark_one(cause, marked, callbacks)))
+            ]
+            try:
+                while path:
+                    tok, children = path[-1]
+                    child = next(children, None)
+                    if child is None:
+                        path.pop()
+                        if tok is not self:
+                            tok._lock.release()
+                        continue
+                    child._lock.acquire()
+                    if child._cause is not None:
+                        child._lock.release()
+                        continue
+                    path.append((child, iter(child._mark_one(cause, marked, callbacks))))
+            finally:
+                for tok, _ in path:
+                    if tok is not self:
+                        tok._lock.release()
         if parent is not None:
-            # Forget us in the parent (an ended attempt must not pin memory there).
-            # Taken after our own lock is released: locks are only ever nested
-            # parent-then-child (in _mark_locked), never the other way round.
+            # Forget us in the parent (an ended attempt must not pin memory there),
+            # after our own lock is released (never child-then-parent).
             with parent._lock:
                 if parent._children is not None:
                     parent._children.pop(self, None)
@@ -152,13 +176,10 @@ class Token:
             except BaseException:
                 log.exception("on_cancel callback %r raised", callback)
 
-    def _mark_locked(
+    def _mark_one(
         self, cause: BaseException, marked: list[Token], callbacks: list[Callable[[], object]]
-    ) -> None:
-        # Mark this token and (recursively) its subtree, holding each ancestor's lock
-        # while its children are marked: a concurrent cancel() of any token of the
-        # subtree waits on a held lock, so whenever cancel() returns, the whole subtree
-        # is cancelled. Callbacks are collected and run later, outside every lock.
+    ) -> list[Token]:
+        """Mark this token (its lock held); return its children to mark next."""
         self._cause = cause
         self._parent = None
         marked.append(self)
@@ -166,10 +187,7 @@ class Token:
             callbacks.extend(self._callbacks.values())
             self._callbacks = None
         children, self._children = self._children, None
-        for child in children or ():
-            with child._lock:
-                if child._cause is None:
-                    child._mark_locked(cause, marked, callbacks)
+        return list(children) if children else []
 
     def _expire(self) -> None:
         self._cancel(TimeoutError("deadline exceeded"))
