@@ -31,7 +31,7 @@ from ._errors import (
     Stopped,
 )
 from ._policy import NO_HOOKS, Backoff, Hooks, Restart, call_hook, check_max_restarts
-from ._pool import get_pool
+from ._pool import get_pool, will_be_idle
 from ._task import _FINAL, Task, TaskState, _current
 from ._token import Token
 
@@ -396,7 +396,7 @@ class Group:
             if released:
                 self._submit_all(released)
             return task
-        call_hook(self.hooks.on_added, task)
+        _in_ctx(task, call_hook, self.hooks.on_added, task)
         ended = []
         with self._lock:
             if task.state is TaskState.PENDING and task not in self._waiting:
@@ -515,9 +515,7 @@ class Group:
         token = task.token
         if not task.signals_ready:
             self._set_ready(task, None)
-        if self.hooks.on_started is not None:
-            call_hook(self.hooks.on_started, task)
-        ctx = task._base_ctx.copy()
+        ctx = task._ctx = task._base_ctx.copy()
         kind: TaskState
         value: Any = None
         exc: BaseException | None = None
@@ -566,7 +564,10 @@ class Group:
             )
         if kind is TaskState.FAILED:
             for err in errors:  # the task itself ended with KeyboardInterrupt/SystemExit
-                log.error("group made by task %r failed", task.name, exc_info=err)
+                log.error(
+                    "group made by task %r failed", task.name, exc_info=err,
+                    extra={"corral_task": task.name, "corral_group": self.name},
+                )
             return kind, exc
         if len(errors) == 1:
             return TaskState.FAILED, errors[0]
@@ -587,9 +588,9 @@ class Group:
             fatal = not isinstance(exc, Exception)
             task._last_error = exc
             if hooks.on_failed is not None:
-                call_hook(hooks.on_failed, task, exc)
+                _in_ctx(task, call_hook, hooks.on_failed, task, exc)
         elif kind is TaskState.SUCCEEDED and hooks.on_succeeded is not None:
-            call_hook(hooks.on_succeeded, task, value)
+            _in_ctx(task, call_hook, hooks.on_succeeded, task, value)
 
         dep_lost = kind is TaskState.CANCELLED and isinstance(token.cause, _DependencyLost)
         if kind is TaskState.CANCELLED:
@@ -655,26 +656,28 @@ class Group:
             )
             if task.state is TaskState.PENDING and task not in self._waiting:
                 released.extend(self._admit_locked(task, deferred))
+            if done and not released and not deferred:
+                will_be_idle()  # before the lock lets a joiner go: see _pool.will_be_idle
             if released or final is not None:
                 self._notify_locked()
 
         for dep in dependents:
             dep.token.cancel(_DependencyLost(f"needed task {task.name!r} ended"))
         if restart_delay is not None:
-            self._log_restart(task, kind, exc, restart_delay)
+            _in_ctx(task, self._log_restart, task, kind, exc, restart_delay)
             if hooks.on_restart is not None:
-                call_hook(hooks.on_restart, task, restart_delay)
+                _in_ctx(task, call_hook, hooks.on_restart, task, restart_delay)
             if restart_delay > 0:
                 with self._lock:
                     if task.state is TaskState.BACKOFF and task._timer is None:
                         task._timer = self.clock.call_at(resume_at, lambda: self._resume(task))
+        for t in deferred:
+            self._finalize(t)
         if final is not None and not done:
             if final is TaskState.FAILED and not task._in_map:
                 assert exc is not None
                 self._on_failure(task, exc, fatal)
-            self._finalize(task)
-        for t in deferred:
-            self._finalize(t)
+            self._finalize(task, last=not released)
         return released
 
     def _note_restart_locked(self, task: Task[Any], now: float) -> RestartLimitExceeded | None:
@@ -739,7 +742,7 @@ class Group:
         self._waiting.pop(task, None)
         self._set_final_locked(task, TaskState.CANCELLED, None, cause)
 
-    def _finalize(self, task: Task[Any]) -> None:
+    def _finalize(self, task: Task[Any], last: bool = False) -> None:
         """Run the end-of-task hooks, then mark it done (join/len see it after hooks)."""
         if not task.token.cancelled:
             # A task that ended without running (pending, backing off) carries the
@@ -747,11 +750,13 @@ class Group:
             ended_waiting = task.state is TaskState.CANCELLED and task._error is not None
             task.token._cancel(task._error if ended_waiting and task._error else _ATTEMPT_ENDED)
         if task.on_finish is not None:
-            call_hook(task.on_finish, task)
+            _in_ctx(task, call_hook, task.on_finish, task)
         if self.hooks.on_finished is not None:
-            call_hook(self.hooks.on_finished, task)
+            _in_ctx(task, call_hook, self.hooks.on_finished, task)
         with self._lock:
             self._mark_done_locked(task)
+            if last:
+                will_be_idle()  # the worker's last act for this attempt (see _pool)
 
     def _mark_done_locked(self, task: Task[Any]) -> None:
         task._done = True
@@ -769,6 +774,7 @@ class Group:
 
     def _on_failure(self, task: Task[Any], exc: BaseException, fatal: bool) -> None:
         try:
+            exc.__corral_task__ = task.name  # type: ignore[attr-defined]
             exc.add_note(
                 f"corral: task {task.name!r} (attempt {task.attempts}) in {self._kind} {self.name!r}"
             )
@@ -781,7 +787,7 @@ class Group:
             else:
                 assert isinstance(exc, Exception)
                 self._record_failure_locked(exc)
-        self._log_failure(task, exc)
+        _in_ctx(task, self._log_failure, task, exc)
         if fatal:
             self._on_fatal(exc)
         elif self.fail_fast:
@@ -971,7 +977,10 @@ class Group:
         self._unregister()
         if fatal is not None:
             for f in failures:
-                log.error("task failure while stopping for %r", fatal, exc_info=f)
+                log.error(
+                    "task failure while stopping for %r", fatal, exc_info=f,
+                    extra={"corral_task": _failed_task_name(f), "corral_group": self.name},
+                )
             return fatal
         if body_exc is not None and isinstance(body_exc, Exception):
             failures.insert(0, body_exc)
@@ -986,9 +995,6 @@ class Group:
     def _unregister(self) -> None:
         with _roots_lock:
             _roots.pop(self, None)
-            empty = not _roots
-        if empty:
-            get_pool().trim()
 
     def wait_until(
         self, predicate: Callable[[], bool], timeout: float | None = None, *, interval: float = 0.05
@@ -1192,8 +1198,26 @@ class _Attempt:
 
 
 def _call(task: Task[Any]) -> Any:
+    # Runs inside the attempt's context copy.
     _current.set(task)
+    on_started = task.group.hooks.on_started
+    if on_started is not None:
+        call_hook(on_started, task)
     return task.fn(*task.args)
+
+
+def _failed_task_name(exc: BaseException) -> str | None:
+    name: str | None = getattr(exc, "__corral_task__", None)
+    return name
+
+
+def _in_ctx(task: Task[Any], fn: Callable[..., object], *args: Any) -> None:
+    """Run ``fn(*args)`` (a hook call or a log call, which never raise) in the task's
+    context, so that log context and tracing spans reach them."""
+    try:
+        task._ctx.run(fn, *args)
+    except RuntimeError:  # that context is entered already (a hook run from the task)
+        fn(*args)
 
 
 def _wants_restart(policy: Restart, kind: TaskState) -> bool:

@@ -149,12 +149,18 @@ NO_HOOKS = Hooks()
 
 
 def call_hook(hook: Callable[..., object] | None, *args: Any) -> None:
+    """Call a hook; one that raises is logged (naming the task it was called for)."""
     if hook is None:
         return
     try:
         hook(*args)
     except BaseException:
-        log.exception("hook %r raised", hook)
+        name = getattr(args[0], "name", None) if args else None
+        group = getattr(getattr(args[0], "group", None), "name", None) if args else None
+        log.exception(
+            "hook %r raised (task %r)", hook, name,
+            extra={"corral_task": name, "corral_group": group},
+        )
 
 
 for _cls in (Restart, Backoff, Hooks):

@@ -30,6 +30,31 @@ log = logging.getLogger("corral")
 
 _Work = Callable[[], object]
 
+# In a worker thread: the pool it serves, and whether it already counted itself idle.
+_local = threading.local()
+
+
+def will_be_idle() -> None:
+    """Called by the work a worker runs when all that is left is to return: the worker
+    counts as idle from now on (a no-op outside a worker).
+
+    A group marks its last task done and wakes whoever joins it *before* the work
+    returns to the pool; a submit right after the join (the next short group) would then
+    find no idle worker and start a thread. Declaring the worker idle first (while the
+    group's lock still holds the joiner back) lets that submit reuse it.
+    """
+    pool: WorkerPool | None = getattr(_local, "pool", None)
+    if pool is None or _local.pre_idle:
+        return
+    _local.pre_idle = True
+    with pool._lock:
+        if pool._backlog > 0:
+            pool._backlog -= 1  # take a waiting item (we will get() it next)
+        else:
+            pool._idle += 1
+            if pool._busy_waiters:
+                pool._idle_cond.notify_all()
+
 
 class WorkerPool:
     def __init__(self, *, idle_timeout: float = 10.0, name: str = "corral-worker") -> None:
@@ -92,6 +117,8 @@ class WorkerPool:
     def _worker(self) -> None:
         me = threading.current_thread()
         base_name = me.name
+        _local.pool = self
+        _local.pre_idle = False
         get = self._queue.get
         timeout = self.idle_timeout
         with self._lock:
@@ -130,6 +157,9 @@ class WorkerPool:
                     work = None
                     if me.name != base_name:
                         me.name = base_name
+                if _local.pre_idle:
+                    _local.pre_idle = False  # counted already (will_be_idle)
+                    continue
                 with self._lock:
                     if self._backlog > 0:
                         self._backlog -= 1

@@ -229,6 +229,11 @@ class Supervisor(Group):
             # roots() no longer lists this supervisor.
             _signals.unsubscribe(self)
             self._unregister()
+            if not any(isinstance(g, Supervisor) for g in roots()):
+                # The last supervisor has stopped: let idle workers go now rather than
+                # after their idle timeout. (Plain groups do not trim: a program that
+                # runs a short group per request keeps its warm workers.)
+                get_pool().trim()
             with self._cond:
                 self._stop_done = True
                 self._closed = True

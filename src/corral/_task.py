@@ -53,6 +53,7 @@ class Task(Generic[T]):
         "_cancel_cause",
         "_child_groups",
         "_consecutive",
+        "_ctx",
         "_dep_lost",
         "_done",
         "_error",
@@ -120,6 +121,9 @@ class Task(Generic[T]):
         self.token: Token = group._new_task_token()
         self._token_used = False
         self._base_ctx = contextvars.copy_context()
+        # Where hooks and corral's log records about this task run: the context of its
+        # latest attempt (so log context and tracing spans flow into them too).
+        self._ctx = self._base_ctx
         self._cancel_cause: BaseException | None = None
         self._child_groups: list[Group] | None = None
         self._consecutive = 0

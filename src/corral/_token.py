@@ -47,6 +47,8 @@ class Token:
     ) -> None:
         if parent is not None and not isinstance(parent, Token):
             raise TypeError(f"parent must be a Token or None, not {type(parent).__name__}")
+        if timeout is not None:
+            _check_seconds("timeout", timeout)  # before registering with the parent
         self._clock: Clock = clock if clock is not None else (
             parent._clock if parent is not None else SYSTEM_CLOCK
         )
@@ -71,7 +73,6 @@ class Token:
                 else:
                     self._cause = parent._cause
         if timeout is not None:
-            _check_seconds("timeout", timeout)
             if timeout != math.inf:  # an infinite timeout is no deadline at all
                 self._deadline = self._clock.monotonic() + timeout
                 if self._cause is None:
