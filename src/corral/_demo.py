@@ -19,6 +19,7 @@ Lifecycle hooks narrate what happens; a summary ends the run.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -47,11 +48,21 @@ class Narrator:
         self.restarts = 0
         self.items_processed = 0
         self.stop_reason: str | None = None  # set by whatever asks for the stop
+        self.reader_gone = False
 
     def write(self, text: str) -> None:
         with self._lock:
-            self._out.write(text + "\n")
-            self._out.flush()  # a pipe would otherwise hold the lines back
+            if self.reader_gone:
+                return
+            try:
+                self._out.write(text + "\n")
+                self._out.flush()  # a pipe would otherwise hold the lines back
+            except BrokenPipeError:
+                # The reader went away (`python -m corral demo | head`): go quiet (the
+                # printer then stops the demo), and point the output at /dev/null so
+                # that the interpreter's last flush does not fail too.
+                self.reader_gone = True
+                os.dup2(os.open(os.devnull, os.O_WRONLY), self._out.fileno())
 
     def say(self, who: str, what: str) -> None:
         self.write(f"{time.monotonic() - self._t0:6.2f}s  {who:<10} {what}")
@@ -78,12 +89,8 @@ class Narrator:
         # Runs once per task, when it has ended for good. (Do not call task.result()
         # here: it waits until the task is done, which is after this hook.)
         if task.state is corral.TaskState.CANCELLED:
-            # A running task's token holds why (corral.Stopped, corral.Replaced...); a
-            # task cancelled before it ran (pending, or waiting to restart) ran no attempt.
-            cause = task.token.cause
-            how = "cancelled"
-            if isinstance(cause, corral.Stopped | corral.Replaced):
-                how += f" ({type(cause).__name__}: {cause})"
+            cause = task.token.cause  # why: corral.Stopped, corral.Replaced...
+            how = f"cancelled ({type(cause).__name__}: {cause})"
         elif task.state is corral.TaskState.FAILED:
             how = f"failed for good: {task.last_error!r}"
         else:
@@ -180,6 +187,10 @@ def print_tree(sup: corral.Supervisor, narrator: Narrator) -> None:
     """Prints the supervisor's tree whenever it changed, at most twice a second."""
     last = ""
     while True:
+        if narrator.reader_gone:
+            narrator.stop_reason = "the output was closed"
+            sup.stop()
+            return
         tree = format_tree(sup.snapshot())
         if tree != last:
             narrator.write(f"\n{tree}\n")

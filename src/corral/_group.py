@@ -377,13 +377,17 @@ class Group:
                 old_done = False
             cancel_old = False
             if old is not None:
-                task._replaces = old
                 old._replaced_by = task
                 if old._cancel_cause is None:
                     old._cancel_cause = _replaced(name)
                 if old.state is TaskState.RUNNING:
+                    task._replaces = old
                     cancel_old = True
                 else:  # pending or backing off: it ends now, without running again
+                    # ...but it may itself have been waiting for an older run of this
+                    # name that is still winding down: the new task waits for that one.
+                    older = old._replaces
+                    task._replaces = older if older is not None and older.state not in _FINAL else None
                     self._end_waiting_locked(old, old._cancel_cause)
                     ended.append(old)
         if cancel_old:
@@ -472,9 +476,14 @@ class Group:
         limit = self._limit
         while queue and (limit is None or self._slots < limit):
             task = queue.popleft()
-            if task.state is TaskState.PENDING:
-                self._release_locked(task)
-                released.append(task)
+            if task.state is not TaskState.PENDING:
+                continue
+            if task.needs and self._blocked_locked(task):
+                # What it needs ended while it queued for a slot: park it again.
+                self._waiting[task] = None
+                continue
+            self._release_locked(task)
+            released.append(task)
         return released
 
     def _release_locked(self, task: Task[Any]) -> None:
@@ -658,8 +667,9 @@ class Group:
                 released.extend(self._admit_locked(task, deferred))
             if done and not released and not deferred:
                 will_be_idle()  # before the lock lets a joiner go: see _pool.will_be_idle
-            if released or final is not None:
-                self._notify_locked()
+            # Every outcome can matter to a waiter: released, ended, or parked (a join
+            # re-checks whether only stranded dependents are left).
+            self._notify_locked()
 
         for dep in dependents:
             dep.token.cancel(_DependencyLost(f"needed task {task.name!r} ended"))
@@ -712,6 +722,7 @@ class Group:
             task.state = TaskState.PENDING
             deferred: list[Task[Any]] = []
             released = self._admit_locked(task, deferred)
+            self._notify_locked()
         for t in deferred:
             self._finalize(t)
         self._submit_all(released)
@@ -1154,7 +1165,11 @@ class _Collector:
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
         g = self._group
         swallow = False
-        if exc is not None and not isinstance(exc, KeyboardInterrupt | SystemExit):
+        if exc is not None and g._reported:
+            # The group has closed and reported already (a background collector that
+            # outlived it): nobody would see the failure there, so it propagates.
+            pass
+        elif exc is not None and not isinstance(exc, KeyboardInterrupt | SystemExit):
             g._collected(exc, "collect()")
             swallow = True
         elif exc is not None:

@@ -72,11 +72,10 @@ class Token:
                     self._parent = parent
                 else:
                     self._cause = parent._cause
-        if timeout is not None:
-            if timeout != math.inf:  # an infinite timeout is no deadline at all
-                self._deadline = self._clock.monotonic() + timeout
-                if self._cause is None:
-                    self._timer = self._clock.call_at(self._deadline, self._expire)
+        if timeout is not None and timeout != math.inf:  # an infinite timeout: no deadline
+            self._deadline = self._clock.monotonic() + timeout
+            if self._cause is None:
+                self._timer = self._clock.call_at(self._deadline, self._expire)
 
     def __repr__(self) -> str:
         state = f"cancelled cause={self._cause!r}" if self._cause is not None else "active"

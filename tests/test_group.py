@@ -1,0 +1,1597 @@
+"""Group semantics: spawning, limits, error policy, background tasks, collectors,
+wait_until, map, join, names, dependencies and introspection (DESIGN.md)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, NoReturn
+
+import pytest
+
+import corral
+from corral import TaskState
+from corral.testing import MockClock
+
+TIMEOUT = 10.0  # a backstop only: every wait is on an event that the test sets
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _join_leftover_roots() -> Iterator[None]:
+    """A failing assertion can leave a group unjoined: join it here (so the failure does
+    not cascade into the next tests) and still report the leak."""
+    yield
+    leftover = corral.roots()
+    for g in leftover:
+        g.cancel()
+        with suppress(BaseException):
+            g.join(TIMEOUT)
+    assert not leftover, f"root groups left alive by the test: {leftover}"
+
+
+def wait(event: threading.Event) -> None:
+    assert event.wait(TIMEOUT), "timed out waiting for an event"
+
+
+@contextmanager
+def released(*events: threading.Event) -> Iterator[None]:
+    """Set the gates on the way out, so a failing assertion cannot hang the group's exit."""
+    try:
+        yield
+    finally:
+        for e in events:
+            e.set()
+
+
+def wait_token(token: corral.Token | None = None) -> bool:
+    """Wait (real time, backstopped) until the token is cancelled, on any clock."""
+    tok = token if token is not None else corral.current_token()
+    ev = threading.Event()
+    remove = tok.on_cancel(ev.set)
+    try:
+        return ev.wait(TIMEOUT)
+    finally:
+        remove()
+
+
+def until_cancelled() -> str:
+    assert wait_token()
+    return "stopped"
+
+
+def gated(gate: threading.Event, value: object = None) -> object:
+    assert gate.wait(TIMEOUT)
+    return value
+
+
+def state(t: corral.Task[Any]) -> TaskState:
+    """The task's state, read afresh (keeps mypy from narrowing across waits)."""
+    return t.state
+
+
+def closed(g: corral.Group) -> bool:
+    return g.closed
+
+
+def raise_(exc: BaseException) -> NoReturn:
+    raise exc
+
+
+def noop() -> None:
+    return None
+
+
+def not_called() -> NoReturn:
+    raise AssertionError("this task must not run")
+
+
+# -- spawn -----------------------------------------------------------------------------
+
+
+def test_spawn_returns_a_task_at_once_and_calls_fn_with_args() -> None:
+    gate = threading.Event()
+    calls: list[tuple[int, str]] = []
+
+    def work(n: int, s: str) -> str:
+        calls.append((n, s))
+        assert gate.wait(TIMEOUT)
+        return s * n
+
+    with corral.Group("g") as g, released(gate):
+        t = g.spawn(work, 3, "ab")
+        assert isinstance(t, corral.Task)
+        assert not t.done  # it blocks on the gate: spawn did not wait for it
+        assert t.state in (TaskState.PENDING, TaskState.RUNNING)
+        with pytest.raises(TimeoutError):
+            t.join(timeout=0.01)
+        gate.set()
+        assert t.result(TIMEOUT) == "ababab"
+    assert calls == [(3, "ab")]
+    assert state(t) is TaskState.SUCCEEDED
+    assert t.attempts == 1
+    assert t.exception() is None
+
+
+def test_meta_is_on_every_task() -> None:
+    with corral.Group() as g:
+        a = g.spawn(noop, meta={"user": "u1", "n": 2})
+        b = g.spawn(noop)
+    assert a.meta == {"user": "u1", "n": 2}
+    assert b.meta == {}
+
+
+# -- limit -----------------------------------------------------------------------------
+
+
+def test_limit_caps_concurrency_and_queued_tasks_start_in_spawn_order() -> None:
+    n, limit = 9, 3
+    gates = [threading.Event() for _ in range(n)]
+    started = [threading.Event() for _ in range(n)]
+    lock = threading.Lock()
+    running = 0
+    peak = 0
+    order: list[int] = []
+
+    def work(i: int) -> int:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+            order.append(i)
+        started[i].set()
+        try:
+            assert gates[i].wait(TIMEOUT)
+        finally:
+            with lock:
+                running -= 1
+        return i
+
+    with corral.Group(limit=limit) as g, released(*gates):
+        tasks = [g.spawn(work, i) for i in range(n)]
+        for i in range(limit):
+            wait(started[i])
+        assert [t.state for t in tasks[limit:]] == [TaskState.PENDING] * (n - limit)
+        assert len(g) == n
+        for i in range(n):
+            gates[i].set()  # one slot frees: exactly the oldest queued task starts
+            tasks[i].join(TIMEOUT)
+            if i + limit < n:
+                wait(started[i + limit])
+                assert all(t.state is TaskState.PENDING for t in tasks[i + limit + 1 :])
+    assert peak == limit
+    assert sorted(order[:limit]) == list(range(limit))
+    assert order[limit:] == list(range(limit, n))
+    assert [t.result() for t in tasks] == list(range(n))
+
+
+def test_limit_one_runs_tasks_one_at_a_time_in_spawn_order() -> None:
+    lock = threading.Lock()
+    running = 0
+    peak = 0
+    order: list[int] = []
+
+    def work(i: int) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        order.append(i)
+        with lock:
+            running -= 1
+
+    with corral.Group(limit=1) as g:
+        for i in range(20):
+            g.spawn(work, i)
+    assert order == list(range(20))
+    assert peak == 1
+
+
+def test_limit_holds_when_every_gate_opens_at_once() -> None:
+    n, limit = 16, 4
+    gate = threading.Event()
+    first_batch = threading.Barrier(limit, timeout=TIMEOUT)
+    lock = threading.Lock()
+    running = 0
+    peak = 0
+
+    def work(i: int) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        try:
+            if i < limit:
+                first_batch.wait()  # the first `limit` tasks do run at the same time
+            assert gate.wait(TIMEOUT)
+        finally:
+            with lock:
+                running -= 1
+
+    with corral.Group(limit=limit) as g, released(gate):
+        for i in range(n):
+            g.spawn(work, i)
+        gate.set()
+    assert peak == limit
+
+
+def test_limit_holds_over_many_short_tasks() -> None:
+    lock = threading.Lock()
+    running = 0
+    peak = 0
+
+    def work(i: int) -> int:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        with lock:
+            running -= 1
+        return i
+
+    with corral.Group(limit=3) as g:
+        tasks = [g.spawn(work, i) for i in range(300)]
+    assert peak <= 3
+    assert [t.result() for t in tasks] == list(range(300))
+    assert len(g) == 0
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_limit_below_one_is_a_value_error(limit: int) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        corral.Group(limit=limit)
+
+
+@pytest.mark.parametrize("limit", ["3", 2.5, True])
+def test_limit_of_the_wrong_type_is_a_type_error(limit: Any) -> None:
+    with pytest.raises(TypeError, match="limit"):
+        corral.Group(limit=limit)
+
+
+# -- error policy ----------------------------------------------------------------------
+
+
+def test_fail_fast_cancels_siblings_and_raises_one_exception_group() -> None:
+    boom = ValueError("boom")
+    go = threading.Event()
+    up = [threading.Event(), threading.Event()]
+    returned: list[str] = []
+
+    def sibling(i: int) -> str:
+        up[i].set()
+        assert wait_token()
+        returned.append(f"s{i}")
+        return "late"
+
+    def failing() -> None:
+        assert go.wait(TIMEOUT)
+        raise boom
+
+    g = corral.Group("ff")
+    with released(go):
+        s0 = g.spawn(sibling, 0, name="s0")
+        s1 = g.spawn(sibling, 1, name="s1")
+        a = g.spawn(failing, name="a")
+        wait(up[0])
+        wait(up[1])
+        go.set()
+    with pytest.raises(ExceptionGroup) as info:
+        g.join(TIMEOUT)
+    assert info.value.exceptions == (boom,)
+    assert any("'a' (attempt 1)" in note for note in getattr(boom, "__notes__", []))
+    assert a.state is TaskState.FAILED
+    assert a.exception() is boom
+    for s in (s0, s1):
+        assert s.state is TaskState.CANCELLED  # not FAILED: it returned after cancellation
+        assert s.token.cause is boom
+        with pytest.raises(corral.Cancelled) as c:
+            s.result()
+        assert c.value.__cause__ is boom
+    assert sorted(returned) == ["s0", "s1"]
+    assert g.token.cause is boom
+
+
+def test_fail_fast_ends_queued_siblings_without_running_them() -> None:
+    # The failure is known before the queued task's slot frees: fail_fast must end it
+    # while it is still PENDING (without running), not release it into a cancelled group.
+    boom = RuntimeError("boom")
+    go = threading.Event()
+    called: list[bool] = []
+    g = corral.Group(limit=1)
+    with released(go):
+        first = g.spawn(lambda: raise_(boom) if go.wait(TIMEOUT) else None)
+        queued = g.spawn(lambda: called.append(corral.cancelled()))
+        assert queued.state is TaskState.PENDING
+        go.set()
+    with pytest.raises(ExceptionGroup) as info:
+        g.join(TIMEOUT)
+    assert info.value.exceptions == (boom,)
+    assert first.state is TaskState.FAILED
+    assert state(queued) is TaskState.CANCELLED
+    assert queued.token.cause is boom
+    assert called == [], "the queued sibling ran (with a cancelled token) after the failure"
+    assert queued.attempts == 0
+
+
+def test_an_exception_raised_after_cancellation_is_still_a_failure() -> None:
+    boom = ValueError("boom")
+    cleanup = RuntimeError("cleanup failed")
+    up = threading.Event()
+    go = threading.Event()
+
+    def sibling() -> None:
+        up.set()
+        assert wait_token()
+        raise cleanup
+
+    g = corral.Group(fail_fast=True)
+    with released(go):
+        s = g.spawn(sibling, name="sibling")
+        g.spawn(lambda: raise_(boom) if go.wait(TIMEOUT) else None, name="first")
+        wait(up)
+        go.set()
+    with pytest.raises(ExceptionGroup) as info:
+        g.join(TIMEOUT)
+    assert info.value.exceptions == (boom, cleanup)
+    assert s.state is TaskState.FAILED
+    assert any("'sibling' (attempt 1)" in n for n in getattr(cleanup, "__notes__", []))
+
+
+def test_without_fail_fast_every_failure_is_collected_and_the_others_keep_going() -> None:
+    e1, e2 = ValueError("one"), KeyError("two")
+    gate = threading.Event()
+    g = corral.Group(fail_fast=False)
+    with released(gate):
+        survivor = g.spawn(gated, gate, "ok", name="survivor")
+        f1 = g.spawn(raise_, e1, name="f1")
+        f2 = g.spawn(raise_, e2, name="f2")
+        f1.join(TIMEOUT)
+        f2.join(TIMEOUT)
+        assert survivor.state is TaskState.RUNNING
+        assert not survivor.token.cancelled
+        assert not g.token.cancelled
+        assert g.failures in ([e1, e2], [e2, e1])
+    with pytest.raises(ExceptionGroup) as info:
+        g.join(TIMEOUT)
+    assert len(info.value.exceptions) == 2
+    assert set(map(id, info.value.exceptions)) == {id(e1), id(e2)}
+    assert survivor.result() == "ok"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [corral.Stopped("stop"), corral.Replaced("replaced"), corral.Cancelled("cancelled")],
+    ids=["Stopped", "Replaced", "Cancelled"],
+)
+def test_graceful_causes_and_cancelled_are_never_failures(exc: BaseException) -> None:
+    gate = threading.Event()
+    with corral.Group(fail_fast=True) as g, released(gate):
+        other = g.spawn(gated, gate, "other")
+        t = g.spawn(raise_, exc)
+        t.join(TIMEOUT)
+        assert t.state is TaskState.CANCELLED
+        assert t.exception() is None
+        assert not g.token.cancelled  # fail_fast did not fire
+        assert not other.token.cancelled
+        gate.set()
+    assert g.failures == []
+    assert other.result() == "other"
+
+
+def test_a_task_that_returns_after_its_token_was_cancelled_ends_cancelled() -> None:
+    up = threading.Event()
+
+    def work() -> int:
+        up.set()
+        assert wait_token()
+        return 5
+
+    with corral.Group() as g:
+        t = g.spawn(work)
+        wait(up)
+        t.cancel("enough")
+        t.join(TIMEOUT)
+    assert t.state is TaskState.CANCELLED
+    with pytest.raises(corral.Cancelled) as info:
+        t.result()
+    assert isinstance(info.value.__cause__, corral.Cancelled)
+    assert info.value.__cause__.args == ("enough",)
+    assert t.exception() is None
+    assert g.failures == []
+
+
+# -- the with-body ---------------------------------------------------------------------
+
+
+def test_body_exception_cancels_the_group_and_comes_out_with_task_failures() -> None:
+    body_err = ValueError("body")
+    task_err = KeyError("task")
+    box: dict[str, corral.Task[Any]] = {}
+
+    def run() -> None:
+        with corral.Group(fail_fast=False) as g:
+            f = g.spawn(raise_, task_err, name="f")
+            box["s"] = g.spawn(until_cancelled, name="s")
+            f.join(TIMEOUT)
+            assert not box["s"].token.cancelled
+            raise body_err
+
+    with pytest.raises(ExceptionGroup) as info:
+        run()
+    assert list(info.value.exceptions) == [body_err, task_err]
+    s = box["s"]
+    assert s.state is TaskState.CANCELLED
+    assert s.token.cause is body_err
+
+
+def test_body_without_error_and_no_failures_raises_nothing() -> None:
+    reached = []
+    with corral.Group() as g:
+        t = g.spawn(lambda: 1)
+    reached.append(True)
+    assert reached == [True]
+    assert t.result() == 1
+    assert g.failures == []
+    assert g.closed
+
+
+def test_body_keyboard_interrupt_propagates_as_itself() -> None:
+    kbi = KeyboardInterrupt()
+    box: dict[str, corral.Task[Any]] = {}
+
+    def run() -> None:
+        with corral.Group() as g:
+            box["t"] = g.spawn(until_cancelled)
+            raise kbi
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        run()
+    assert info.value is kbi
+    assert box["t"].state is TaskState.CANCELLED
+    assert box["t"].token.cause is kbi
+
+
+# -- KeyboardInterrupt / SystemExit in a task ------------------------------------------
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+def test_fatal_exception_in_a_task_cancels_the_group_and_join_reraises_it(
+    exc_type: type[BaseException],
+) -> None:
+    fatal = exc_type()
+    up = threading.Event()
+    go = threading.Event()
+    def sibling() -> None:
+        up.set()
+        assert wait_token()
+
+    g = corral.Group(fail_fast=False)  # even without fail_fast
+    with released(go):
+        s = g.spawn(sibling, name="sibling")
+        d = g.spawn(lambda: raise_(fatal) if go.wait(TIMEOUT) else None, name="dies")
+        wait(up)
+        go.set()
+    with pytest.raises(exc_type) as info:
+        g.join(TIMEOUT)
+    assert info.value is fatal  # itself, not wrapped in a group
+    assert d.state is TaskState.FAILED
+    assert s.state is TaskState.CANCELLED
+    assert s.token.cause is fatal
+    assert g.closed
+
+
+def test_fatal_exception_in_a_task_is_reraised_by_the_with_exit() -> None:
+    other = ValueError("also failed")
+
+    def run() -> None:
+        with corral.Group(fail_fast=False) as g:
+            f = g.spawn(raise_, other)
+            f.join(TIMEOUT)
+            g.spawn(raise_, SystemExit(3))
+
+    with pytest.raises(SystemExit) as info:
+        run()
+    assert info.value.code == 3
+
+
+# -- background tasks --------------------------------------------------------------------
+
+
+def test_background_tasks_are_stopped_and_waited_for_when_the_foreground_is_done() -> None:
+    log: list[str] = []
+    bg_up = threading.Event()
+
+    def bg() -> None:
+        bg_up.set()
+        tok = corral.current_token()
+        assert wait_token(tok)
+        log.append(f"bg stopped: {type(tok.cause).__name__}")
+        log.append("bg end")
+
+    def fg() -> None:
+        assert bg_up.wait(TIMEOUT)
+        log.append("fg end")
+
+    with corral.Group() as g:
+        b = g.spawn(bg, background=True)
+        f = g.spawn(fg)
+        f.join(TIMEOUT)
+        # the foreground is done but the body still runs: the background task goes on
+        assert not b.token.cancelled
+        assert b.state is TaskState.RUNNING
+        log.append("body end")
+    log.append("exit")
+    assert log == ["fg end", "body end", "bg stopped: Stopped", "bg end", "exit"]
+    assert state(b) is TaskState.CANCELLED
+    assert isinstance(b.token.cause, corral.Stopped)
+    assert b.done
+    assert g.failures == []
+
+
+def test_background_tasks_alone_do_not_keep_the_group_open() -> None:
+    up = threading.Event()
+    g = corral.Group()
+    def bg() -> None:
+        up.set()
+        assert wait_token()
+
+    b = g.spawn(bg, background=True)
+    wait(up)
+    g.join(TIMEOUT)  # returns: nothing in the foreground
+    assert b.done
+    assert b.state is TaskState.CANCELLED
+    assert isinstance(b.token.cause, corral.Stopped)
+
+
+# -- collect() and wrap() --------------------------------------------------------------------
+
+
+def test_a_foreground_collect_keeps_join_waiting_while_its_block_runs() -> None:
+    inside = threading.Event()
+    gate = threading.Event()
+    log: list[str] = []
+    g = corral.Group()
+
+    def external() -> None:
+        with g.collect():
+            inside.set()
+            assert gate.wait(TIMEOUT)
+            log.append("collector done")
+
+    th = threading.Thread(target=external)
+    th.start()
+    try:
+        wait(inside)
+        with pytest.raises(TimeoutError):
+            g.join(timeout=0.05)
+        assert not g.closed
+    finally:
+        gate.set()
+        th.join(TIMEOUT)
+    g.join(TIMEOUT)
+    assert log == ["collector done"]
+    assert g.closed
+
+
+def test_a_background_collect_does_not_keep_join_waiting() -> None:
+    inside = threading.Event()
+    gate = threading.Event()
+    log: list[str] = []
+    g = corral.Group()
+
+    def external() -> None:
+        with g.collect(background=True):
+            inside.set()
+            assert gate.wait(TIMEOUT)
+            log.append("collector done")
+
+    th = threading.Thread(target=external)
+    th.start()
+    try:
+        wait(inside)
+        g.join(TIMEOUT)
+        assert g.closed
+        assert log == []  # join returned while the block still ran
+    finally:
+        gate.set()
+        th.join(TIMEOUT)
+    assert log == ["collector done"]
+
+
+def test_a_background_collector_failing_after_its_group_closed_is_not_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # join() returned while the background block still ran, so the group can no longer
+    # raise what the block raises: it must reach the user some other way (propagate, as
+    # wrap() does once the group is closed, or an ERROR log), not vanish.
+    caplog.set_level(logging.DEBUG, logger="corral")
+    err = ValueError("late callback failure")
+    inside = threading.Event()
+    gate = threading.Event()
+    propagated: list[BaseException] = []
+    g = corral.Group()
+
+    def external() -> None:
+        try:
+            with g.collect(background=True):
+                inside.set()
+                assert gate.wait(TIMEOUT)
+                raise err
+        except ValueError as e:
+            propagated.append(e)
+
+    th = threading.Thread(target=external)
+    th.start()
+    try:
+        wait(inside)
+        g.join(TIMEOUT)
+    finally:
+        gate.set()
+        th.join(TIMEOUT)
+    logged = [
+        r for r in caplog.records
+        if r.levelno >= logging.ERROR and r.exc_info is not None and r.exc_info[1] is err
+    ]
+    assert propagated == [err] or logged, "the failure was swallowed by a closed group"
+
+
+def test_an_exception_in_collect_becomes_a_group_failure_and_is_swallowed() -> None:
+    err = ValueError("callback broke")
+    g = corral.Group()  # fail_fast
+    t = g.spawn(until_cancelled, name="worker")
+    with g.collect():
+        raise err
+    assert g.failures == [err]
+    assert g.token.cause is err  # fail_fast: the group is cancelled
+    with pytest.raises(ExceptionGroup) as info:
+        g.join(TIMEOUT)
+    assert info.value.exceptions == (err,)
+    assert any("collect()" in n for n in getattr(err, "__notes__", []))
+    assert t.state is TaskState.CANCELLED
+    assert t.token.cause is err
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [corral.Stopped("stop"), corral.Replaced("replaced"), corral.Cancelled("cancelled")],
+    ids=["Stopped", "Replaced", "Cancelled"],
+)
+def test_graceful_exceptions_in_collect_are_not_failures(exc: BaseException) -> None:
+    g = corral.Group()
+    with g.collect():
+        raise exc
+    assert g.failures == []
+    assert not g.token.cancelled
+    g.join(TIMEOUT)
+
+
+def test_wrap_collects_exceptions_raised_in_threads_corral_did_not_start() -> None:
+    err = ValueError("handler broke")
+
+    def handler(x: int) -> int:
+        if x < 0:
+            raise err
+        return x * 2
+
+    g = corral.Group()  # fail_fast
+    t = g.spawn(until_cancelled)
+    cb = g.wrap(handler)
+    assert cb.__name__ == "handler"
+    results: list[int | None] = []
+    th = threading.Thread(target=lambda: results.extend([cb(2), cb(-1)]))
+    th.start()
+    th.join(TIMEOUT)
+    assert not th.is_alive()
+    assert results == [4, None]  # the exception did not reach the thread
+    assert g.token.cause is err
+    with pytest.raises(ExceptionGroup) as info:
+        g.join(TIMEOUT)
+    assert info.value.exceptions == (err,)
+    assert t.state is TaskState.CANCELLED
+
+
+def test_wrap_rejects_a_non_callable() -> None:
+    g = corral.Group()
+    with pytest.raises(TypeError):
+        g.wrap(42)  # type: ignore[arg-type]
+    g.join(TIMEOUT)
+
+
+# -- wait_until ----------------------------------------------------------------------------
+
+
+def test_wait_until_true_cancels_the_group_with_stopped_and_reports_no_failure() -> None:
+    found: list[int] = []
+
+    def search(i: int) -> int:
+        if i == 3:
+            found.append(i)
+            return i
+        assert wait_token()
+        corral.check()  # raises Cancelled
+        return -1
+
+    with corral.Group(fail_fast=True) as g:
+        tasks = [g.spawn(search, i) for i in range(5)]
+        assert g.wait_until(lambda: len(found) > 0, timeout=TIMEOUT) is True
+        assert isinstance(g.token.cause, corral.Stopped)
+    assert g.failures == []
+    assert tasks[3].result() == 3
+    for t in tasks[:3] + tasks[4:]:
+        assert t.state is TaskState.CANCELLED
+        assert isinstance(t.token.cause, corral.Stopped)
+
+
+def test_wait_until_false_on_timeout_cancels_nothing() -> None:
+    gate = threading.Event()
+    with corral.Group() as g, released(gate):
+        t = g.spawn(gated, gate, "v")
+        assert g.wait_until(lambda: False, timeout=0.05, interval=0.01) is False
+        assert not g.token.cancelled
+        assert not t.token.cancelled
+        assert t.state is TaskState.RUNNING
+        gate.set()
+    assert t.result() == "v"
+
+
+def test_wait_until_rechecks_when_a_task_ends() -> None:
+    # The polling interval is far longer than the test: only the re-check on a task's
+    # end can make wait_until return quickly.
+    gate = threading.Event()
+    with corral.Group() as g, released(gate):
+        t = g.spawn(gated, gate)
+        calls = 0
+
+        def pred() -> bool:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                gate.set()  # the task ends while wait_until waits
+            return t.done
+
+        start = time.monotonic()
+        assert g.wait_until(pred, timeout=20, interval=30) is True
+        assert time.monotonic() - start < 10
+    assert t.state is TaskState.SUCCEEDED
+
+
+def test_wait_until_rechecks_a_task_that_ended_while_the_predicate_ran() -> None:
+    # A predicate reads state, and a task ends before wait_until goes to sleep: that end
+    # must still trigger a re-check (no lost wake-up).
+    results: list[int] = []
+    gate = threading.Event()
+
+    def producer() -> None:
+        assert gate.wait(TIMEOUT)
+        results.append(1)
+
+    with corral.Group() as g, released(gate):
+        t = g.spawn(producer)
+
+        def pred() -> bool:
+            seen = bool(results)  # read first...
+            if not gate.is_set():
+                gate.set()  # ...then the task ends while the predicate is still running
+                t.join(TIMEOUT)
+            return seen
+
+        start = time.monotonic()
+        assert g.wait_until(pred, timeout=3, interval=30) is True
+        elapsed = time.monotonic() - start
+    assert elapsed < 2, f"wait_until missed the task's end and slept {elapsed:.2f}s"
+
+
+def test_wait_until_rejects_bad_arguments() -> None:
+    g = corral.Group()
+    with pytest.raises(TypeError):
+        g.wait_until(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="interval"):
+        g.wait_until(lambda: True, interval=0)
+    assert not g.token.cancelled
+    g.join(TIMEOUT)
+
+
+# -- map -------------------------------------------------------------------------------------
+
+
+def test_map_yields_results_in_input_order() -> None:
+    last_done = threading.Event()
+
+    def fn(i: int) -> int:
+        if i == 0:
+            assert last_done.wait(TIMEOUT)  # item 0 finishes after item 3
+        if i == 3:
+            last_done.set()
+        return i * 10
+
+    with corral.Group() as g, released(last_done):
+        assert list(g.map(fn, range(4), window=4)) == [0, 10, 20, 30]
+        assert list(g.map(lambda i: i * i, range(50))) == [i * i for i in range(50)]
+
+
+def test_map_is_lazy_and_keeps_at_most_window_items_in_flight() -> None:
+    window, n = 3, 10
+    pulled = 0
+    lock = threading.Lock()
+    running = 0
+    peak = 0
+    full = threading.Event()
+
+    def source() -> Iterator[int]:
+        nonlocal pulled
+        for i in range(n):
+            pulled += 1
+            yield i
+
+    def fn(i: int) -> int:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+            if running == window:
+                full.set()
+        try:
+            assert full.wait(TIMEOUT)  # the first `window` items run at the same time
+        finally:
+            with lock:
+                running -= 1
+        return i * i
+
+    results: list[int] = []
+    with corral.Group() as g, released(full):
+        it = g.map(fn, source(), window=window)
+        assert pulled == 0  # lazy: nothing taken before iteration starts
+        for r in it:
+            results.append(r)
+            assert pulled == min(n, len(results) + window - 1)
+    assert results == [i * i for i in range(n)]
+    assert peak == window
+
+
+@pytest.mark.parametrize(("limit", "expected"), [(2, 4), (5, 10), (None, 64)])
+def test_map_default_window_is_twice_the_limit_or_64(limit: int | None, expected: int) -> None:
+    pulled = 0
+
+    def source() -> Iterator[int]:
+        nonlocal pulled
+        for i in range(200):
+            pulled += 1
+            yield i
+
+    with corral.Group(limit=limit) as g:
+        it = g.map(lambda i: i, source())
+        assert next(it) == 0
+        assert pulled == expected
+        assert list(it) == list(range(1, 200))
+
+
+def test_map_over_an_endless_generator_and_leaving_early_cancels_in_flight() -> None:
+    pulled = 0
+    seen: dict[int, tuple[corral.Task[Any], BaseException | None]] = {}
+
+    def endless() -> Iterator[int]:
+        nonlocal pulled
+        for i in itertools.count():
+            pulled += 1
+            yield i
+
+    def fn(i: int) -> int:
+        if i < 2:
+            return i * 10
+        task = corral.current_task()
+        assert task is not None
+        tok = corral.current_token()
+        assert wait_token(tok)
+        seen[i] = (task, tok.cause)
+        return -1
+
+    got: list[int] = []
+    with corral.Group() as g:
+        for r in g.map(fn, endless(), window=3):
+            got.append(r)
+            if len(got) == 2:
+                break
+        # leaving the loop cancelled and waited for items 2 and 3 (in flight)
+        assert sorted(seen) == [2, 3]
+        for task, cause in seen.values():
+            assert isinstance(cause, corral.Stopped)
+            assert task.done
+            assert task.state is TaskState.CANCELLED
+        assert len(g) == 0
+    assert got == [0, 10]
+    assert pulled == 4
+    assert g.failures == []
+
+
+def test_map_raises_an_items_exception_at_its_place_and_not_as_a_group_failure() -> None:
+    err = ValueError(2)
+
+    def fn(i: int) -> int:
+        if i == 2:
+            raise err
+        return i
+
+    got: list[int] = []
+    gate = threading.Event()
+    with corral.Group(fail_fast=True) as g, released(gate):
+        other = g.spawn(gated, gate, "other")
+
+        def consume() -> None:
+            for r in g.map(fn, range(6), window=2):
+                got.append(r)  # noqa: PERF402 - keep what came before the error
+
+        with pytest.raises(ValueError, match="2") as info:
+            consume()
+        assert info.value is err
+        assert got == [0, 1]
+        assert g.failures == []
+        assert not g.token.cancelled  # an item's failure is not the group's
+        assert not other.token.cancelled
+        gate.set()
+    assert other.result() == "other"
+
+
+@pytest.mark.parametrize(
+    ("window", "error"),
+    [(0, ValueError), (-1, ValueError), ("2", TypeError), (2.5, TypeError), (True, TypeError)],
+)
+def test_map_rejects_a_bad_window_at_the_call(window: Any, error: type[Exception]) -> None:
+    g = corral.Group()
+    with pytest.raises(error):
+        g.map(lambda i: i, range(3), window=window)
+    g.join(TIMEOUT)
+
+
+def test_map_rejects_a_non_callable() -> None:
+    g = corral.Group()
+    with pytest.raises(TypeError):
+        g.map(42, range(3))  # type: ignore[arg-type]
+    g.join(TIMEOUT)
+
+
+# -- join and closed groups ------------------------------------------------------------------
+
+
+def test_join_timeout_leaves_the_group_open_and_a_later_join_succeeds() -> None:
+    gate = threading.Event()
+    g = corral.Group()
+    with released(gate):
+        t = g.spawn(gated, gate, "first")
+        with pytest.raises(TimeoutError):
+            g.join(timeout=0.05)
+        assert not g.closed
+        assert not g.token.cancelled
+        t2 = g.spawn(lambda: "second")  # still usable
+        assert t2.result(TIMEOUT) == "second"
+    g.join(TIMEOUT)
+    assert closed(g)
+    assert t.result() == "first"
+
+
+def test_failures_are_raised_once() -> None:
+    err = ValueError("once")
+    g = corral.Group()
+    g.spawn(raise_, err)
+    with pytest.raises(ExceptionGroup) as info:
+        g.join(TIMEOUT)
+    assert info.value.exceptions == (err,)
+    assert g.join(TIMEOUT) is None  # type: ignore[func-returns-value]
+
+
+def test_a_closed_group_takes_nothing_new() -> None:
+    g = corral.Group()
+    g.join(TIMEOUT)
+    with pytest.raises(corral.GroupClosed):
+        g.spawn(noop)
+    with pytest.raises(corral.GroupClosed):
+        g.map(lambda i: i, range(3))
+    with pytest.raises(corral.GroupClosed), g.collect():
+        pass
+    with corral.Group() as h:
+        pass
+    with pytest.raises(corral.GroupClosed):
+        h.spawn(noop)
+    # a callable wrapped by a closed group goes straight through
+    err = ValueError("direct")
+    with pytest.raises(ValueError, match="direct") as info:
+        h.wrap(raise_)(err)
+    assert info.value is err
+
+
+# -- names -----------------------------------------------------------------------------------
+
+
+def test_auto_names_are_module_qualname_and_a_sequence_number() -> None:
+    def local_fn() -> None:
+        return None
+
+    with corral.Group() as g:
+        a = g.spawn(noop)
+        b = g.spawn(noop)
+        c = g.spawn(local_fn)
+    assert re.fullmatch(re.escape(f"{noop.__module__}.noop") + r"#\d+", a.name)
+    assert re.fullmatch(re.escape(f"{local_fn.__module__}.{local_fn.__qualname__}") + r"#\d+", c.name)
+    assert a.name != b.name
+
+
+def test_auto_names_never_conflict_with_explicit_names() -> None:
+    gate = threading.Event()
+    prefix = f"{gated.__module__}.{gated.__qualname__}"
+    with corral.Group() as g, released(gate):
+        explicit = [g.spawn(gated, gate, name=f"{prefix}#{i}") for i in range(1, 4)]
+        auto = [g.spawn(gated, gate) for _ in range(3)]
+        names = [t.name for t in explicit + auto]
+        assert len(set(names)) == len(names), names
+        for t in explicit + auto:
+            assert g.get(t.name) is t
+
+
+def test_an_explicit_duplicate_name_is_refused_while_the_task_is_live() -> None:
+    gate = threading.Event()
+    with corral.Group() as g, released(gate):
+        t = g.spawn(gated, gate, name="job")
+        with pytest.raises(corral.DuplicateTaskName):
+            g.spawn(noop, name="job")
+        assert g.get("job") is t
+        gate.set()
+        t.join(TIMEOUT)
+        again = g.spawn(noop, name="job")  # the name is free once the task ended
+        again.join(TIMEOUT)
+    assert again.state is TaskState.SUCCEEDED
+
+
+def test_replace_cancels_the_running_task_and_starts_the_new_one_after_it_finished() -> None:
+    log: list[str] = []
+    old_up = threading.Event()
+    old_cancelled = threading.Event()
+    old_may_end = threading.Event()
+    new_up = threading.Event()
+    new_may_end = threading.Event()
+    finished: list[str] = []
+
+    def old() -> None:
+        log.append("old start")
+        old_up.set()
+        tok = corral.current_token()
+        assert wait_token(tok)
+        log.append(f"old cancelled: {type(tok.cause).__name__}")
+        old_cancelled.set()
+        assert old_may_end.wait(TIMEOUT)
+        log.append("old end")
+
+    def new() -> None:
+        log.append("new start")
+        new_up.set()
+        assert new_may_end.wait(TIMEOUT)
+        log.append("new end")
+
+    with corral.Group() as g, released(old_may_end, new_may_end):
+        t_old = g.spawn(old, name="w", on_finish=lambda t: finished.append("old"))
+        wait(old_up)
+        t_new = g.spawn(new, name="w", replace=True)
+        wait(old_cancelled)
+        assert t_new.state is TaskState.PENDING  # waits for the old one to finish
+        assert not new_up.is_set()
+        assert g.get("w") is t_new
+        old_may_end.set()
+        wait(new_up)
+        t_old.join(TIMEOUT)
+        # the old one's end did not touch the new one
+        assert state(t_new) is TaskState.RUNNING
+        assert not t_new.token.cancelled
+        assert g.get("w") is t_new
+        assert finished == ["old"]
+        new_may_end.set()
+    assert log == ["old start", "old cancelled: Replaced", "old end", "new start", "new end"]
+    assert t_old.state is TaskState.CANCELLED
+    assert isinstance(t_old.token.cause, corral.Replaced)
+    with pytest.raises(corral.Cancelled) as info:
+        t_old.result()
+    assert isinstance(info.value.__cause__, corral.Replaced)
+    assert state(t_new) is TaskState.SUCCEEDED
+    assert g.failures == []
+
+
+def test_a_queued_task_is_replaced_in_the_queue() -> None:
+    gate = threading.Event()
+    ran: list[str] = []
+    finished: list[corral.Task[Any]] = []
+
+    with corral.Group(limit=1) as g, released(gate):
+        g.spawn(gated, gate, name="blocker")
+        q1 = g.spawn(ran.append, "q1", name="q", on_finish=finished.append)
+        assert q1.state is TaskState.PENDING
+        with pytest.raises(corral.DuplicateTaskName):
+            g.spawn(ran.append, "dup", name="q")  # same name while queued
+        q2 = g.spawn(ran.append, "q2", name="q", replace=True)
+        # the old one ended at once, without running, and its hooks ran
+        assert state(q1) is TaskState.CANCELLED
+        assert q1.attempts == 0
+        assert q1.done
+        assert finished == [q1]
+        with pytest.raises(corral.Cancelled) as info:
+            q1.result()
+        assert isinstance(info.value.__cause__, corral.Replaced)
+        assert q2.state is TaskState.PENDING  # still queued behind the blocker
+        assert g.get("q") is q2
+        gate.set()
+    assert ran == ["q2"]
+    assert state(q2) is TaskState.SUCCEEDED
+
+
+def test_replacing_a_pending_replacement_still_waits_for_the_running_original() -> None:
+    # A runs; B replaces it (B waits for A to finish); C replaces B before A finished.
+    # B ends without running, and C must still wait for A: two tasks of one name never
+    # run at the same time.
+    log: list[str] = []
+    a_up = threading.Event()
+    a_cancelled = threading.Event()
+    a_may_end = threading.Event()
+
+    def a() -> None:
+        log.append("a start")
+        a_up.set()
+        assert wait_token()
+        log.append("a cancelled")
+        a_cancelled.set()
+        assert a_may_end.wait(TIMEOUT)
+        log.append("a end")
+
+    with corral.Group() as g, released(a_may_end):
+        ta = g.spawn(a, name="w")
+        wait(a_up)
+        tb = g.spawn(log.append, "b ran", name="w", replace=True)
+        wait(a_cancelled)
+        tc = g.spawn(log.append, "c ran", name="w", replace=True)
+        assert state(tc) is TaskState.PENDING, "C started while A still runs"
+        assert state(ta) is TaskState.RUNNING  # still winding down
+        assert state(tb) is TaskState.CANCELLED
+        assert tb.attempts == 0
+        assert g.get("w") is tc
+        a_may_end.set()
+        tc.join(TIMEOUT)
+    assert log == ["a start", "a cancelled", "a end", "c ran"]
+    assert isinstance(ta.token.cause, corral.Replaced)
+
+
+def test_replace_true_without_a_live_task_just_spawns() -> None:
+    with corral.Group() as g:
+        t = g.spawn(lambda: "v", name="fresh", replace=True)
+    assert t.result() == "v"
+
+
+# -- needs -----------------------------------------------------------------------------------
+
+
+def test_a_task_starts_only_after_what_it_needs_said_it_is_ready() -> None:
+    log: list[str] = []
+    may_ready = threading.Event()
+    box: dict[str, corral.Task[Any]] = {}
+
+    def db() -> None:
+        log.append("db start")
+        assert may_ready.wait(TIMEOUT)
+        log.append("db ready")
+        corral.ready("conn")
+        assert wait_token()
+
+    def app() -> object:
+        log.append("app start")
+        return box["db"].wait_ready(TIMEOUT)
+
+    g = corral.Group()
+    with released(may_ready):
+        box["db"] = g.spawn(db, name="db", signals_ready=True, background=True)
+        a = g.spawn(app, name="app", needs=("db",))
+        assert a.state is TaskState.PENDING
+        with pytest.raises(TimeoutError):
+            a.join(0.05)  # db runs but is not ready: app waits
+        assert log == ["db start"]
+        may_ready.set()
+        assert a.result(TIMEOUT) == "conn"
+    g.join(TIMEOUT)
+    assert log == ["db start", "db ready", "app start"]
+
+
+def test_wait_ready_returns_the_value_even_after_a_ready_task_has_ended() -> None:
+    # NotReady is for a task that ended *before* it was ready; a late caller of
+    # wait_ready must not get a different answer than an early one.
+    def db() -> str:
+        corral.ready("conn")
+        return "done"
+
+    with corral.Group() as g:
+        t = g.spawn(db, signals_ready=True)
+    assert t.result() == "done"
+    assert t.wait_ready(TIMEOUT) == "conn"
+
+
+def test_without_signals_ready_a_needed_task_is_ready_once_it_runs() -> None:
+    gate = threading.Event()
+    with corral.Group() as g, released(gate):
+        db = g.spawn(gated, gate, name="db")
+        app = g.spawn(lambda: "app ran", name="app", needs="db")
+        assert app.result(TIMEOUT) == "app ran"  # db still blocks on its gate
+        assert db.state is TaskState.RUNNING
+        assert db.wait_ready(TIMEOUT) is None
+
+
+def test_wait_ready_raises_not_ready_if_the_task_ended_first() -> None:
+    err = ValueError("no db")
+    go = threading.Event()
+    g = corral.Group(fail_fast=False)
+    with released(go):
+        db = g.spawn(
+            lambda: raise_(err) if go.wait(TIMEOUT) else None, name="db", signals_ready=True
+        )
+        app = g.spawn(not_called, name="app", needs=["db"])
+        go.set()
+        with pytest.raises(corral.NotReady) as info:
+            db.wait_ready(TIMEOUT)
+    assert info.value.__cause__ is err
+    with pytest.raises(ExceptionGroup) as eg:
+        g.join(TIMEOUT)
+    assert eg.value.exceptions == (err,)
+    # what it needed never came back: the dependent ends without running
+    assert app.state is TaskState.CANCELLED
+    assert app.attempts == 0
+
+
+def test_a_dependent_is_cancelled_when_what_it_needs_ends_for_good() -> None:
+    # "needs" means "needs it running (ready)": when the needed task ends and never
+    # comes back, its running dependent is cancelled and parks (PENDING); join ends it.
+    # Here join is already waiting when the dependent parks: that must wake it.
+    db_may_end = threading.Event()
+    app_up = threading.Event()
+    app_may_end = threading.Event()
+    join_called = threading.Event()
+    app_causes: list[BaseException | None] = []
+
+    def app() -> None:
+        app_up.set()
+        tok = corral.current_token()
+        assert wait_token(tok)
+        app_causes.append(tok.cause)
+        assert app_may_end.wait(TIMEOUT)
+
+    def release_app() -> None:
+        join_called.wait(TIMEOUT)
+        app_may_end.set()
+
+    g = corral.Group()
+    helper = threading.Thread(target=release_app)
+    with released(db_may_end, app_may_end, join_called):
+        db = g.spawn(gated, db_may_end, "db done", name="db")
+        dependent = g.spawn(app, name="app", needs="db")
+        wait(app_up)
+        db_may_end.set()
+        db.join(TIMEOUT)
+        helper.start()
+        join_called.set()
+        start = time.monotonic()
+        g.join(timeout=3)  # wakes when the dependent parks for good
+        elapsed = time.monotonic() - start
+    helper.join(TIMEOUT)
+    assert db.result() == "db done"
+    assert dependent.state is TaskState.CANCELLED
+    assert dependent.attempts == 1
+    assert len(app_causes) == 1
+    assert isinstance(app_causes[0], corral.Cancelled)
+    assert g.failures == []
+    assert elapsed < 2, f"join missed the dependent parking and slept {elapsed:.2f}s"
+
+
+def test_a_dependent_queued_on_the_limit_does_not_start_once_what_it_needs_ended() -> None:
+    # d needs n; n is ready but both slots are taken, so d queues on the limit. Then n
+    # ends for good: the slot it frees must not start d, whose need is gone.
+    n_may_end = threading.Event()
+    x_gate = threading.Event()
+    ran: list[str] = []
+    with corral.Group(limit=2) as g, released(n_may_end, x_gate):
+        n = g.spawn(gated, n_may_end, name="n")
+        g.spawn(gated, x_gate, name="x")
+        assert n.wait_ready(TIMEOUT) is None
+        d = g.spawn(ran.append, "d", name="d", needs="n")
+        assert state(d) is TaskState.PENDING
+        n_may_end.set()
+        n.join(TIMEOUT)
+        assert state(d) is TaskState.PENDING, "d started although what it needs is gone"
+        x_gate.set()
+    assert ran == []
+    assert d.state is TaskState.CANCELLED
+    assert d.attempts == 0
+
+
+def test_a_replaced_task_in_backoff_ends_without_another_run(clock: MockClock) -> None:
+    runs: list[str] = []
+
+    def flaky() -> None:
+        runs.append("old")
+        raise ValueError("flaky")
+
+    with corral.Group(clock=clock, fail_fast=False) as g:
+        old = g.spawn(
+            flaky, name="w", restart=corral.Restart.ON_FAILURE,
+            backoff=corral.Backoff(initial=5.0, jitter=0.0),
+        )
+        clock.wait_for_timers(1)
+        assert state(old) is TaskState.BACKOFF
+        new = g.spawn(runs.append, "new", name="w", replace=True)
+        assert state(old) is TaskState.CANCELLED
+        assert clock.pending == 0  # its restart timer is gone
+        new.join(TIMEOUT)
+    assert runs == ["old", "new"]
+    assert old.attempts == 1
+    assert isinstance(old.last_error, ValueError)
+    assert g.failures == []  # a restarted attempt's failure is not the group's
+
+
+def test_needs_errors_are_raised_at_spawn() -> None:
+    gate = threading.Event()
+    with corral.Group() as g, released(gate):
+        g.spawn(gated, gate, name="db")
+        with pytest.raises(ValueError, match="not a live task"):
+            g.spawn(noop, name="app", needs=("nope",))
+        with pytest.raises(ValueError, match="not a live task"):
+            g.spawn(noop, name="self", needs=("self",))
+        with pytest.raises(TypeError):
+            g.spawn(noop, needs=[1])  # type: ignore[list-item]
+        with pytest.raises(TypeError):
+            g.spawn(noop, needs=5)  # type: ignore[arg-type]
+        assert [t.name for t in g.tasks] == ["db"]
+
+
+def test_a_dependent_runs_again_when_what_it_needs_ends_and_comes_back(
+    clock: MockClock,
+) -> None:
+    log: list[str] = []
+    a_end = [threading.Event(), threading.Event()]
+    b_up = [threading.Event(), threading.Event()]
+    b_tokens: list[corral.Token] = []
+    a_state_when_b_started: list[TaskState] = []
+    box: dict[str, corral.Task[Any]] = {}
+
+    def a() -> None:
+        task = corral.current_task()
+        assert task is not None
+        n = task.attempts
+        log.append(f"a start {n}")
+        ev = a_end[n - 1]
+        corral.current_token().on_cancel(ev.set)
+        assert ev.wait(TIMEOUT)
+        log.append(f"a end {n}")
+
+    def b() -> None:
+        task = corral.current_task()
+        assert task is not None
+        n = task.attempts
+        a_state_when_b_started.append(box["a"].state)
+        log.append(f"b start {n}")
+        tok = corral.current_token()
+        b_tokens.append(tok)
+        b_up[n - 1].set()
+        assert wait_token(tok)
+        log.append(f"b cancelled {n}")
+
+    g = corral.Group(clock=clock)
+    try:
+        box["a"] = ta = g.spawn(
+            a, name="a", restart=corral.Restart.ALWAYS,
+            backoff=corral.Backoff(initial=1.0, jitter=0.0),
+        )
+        tb = g.spawn(
+            b, name="b", needs="a",
+            restart=corral.Restart.ON_FAILURE, max_restarts=(0, 60.0),  # reruns don't count
+        )
+        assert b_up[0].wait(TIMEOUT), (log, ta, tb)
+        a_end[0].set()  # what b needs ends; it will come back after 1s of virtual time
+        clock.wait_for_timers(1)
+        assert ta.state is TaskState.BACKOFF
+        assert not b_up[1].is_set()
+        clock.advance(1.0)
+        assert b_up[1].wait(TIMEOUT), (log, ta, tb, clock)
+        assert tb.attempts == 2
+        assert ta.attempts == 2
+        assert tb.state is TaskState.RUNNING
+        assert a_state_when_b_started == [TaskState.RUNNING, TaskState.RUNNING]
+        assert b_tokens[0].cancelled
+        assert not b_tokens[1].cancelled  # a fresh token for the new attempt
+    finally:
+        for ev in a_end:
+            ev.set()
+        g.cancel()
+        g.join(TIMEOUT)
+    for first, then in [("a end 1", "b cancelled 1"), ("b cancelled 1", "b start 2")]:
+        assert log.index(first) < log.index(then), log
+
+
+# -- len, snapshot, repr -------------------------------------------------------------------------
+
+
+def test_len_counts_pending_and_running_tasks() -> None:
+    gate = threading.Event()
+    with corral.Group(limit=1) as g, released(gate):
+        tasks = [g.spawn(gated, gate, i) for i in range(3)]
+        assert len(g) == 3
+        assert g.tasks == tasks
+        assert [t.state for t in tasks] == [
+            TaskState.RUNNING, TaskState.PENDING, TaskState.PENDING
+        ]
+        gate.set()
+    assert len(g) == 0
+    assert g.tasks == []
+
+
+def test_len_still_counts_a_task_while_its_on_finished_hook_runs() -> None:
+    in_hook = threading.Event()
+    hook_gate = threading.Event()
+    seen: list[tuple[int, TaskState, bool]] = []
+    box: dict[str, corral.Group] = {}
+
+    def on_finished(t: corral.Task[Any]) -> None:
+        seen.append((len(box["g"]), t.state, t.done))
+        in_hook.set()
+        assert hook_gate.wait(TIMEOUT)
+
+    g = box["g"] = corral.Group(on_finish=on_finished)
+    with released(hook_gate):
+        t = g.spawn(lambda: 1)
+        wait(in_hook)
+        assert len(g) == 1
+        assert not t.done
+        assert t.state is TaskState.SUCCEEDED
+        with pytest.raises(TimeoutError):
+            g.join(timeout=0.05)
+        hook_gate.set()
+    g.join(TIMEOUT)
+    assert len(g) == 0
+    assert seen == [(1, TaskState.SUCCEEDED, False)]
+    assert t.done
+
+
+def test_snapshot_shape(clock: MockClock) -> None:
+    leaf_gate = threading.Event()
+    leaf_up = threading.Event()
+    flaky_err = ValueError("flaky")
+
+    def leaf() -> None:
+        leaf_up.set()
+        assert leaf_gate.wait(TIMEOUT)
+
+    def parent() -> None:
+        with corral.Group("inner") as inner:
+            inner.spawn(leaf, name="leaf", meta={"depth": 2})
+
+    g = corral.Group("root", limit=5, clock=clock)
+    try:
+        g.spawn(parent, name="parent", meta={"role": "p"})
+        g.spawn(
+            raise_, flaky_err, name="flaky", restart=corral.Restart.ON_FAILURE,
+            backoff=corral.Backoff(initial=5.0, jitter=0.0),
+        )
+        wait(leaf_up)  # so the leaf's first attempt has begun
+        clock.wait_for_timers(1)  # flaky failed once and waits to restart
+        snap = g.snapshot()
+    finally:
+        leaf_gate.set()
+        g.cancel()
+    g.join(TIMEOUT)
+    assert snap == {
+        "name": "root",
+        "kind": "group",
+        "state": "running",
+        "limit": 5,
+        "tasks": [
+            {
+                "name": "parent",
+                "state": TaskState.RUNNING,
+                "attempts": 1,
+                "last_error": None,
+                "meta": {"role": "p"},
+                "background": False,
+                "children": [
+                    {
+                        "name": "inner",
+                        "kind": "group",
+                        "state": "running",
+                        "limit": None,
+                        "tasks": [
+                            {
+                                "name": "leaf",
+                                "state": TaskState.RUNNING,
+                                "attempts": 1,
+                                "last_error": None,
+                                "meta": {"depth": 2},
+                                "background": False,
+                                "children": [],
+                            }
+                        ],
+                    }
+                ],
+            },
+            {
+                "name": "flaky",
+                "state": TaskState.BACKOFF,
+                "attempts": 1,
+                "last_error": flaky_err,
+                "meta": {},
+                "background": False,
+                "children": [],
+            },
+        ],
+    }
+
+
+def test_repr_of_group_and_task_shows_state() -> None:
+    gate = threading.Event()
+    g = corral.Group("shown")
+    with released(gate):
+        t = g.spawn(gated, gate, name="t")
+        assert repr(g) == "<corral.Group 'shown' tasks=1>"
+        assert "RUNNING" in repr(t) or "PENDING" in repr(t)
+        assert "'t'" in repr(t)
+        f = g.spawn(raise_, ValueError("x"), name="f")
+        f.join(TIMEOUT)
+        assert "FAILED" in repr(f)
+        assert "ValueError('x')" in repr(f)
+        assert "failures=1" in repr(g)
+        assert "cancelled" in repr(g)  # fail_fast cancelled it
+    with pytest.raises(ExceptionGroup):
+        g.join(TIMEOUT)
+    assert "closed" in repr(g)
+    assert "SUCCEEDED" in repr(t) or "CANCELLED" in repr(t)
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda g: g.spawn(42), TypeError),
+        (lambda g: g.spawn(noop, name=3), TypeError),
+        (lambda g: g.spawn(noop, meta=[("a", 1)]), TypeError),
+        (lambda g: g.spawn(noop, meta="x"), TypeError),
+        (lambda g: g.spawn(noop, needs=(None,)), TypeError),
+        (lambda g: g.spawn(noop, restart="sometimes"), ValueError),
+        (lambda g: g.spawn(noop, on_finish=3), TypeError),
+    ],
+    ids=["fn", "name", "meta-list", "meta-str", "needs", "restart", "on_finish"],
+)
+def test_spawn_checks_its_arguments(call: Any, error: type[Exception]) -> None:
+    g = corral.Group()
+    with pytest.raises(error):
+        call(g)
+    assert len(g) == 0
+    g.join(TIMEOUT)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"name": 3}, TypeError),
+        ({"hooks": 3}, TypeError),
+        ({"token": "t"}, TypeError),
+        ({"on_finish": 3}, TypeError),
+        ({"on_finish": print, "hooks": corral.Hooks(on_finished=print)}, TypeError),
+    ],
+    ids=["name", "hooks", "token", "on_finish", "both-finish-hooks"],
+)
+def test_group_checks_its_arguments(kwargs: dict[str, Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        corral.Group(**kwargs)
+
+
+def test_spawn_on_a_finished_group_is_group_closed() -> None:
+    g = corral.Group()
+    g.spawn(noop)
+    g.join(TIMEOUT)
+    with pytest.raises(corral.GroupClosed):
+        g.spawn(noop)
