@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -47,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from ._demo import run_demo
 
+        # corral logs restarts at WARNING and failures at ERROR (with tracebacks) on
+        # the "corral" logger; the demo's hooks narrate them, so keep only the errors.
+        logging.getLogger("corral").setLevel(logging.ERROR)
         try:
             return run_demo(args.duration)
         except KeyboardInterrupt:  # Ctrl-C before the supervisor took over the signals

@@ -18,7 +18,6 @@ Lifecycle hooks narrate what happens; a summary ends the run.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
@@ -214,10 +213,6 @@ def run_demo(duration: float = 8.0, out: TextIO | None = None) -> int:
     """Run the demo for ``duration`` seconds (or until SIGINT/SIGTERM); 0 if it
     stopped cleanly with no task failed for good."""
     narrator = Narrator(out if out is not None else sys.stdout)
-    # corral logs restarts at WARNING and failures at ERROR (with tracebacks) on the
-    # "corral" logger; the hooks narrate them here, so keep only the errors.
-    logging.getLogger("corral").setLevel(logging.ERROR)
-
     sup = corral.Supervisor("demo", hooks=narrator.hooks())
     # Spawned before start(): queued, then started in this order by serve().
     sup.spawn(print_tree, sup, narrator, name="printer")

@@ -447,7 +447,12 @@ class Group:
         if self._blocked_locked(task):
             self._waiting[task] = None
             return []
-        if self._halted or (self._limit is not None and self._slots >= self._limit):
+        if self._halted or (
+            # Background tasks take no slot: a limit caps the foreground work, and a
+            # background task holding the last slot would keep the group from ever
+            # finishing (it is only cancelled once the foreground is done).
+            not task.background and self._limit is not None and self._slots >= self._limit
+        ):
             self._queue.append(task)
             return []
         self._release_locked(task)
@@ -466,7 +471,7 @@ class Group:
                     continue
                 if self._blocked_locked(task):
                     still[task] = None
-                elif self._limit is not None and self._slots >= self._limit:
+                elif not task.background and self._limit is not None and self._slots >= self._limit:
                     self._queue.append(task)
                 else:
                     self._release_locked(task)
@@ -474,7 +479,7 @@ class Group:
             self._waiting = still
         queue = self._queue
         limit = self._limit
-        while queue and (limit is None or self._slots < limit):
+        while queue and (limit is None or self._slots < limit or queue[0].background):
             task = queue.popleft()
             if task.state is not TaskState.PENDING:
                 continue
@@ -490,8 +495,9 @@ class Group:
         # Once released, the callable will be called even if the token is cancelled
         # meanwhile: "spawn, then stop at once" stays deterministic.
         task.state = TaskState.RUNNING
-        task._slot = True
-        self._slots += 1
+        if not task.background:
+            task._slot = True
+            self._slots += 1
         if task._token_used:
             task.token = self._new_task_token()
         task._token_used = True
