@@ -63,8 +63,8 @@ class Narrator:
                 self.reader_gone = True
                 os.dup2(os.open(os.devnull, os.O_WRONLY), self._out.fileno())
 
-    def say(self, who: str, what: str) -> None:
-        self.write(f"{time.monotonic() - self._t0:6.2f}s  {who:<10} {what}")
+    def say(self, name: str, what: str) -> None:
+        self.write(f"{time.monotonic() - self._t0:6.2f}s  {name:<10} {what}")
 
     # -- hooks: each gets the Task handle (name, meta, state, attempts, ...) --------
 
