@@ -766,10 +766,16 @@ class Group:
             # cancellation's cause on its token; an attempt that ended, _ATTEMPT_ENDED.
             ended_waiting = task.state is TaskState.CANCELLED and task._error is not None
             task.token._cancel(task._error if ended_waiting and task._error else _ATTEMPT_ENDED)
-        if task.on_finish is not None:
-            _in_ctx(task, call_hook, task.on_finish, task)
-        if self.hooks.on_finished is not None:
-            _in_ctx(task, call_hook, self.hooks.on_finished, task)
+        # While its end hooks run, the task has ended but is not yet done: a hook that
+        # joins it (t.result(), t.join()) must not wait for itself.
+        previous, _busy.finishing = getattr(_busy, "finishing", None), task
+        try:
+            if task.on_finish is not None:
+                _in_ctx(task, call_hook, task.on_finish, task)
+            if self.hooks.on_finished is not None:
+                _in_ctx(task, call_hook, self.hooks.on_finished, task)
+        finally:
+            _busy.finishing = previous
         with self._lock:
             self._mark_done_locked(task)
             if last:

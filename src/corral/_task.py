@@ -178,8 +178,13 @@ class Task(Generic[T]):
 
         Raises ``TimeoutError`` if it is still running after ``timeout`` seconds.
         """
-        if not self._done:
+        if not self._done and not self._in_own_end_hooks():
             self.group._wait_for(lambda: self._done, timeout, f"task {self.name!r}")
+
+    def _in_own_end_hooks(self) -> bool:
+        from ._group import _busy
+
+        return getattr(_busy, "finishing", None) is self
 
     def result(self, timeout: float | None = None) -> T:
         """The return value, or raise the task's error (``Cancelled`` if it was cancelled)."""
