@@ -335,13 +335,22 @@ class Group:
         in_map: bool = False,
     ) -> Task[Any]:
         old: Task[Any] | None = None
+        auto = name is None
+        if name is None:
+            base = _qualname(fn)
+            name = f"{base}#{next(self._seq)}"  # next() of a count is atomic
+        # Made outside the lock: the critical section stays short (the spawner and
+        # the workers finishing tasks contend for it).
+        task: Task[Any] = Task(
+            self, fn, args, name, meta=meta, background=background, restart=restart,
+            backoff=backoff, max_restarts=max_restarts, needs=needs,
+            on_finish=on_finish, signals_ready=signals_ready, in_map=in_map,
+        )
         with self._lock:
             self._check_open_locked()
-            if name is None:
-                base = _qualname(fn)
-                name = f"{base}#{next(self._seq)}"
+            if auto:
                 while name in self._live:  # an explicit name took it: take the next
-                    name = f"{base}#{next(self._seq)}"
+                    name = task.name = f"{base}#{next(self._seq)}"
             else:
                 old = self._live.get(name)
                 if old is not None and not replace:
@@ -356,11 +365,6 @@ class Group:
                         f"needs names {n!r}, which is not a live task of group {self.name!r} "
                         f"(spawn what a task needs first; live tasks: {known})"
                     )
-            task: Task[Any] = Task(
-                self, fn, args, name, meta=meta, background=background, restart=restart,
-                backoff=backoff, max_restarts=max_restarts, needs=needs,
-                on_finish=on_finish, signals_ready=signals_ready, in_map=in_map,
-            )
             self._unfinished[task] = None
             if not background:
                 self._fg += 1
