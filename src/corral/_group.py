@@ -44,6 +44,9 @@ R = TypeVar("R")
 Ts = TypeVarTuple("Ts")
 P = ParamSpec("P")
 
+_MAIN_THREAD = threading.main_thread()
+_MAIN_THREAD_SLICE = 0.1  # seconds between wake-ups of a waiting main thread
+
 _roots: dict[Group, None] = {}
 _roots_lock = threading.Lock()
 _group_ids = itertools.count(1)
@@ -918,7 +921,22 @@ class Group:
     def _wait_locked(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         self._nwaiters += 1
         try:
-            return self._cond.wait_for(predicate, timeout)
+            if threading.current_thread() is not _MAIN_THREAD:
+                return self._cond.wait_for(predicate, timeout)
+            # The main thread wakes up regularly: Python runs signal handlers only in
+            # the main thread, between bytecodes, and a signal that the kernel delivered
+            # to another thread does not interrupt an untimed lock wait here. Without
+            # this, a SIGTERM could go unhandled while we sit in serve()/wait()/join().
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not predicate():
+                if deadline is None:
+                    self._cond.wait(_MAIN_THREAD_SLICE)
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return predicate()
+                    self._cond.wait(min(left, _MAIN_THREAD_SLICE))
+            return True
         finally:
             self._nwaiters -= 1
 

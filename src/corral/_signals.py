@@ -29,7 +29,9 @@ log = logging.getLogger("corral")
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-_lock = threading.Lock()
+# Reentrant: the handler (main thread) may restore handlers while the main thread was
+# interrupted inside subscribe/unsubscribe/restore_if_idle holding this lock.
+_lock = threading.RLock()
 _subscribers: list[Supervisor] = []
 _previous: dict[int, Any] = {}
 _queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
@@ -76,7 +78,7 @@ def restore_if_idle() -> None:
     with _lock:
         if _subscribers or not _previous:
             return
-        for signum, prev in _previous.items():
+        for signum, prev in list(_previous.items()):
             if signal.getsignal(signum) is _handler:
                 signal.signal(signum, prev if prev is not None else signal.SIG_DFL)
         _previous.clear()
@@ -101,8 +103,15 @@ def _dispatch() -> None:
 
 def _handler(signum: int, frame: FrameType | None) -> None:
     # Runs in the main thread, between two bytecodes of whatever it was doing: no locks.
-    _queue.put(signum)
     prev = _previous.get(signum, signal.SIG_DFL)
+    if not _subscribers:
+        # Every supervisor has stopped, but the last stop finished off the main thread,
+        # so our handler is still installed: put the earlier handlers back (we are in
+        # the main thread now) and let the signal do what it did before corral.
+        restore_if_idle()
+        _redeliver(signum, prev, frame)
+        return
+    _queue.put(signum)
     go_sup = None
     for sup in _subscribers:
         if sup._signal_mode == "passthrough":

@@ -1,0 +1,920 @@
+"""Supervisor lifecycle (seed: ThreadManager), failures, stop order, hooks, corral.go().
+
+Every in-process supervisor passes handle_signals=False: pytest runs in the main thread,
+and signal handling is tested in subprocesses (test_signals.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import corral
+from corral import Supervisor, TaskState
+
+WAIT = 10.0  # a generous backstop (real seconds)
+NOT_YET = 0.2  # how long a negative check ("has not returned") looks
+
+
+class Boom(Exception):
+    """The failure the test tasks raise."""
+
+
+def make(name: str = "sup", **kwargs: Any) -> Supervisor:
+    return Supervisor(name, handle_signals=False, **kwargs)
+
+
+def state(task: corral.Task[Any]) -> TaskState:
+    """The task's state now (a call, so that type checkers do not narrow it)."""
+    return task.state
+
+
+class Log:
+    """A thread-safe ordered log."""
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        with self._lock:
+            self._lines.append(line)
+
+    @property
+    def lines(self) -> list[str]:
+        with self._lock:
+            return list(self._lines)
+
+
+def raises(exc: BaseException) -> Callable[[], None]:
+    """A task that raises ``exc``."""
+
+    def work() -> None:
+        raise exc
+
+    return work
+
+
+def wait_for_cancel() -> None:
+    corral.current_token().wait(WAIT)
+
+
+def noop() -> None:
+    return None
+
+
+def blocker(log: Log, name: str, running: threading.Event | None = None) -> Callable[[], None]:
+    """A task that says it runs, waits for its token, and logs how it was cancelled."""
+
+    def work() -> None:
+        tok = corral.current_token()
+        log(f"{name} running")
+        corral.ready()
+        if running is not None:
+            running.set()
+        assert tok.wait(WAIT)
+        log(f"{name} cancelled: {type(tok.cause).__name__}")
+
+    return work
+
+
+@pytest.fixture
+def sup() -> Iterator[Supervisor]:
+    s = make()
+    try:
+        yield s
+    finally:
+        s.stop(timeout=WAIT)
+
+
+# -- lifecycle (seed: ThreadManager) ------------------------------------------------------
+
+
+def test_spawn_before_start_queues_and_start_releases_in_spawn_order() -> None:
+    log = Log()
+    s = make(limit=1, hooks=corral.Hooks(on_added=lambda t: log(f"added {t.name}")))
+    try:
+        tasks = [s.spawn(log, f"ran {i}", name=f"t{i}") for i in range(5)]
+        assert [state(t) for t in tasks] == [TaskState.PENDING] * 5
+        assert all(t.attempts == 0 for t in tasks)
+        assert log.lines == [f"added t{i}" for i in range(5)]  # nothing ran
+        assert len(s) == 5
+        s.start()
+        for t in tasks:
+            t.join(WAIT)
+    finally:
+        s.stop(timeout=WAIT)
+    assert log.lines[5:] == [f"ran {i}" for i in range(5)]
+    assert [state(t) for t in tasks] == [TaskState.SUCCEEDED] * 5
+
+
+def test_tasks_queued_before_start_and_spawned_after_all_run_once() -> None:
+    # Seed test "should have no effect if the manager is started multiple times".
+    counter: list[int] = []
+    lock = threading.Lock()
+
+    def add() -> None:
+        with lock:
+            counter.append(1)
+
+    s = make()
+    try:
+        before = [s.spawn(add, name=str(i)) for i in range(5)]
+        s.start()
+        s.start()
+        s.start()
+        for t in before:
+            t.join(WAIT)
+        after = [s.spawn(add, name=str(i)) for i in range(5)]
+        s.start()
+        for t in after:
+            t.join(WAIT)
+    finally:
+        s.stop(timeout=WAIT)
+    assert len(counter) == 10
+
+
+def test_start_after_stop_raises() -> None:
+    s = make()
+    s.start()
+    s.stop(timeout=WAIT)
+    with pytest.raises(corral.SupervisorStopped):
+        s.start()
+
+
+def test_stop_twice_is_a_noop() -> None:
+    log = Log()
+    s = make(on_finish=lambda t: log(f"finished {t.name}"))
+    s.start()
+    s.spawn(log, "ran", name="a").join(WAIT)
+    s.stop(timeout=WAIT)
+    s.stop(timeout=WAIT)
+    s.stop()
+    assert log.lines == ["ran", "finished a"]
+    assert s.is_stopped
+
+
+def test_stop_before_start_cancels_queued_tasks_without_running_them() -> None:
+    log = Log()
+    s = make(on_finish=lambda t: log(f"group on_finished {t.name} {t.state.value}"))
+    a = s.spawn(log, "a ran", name="a", on_finish=lambda t: log("a on_finish"))
+    b = s.spawn(log, "b ran", name="b")
+    s.stop(timeout=WAIT)
+    assert s.is_stopped
+    assert not s.is_started
+    assert not s.is_running
+    assert state(a) is TaskState.CANCELLED
+    assert state(b) is TaskState.CANCELLED
+    assert a.attempts == b.attempts == 0
+    assert a.done
+    assert b.done
+    assert log.lines == [
+        "a on_finish", "group on_finished a cancelled", "group on_finished b cancelled",
+    ]
+    with pytest.raises(corral.Cancelled):
+        a.result()
+    with pytest.raises(corral.SupervisorStopped):
+        s.start()
+    s.wait(timeout=WAIT)  # returns: it was never started
+    assert s not in corral.roots()
+
+
+def test_spawn_after_stop_raises() -> None:
+    s = make()
+    s.start()
+    s.stop(timeout=WAIT)
+    with pytest.raises(corral.SupervisorStopped):
+        s.spawn(print)
+    s2 = make()
+    s2.stop()
+    with pytest.raises(corral.SupervisorStopped):
+        s2.spawn(print)
+    assert len(s) == len(s2) == 0
+
+
+def test_state_triple() -> None:
+    s = make()
+    assert (s.is_started, s.is_stopped, s.is_running) == (False, False, False)
+    s.start()
+    assert (s.is_started, s.is_stopped, s.is_running) == (True, False, True)
+    s.stop(timeout=WAIT)
+    assert (s.is_started, s.is_stopped, s.is_running) == (True, True, False)
+
+
+def test_is_stopped_is_true_from_the_moment_stop_begins(sup: Supervisor) -> None:
+    gate = threading.Event()
+    seen: list[tuple[bool, bool]] = []
+    running = threading.Event()
+
+    cancelled_seen = threading.Event()
+
+    def work() -> None:
+        running.set()
+        corral.current_token().wait(WAIT)
+        seen.append((sup.is_stopped, sup.is_running))
+        cancelled_seen.set()
+        assert gate.wait(WAIT)
+
+    sup.start()
+    sup.spawn(work)
+    assert running.wait(WAIT)
+    stopper = threading.Thread(target=sup.stop)
+    stopper.start()
+    try:
+        assert cancelled_seen.wait(WAIT)
+        with pytest.raises(corral.StopTimeout):
+            sup.wait(timeout=NOT_YET)  # still stopping: the task runs
+        assert sup.is_stopped
+        assert not sup.is_running
+    finally:
+        gate.set()
+        stopper.join(WAIT)
+    assert seen == [(True, False)]
+
+
+def test_wait_returns_at_once_if_never_started() -> None:
+    s = make()
+    s.spawn(print)
+    s.wait()  # would block forever otherwise
+    s.wait(timeout=0)
+    s.stop(timeout=WAIT)
+
+
+def test_wait_blocks_until_stopped_and_every_task_ended(sup: Supervisor) -> None:
+    log = Log()
+    running = threading.Event()
+    cancelled = threading.Event()
+    gate = threading.Event()
+    waited = threading.Event()
+
+    def stubborn() -> None:
+        log("task running")
+        running.set()
+        corral.current_token().wait(WAIT)
+        cancelled.set()
+        assert gate.wait(WAIT)  # some cleanup that takes a while
+        log("task ended")
+
+    def waiter() -> None:
+        sup.wait()
+        log("wait returned")
+        waited.set()
+
+    sup.start()
+    sup.spawn(stubborn, name="stubborn")
+    w = threading.Thread(target=waiter)
+    w.start()
+    stopper = threading.Thread(target=sup.stop)
+    try:
+        assert running.wait(WAIT)
+        # Every task has not ended, and nothing stopped it: wait() blocks.
+        assert not waited.wait(NOT_YET)
+        stopper.start()
+        assert cancelled.wait(WAIT)
+        # Stopping has begun, but the task still runs: wait() still blocks.
+        assert not waited.wait(NOT_YET)
+    finally:
+        gate.set()
+        if not stopper.is_alive():
+            sup.stop(timeout=WAIT)
+        stopper.join(WAIT)
+        w.join(WAIT)
+    assert waited.is_set()
+    assert log.lines == ["task running", "task ended", "wait returned"]
+    sup.wait()  # after stop: at once
+
+
+def test_wait_with_timeout_raises_stop_timeout_while_running(sup: Supervisor) -> None:
+    sup.start()
+    with pytest.raises(corral.StopTimeout):
+        sup.wait(timeout=0.05)
+    assert sup.is_running
+
+
+def test_serve_until_a_task_stops_it() -> None:
+    log = Log()
+    s = make()
+
+    def stopper() -> None:
+        log("stopping from a task")
+        s.stop()
+        log("stop returned in the task")
+
+    s.spawn(blocker(log, "worker"), name="worker", signals_ready=True)
+    s.spawn(stopper, needs="worker")  # starts once the worker is ready
+    s.serve()
+    log("serve returned")
+    assert s.is_stopped
+    assert not s.is_running
+    lines = log.lines
+    assert lines[0] == "worker running"
+    assert lines[-1] == "serve returned"
+    assert set(lines[1:-1]) == {
+        "stopping from a task", "stop returned in the task", "worker cancelled: Stopped",
+    }
+
+
+def test_serve_until_another_thread_stops_it() -> None:
+    log = Log()
+    running = threading.Event()
+    s = make()
+    s.spawn(blocker(log, "worker", running), name="worker")
+
+    def stop_when_running() -> None:
+        if running.wait(WAIT):
+            log("stopping")
+        s.stop()
+
+    t = threading.Thread(target=stop_when_running)
+    t.start()
+    try:
+        s.serve()
+        log("serve returned")
+    finally:
+        s.stop(timeout=WAIT)
+        t.join(WAIT)
+    assert log.lines == ["worker running", "stopping", "worker cancelled: Stopped", "serve returned"]
+
+
+def test_context_manager_starts_and_stops() -> None:
+    log = Log()
+    running = threading.Event()
+    with make() as s:
+        assert s.is_running
+        t = s.spawn(blocker(log, "worker", running))
+        assert running.wait(WAIT)
+    assert (s.is_started, s.is_stopped, s.is_running) == (True, True, False)
+    assert state(t) is TaskState.CANCELLED
+    assert log.lines == ["worker running", "worker cancelled: Stopped"]
+    assert isinstance(t.token.cause, corral.Stopped)
+
+
+def test_context_manager_body_exception_propagates_after_stopping() -> None:
+    log = Log()
+    running = threading.Event()
+    s = make()
+
+    def body() -> None:
+        with s:
+            s.spawn(blocker(log, "worker", running))
+            assert running.wait(WAIT)
+            raise Boom("body")
+
+    with pytest.raises(Boom, match="body"):
+        body()
+    assert s.is_stopped
+    assert log.lines == ["worker running", "worker cancelled: Stopped"]
+
+
+def test_cancelling_the_given_token_stops_it() -> None:
+    log = Log()
+    running = threading.Event()
+    tok = corral.Token()
+    s = make(token=tok)
+    s.start()
+    try:
+        t = s.spawn(blocker(log, "worker", running))
+        assert running.wait(WAIT)
+        tok.cancel("shutting down")
+        s.wait(timeout=WAIT)
+    finally:
+        s.stop(timeout=WAIT)
+    assert s.is_stopped
+    assert state(t) is TaskState.CANCELLED
+    assert log.lines == ["worker running", "worker cancelled: Stopped"]
+    assert s.failures == []
+
+
+def test_cancelling_the_given_token_before_start_stops_it() -> None:
+    log = Log()
+    tok = corral.Token()
+    s = make(token=tok)
+    t = s.spawn(log, "ran")
+    tok.cancel()
+    assert s.is_stopped
+    assert state(t) is TaskState.CANCELLED
+    with pytest.raises(corral.SupervisorStopped):
+        s.start()
+    s.stop(timeout=WAIT)
+    assert log.lines == []
+
+
+def test_same_name_while_queued() -> None:
+    log = Log()
+    s = make()
+    try:
+        first = s.spawn(log, "first", name="x")
+        with pytest.raises(corral.DuplicateTaskName):
+            s.spawn(log, "dup", name="x")
+        second = s.spawn(log, "second", name="x", replace=True)
+        assert state(first) is TaskState.CANCELLED  # replaced in the queue: never runs
+        assert first.attempts == 0
+        s.start()
+        second.join(WAIT)
+    finally:
+        s.stop(timeout=WAIT)
+    assert log.lines == ["second"]
+    assert first.exception() is None
+    with pytest.raises(corral.Cancelled) as excinfo:
+        first.result()
+    assert isinstance(excinfo.value.__cause__, corral.Replaced)
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+def test_one_failure_does_not_stop_the_others(
+    sup: Supervisor, corral_log: pytest.LogCaptureFixture
+) -> None:
+    log = Log()
+    running = threading.Event()
+    sup.start()
+    other = sup.spawn(blocker(log, "other", running), name="other")
+    assert running.wait(WAIT)
+
+    def fail() -> None:
+        raise Boom("bad")
+
+    bad = sup.spawn(fail, name="bad")
+    bad.join(WAIT)
+    assert state(bad) is TaskState.FAILED
+    assert state(other) is TaskState.RUNNING
+    assert not other.token.cancelled
+    assert sup.is_running
+    failures = sup.failures
+    assert len(failures) == 1
+    assert isinstance(failures[0], Boom)
+    assert any("'bad'" in note for note in failures[0].__notes__)
+    sup.stop(timeout=WAIT)  # does not raise the failure
+    errors = [r for r in corral_log.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].exc_info is not None
+    assert errors[0].exc_info[1] is failures[0]
+    assert "bad" in errors[0].getMessage()
+    assert log.lines == ["other running", "other cancelled: Stopped"]
+
+
+def test_failures_are_bounded() -> None:
+    s = make(max_failures=3)
+    s.start()
+    try:
+        for i in range(5):
+            s.spawn(raises(Boom(f"f{i}"))).join(WAIT)
+        assert [str(e) for e in s.failures] == ["f2", "f3", "f4"]
+    finally:
+        s.stop(timeout=WAIT)
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_max_failures_must_be_positive(bad: int) -> None:
+    with pytest.raises(ValueError, match="max_failures"):
+        make(max_failures=bad)
+    with pytest.raises(TypeError, match="max_failures"):
+        make(max_failures=2.5)
+
+
+def test_stop_timeout_names_the_stuck_task_with_its_stack() -> None:
+    running = threading.Event()
+    release = threading.Event()
+
+    def stuck_worker_ignoring_its_token() -> None:
+        running.set()
+        release.wait(WAIT)  # never looks at its token
+
+    s = make()
+    s.start()
+    try:
+        t = s.spawn(stuck_worker_ignoring_its_token, name="stuck")
+        s.spawn(wait_for_cancel, name="polite")
+        assert running.wait(WAIT)
+        with pytest.raises(corral.StopTimeout) as excinfo:
+            s.stop(timeout=0.2)
+        err = excinfo.value
+        assert list(err.running) == ["stuck"]
+        assert "stuck_worker_ignoring_its_token" in err.running["stuck"]
+        assert "'stuck'" in str(err).splitlines()[0]
+        assert "stuck_worker_ignoring_its_token" in str(err)
+        assert s.is_stopped
+        assert state(t) is TaskState.RUNNING
+    finally:
+        release.set()
+        s.stop(timeout=WAIT)
+    assert state(t) is TaskState.CANCELLED
+
+
+def test_default_stop_timeout() -> None:
+    running = threading.Event()
+    release = threading.Event()
+
+    def stuck() -> None:
+        running.set()
+        release.wait(WAIT)
+
+    s = make(stop_timeout=0.1)
+    s.start()
+    try:
+        s.spawn(stuck, name="stuck")
+        assert running.wait(WAIT)
+        with pytest.raises(corral.StopTimeout, match="stuck"):
+            s.stop()
+    finally:
+        release.set()
+        s.stop(timeout=WAIT)
+
+
+@pytest.mark.parametrize("exc_type", [KeyboardInterrupt, SystemExit])
+def test_keyboard_interrupt_in_a_task_stops_it_and_wait_reraises(
+    exc_type: type[BaseException],
+) -> None:
+    log = Log()
+    running = threading.Event()
+    s = make()
+    s.start()
+    try:
+        other = s.spawn(blocker(log, "other", running), name="other")
+        assert running.wait(WAIT)
+        s.spawn(raises(exc_type()), name="interrupt")
+        with pytest.raises(exc_type):
+            s.wait(timeout=WAIT)
+        assert s.is_stopped
+        assert state(other) is TaskState.CANCELLED
+        s.wait(timeout=WAIT)  # re-raised once
+    finally:
+        s.stop(timeout=WAIT)
+    assert log.lines[0] == "other running"
+    assert log.lines[1].startswith("other cancelled")
+    assert s.failures == []
+
+
+def test_keyboard_interrupt_in_a_task_makes_serve_reraise() -> None:
+    s = make()
+    s.spawn(raises(KeyboardInterrupt()), name="interrupt")
+    with pytest.raises(KeyboardInterrupt):
+        s.serve()
+    assert s.is_stopped
+    assert s not in corral.roots()
+
+
+def test_stop_from_inside_one_of_its_tasks_does_not_deadlock() -> None:
+    log = Log()
+    s = make()
+    s.start()
+    running = threading.Event()
+    try:
+        s.spawn(blocker(log, "other", running), name="other")
+        assert running.wait(WAIT)
+
+        def stopper() -> None:
+            s.stop()
+            log("stop returned in the task")
+
+        t = s.spawn(stopper, name="stopper")
+        s.wait(timeout=WAIT)
+    finally:
+        s.stop(timeout=WAIT)
+    # It returned normally: whether its token was cancelled by then is a race (the stop
+    # goes on in another thread).
+    assert state(t) in {TaskState.SUCCEEDED, TaskState.CANCELLED}
+    assert "stop returned in the task" in log.lines
+    assert "other cancelled: Stopped" in log.lines
+
+
+def test_stop_from_a_task_of_a_group_inside_the_supervisor_does_not_deadlock() -> None:
+    # The task that calls stop() is a task of a child group of one of the supervisor's
+    # tasks: stop() cannot wait for it either (it waits for itself).
+    outcome: list[str] = []
+    s = make()
+    s.start()
+
+    def inner() -> None:
+        try:
+            s.stop(timeout=2)
+            outcome.append("returned")
+        except corral.StopTimeout:
+            outcome.append("StopTimeout")
+
+    def outer() -> None:
+        with corral.Group("child") as g:
+            g.spawn(inner)
+
+    try:
+        s.spawn(outer, name="outer")
+        s.wait(timeout=WAIT)
+    finally:
+        s.stop(timeout=WAIT)
+    assert outcome == ["returned"]
+
+
+def test_stop_from_a_hook_does_not_deadlock() -> None:
+    # "If a task fails, stop everything": stop() called from on_failed, which runs in
+    # the failed task's thread before the task has ended.
+    outcome: list[str] = []
+    holder: list[Supervisor] = []
+
+    def on_failed(task: corral.Task[Any], exc: BaseException) -> None:
+        try:
+            holder[0].stop(timeout=2)
+            outcome.append("returned")
+        except corral.StopTimeout:
+            outcome.append("StopTimeout")
+
+    s = make(hooks=corral.Hooks(on_failed=on_failed))
+    holder.append(s)
+    s.start()
+    try:
+        s.spawn(raises(Boom("x")), name="bad")
+        s.wait(timeout=WAIT)
+    finally:
+        s.stop(timeout=WAIT)
+    assert outcome == ["returned"]
+
+
+# -- stop order with needs -------------------------------------------------------------------
+
+
+def test_stop_cancels_dependents_before_what_they_need(sup: Supervisor) -> None:
+    log = Log()
+    ready = {name: threading.Event() for name in ("db", "cache", "web", "worker")}
+
+    def service(name: str) -> None:
+        tok = corral.current_token()
+        ready[name].set()
+        tok.wait(WAIT)
+        log(f"{name} cancelled")
+        log(f"{name} stopped")
+
+    sup.spawn(service, "db", name="db")
+    sup.spawn(service, "cache", name="cache", needs="db")
+    sup.spawn(service, "web", name="web", needs=("cache", "db"))
+    sup.spawn(service, "worker", name="worker", needs="db")
+    sup.start()
+    for ev in ready.values():
+        assert ev.wait(WAIT)
+    sup.stop(timeout=WAIT)
+    lines = log.lines
+
+    def pos(line: str) -> int:
+        return lines.index(line)
+
+    assert len(lines) == 8
+    assert pos("web stopped") < pos("cache cancelled")
+    assert pos("cache stopped") < pos("db cancelled")
+    assert pos("worker stopped") < pos("db cancelled")
+    assert lines[-2:] == ["db cancelled", "db stopped"]
+
+
+def test_two_layer_stop_order_log(sup: Supervisor) -> None:
+    log = Log()
+    db_ready = threading.Event()
+    web_ready = threading.Event()
+
+    def db() -> None:
+        tok = corral.current_token()
+        db_ready.set()
+        tok.wait(WAIT)
+        log("db cancelled")
+
+    def web() -> None:
+        tok = corral.current_token()
+        web_ready.set()
+        tok.wait(WAIT)
+        log("web cancelled")
+        # While web cleans up, db must still be up.
+        log(f"db still up: {not db_task.token.cancelled}")
+        log("web stopped")
+
+    db_task = sup.spawn(db, name="db")
+    sup.spawn(web, name="web", needs="db")
+    sup.start()
+    assert db_ready.wait(WAIT)
+    assert web_ready.wait(WAIT)
+    sup.stop(timeout=WAIT)
+    assert log.lines == ["web cancelled", "db still up: True", "web stopped", "db cancelled"]
+
+
+# -- hooks ---------------------------------------------------------------------------------------
+
+
+def test_hook_order_for_one_task() -> None:
+    log = Log()
+    hooks = corral.Hooks(
+        on_added=lambda t: log("on_added"),
+        on_started=lambda t: log(f"on_started {t.attempts}"),
+        on_succeeded=lambda t, r: log(f"on_succeeded {r!r}"),
+        on_failed=lambda t, e: log(f"on_failed {e!r}"),
+        on_restart=lambda t, d: log(f"on_restart {d}"),
+        on_finished=lambda t: log(f"on_finished {t.state.value}"),
+    )
+    calls: list[int] = []
+
+    def work() -> str:
+        calls.append(1)
+        log(f"work {len(calls)}")
+        if len(calls) == 1:
+            raise Boom("first")
+        return "done"
+
+    s = make(hooks=hooks)
+    t = s.spawn(
+        work, restart="on_failure", backoff=corral.Backoff(initial=0, maximum=0, jitter=0),
+        on_finish=lambda t: log("task on_finish"),
+    )
+    s.start()
+    try:
+        t.join(WAIT)
+    finally:
+        s.stop(timeout=WAIT)
+    assert log.lines == [
+        "on_added",
+        "on_started 1", "work 1", "on_failed Boom('first')", "on_restart 0.0",
+        "on_started 2", "work 2", "on_succeeded 'done'",
+        "task on_finish", "on_finished succeeded",
+    ]
+
+
+def test_a_raising_hook_is_logged_and_never_breaks_the_group(
+    corral_log: pytest.LogCaptureFixture,
+) -> None:
+    def bad(*args: object) -> None:
+        raise RuntimeError("hook bug")
+
+    hooks = corral.Hooks(
+        on_added=bad, on_started=bad, on_succeeded=bad, on_failed=bad, on_restart=bad,
+        on_finished=bad,
+    )
+    s = make(hooks=hooks)
+    s.start()
+    try:
+        ok = s.spawn(lambda: 42, name="ok", on_finish=bad)
+        flaky = s.spawn(
+            raises(Boom("x")), name="flaky", restart="on_failure",
+            backoff=corral.Backoff(initial=0, maximum=0, jitter=0), max_restarts=(1, 60),
+        )
+        assert ok.result(WAIT) == 42
+        flaky.join(WAIT)
+        assert isinstance(flaky.exception(), corral.RestartLimitExceeded)
+        assert s.is_running
+        assert len(s) == 0
+    finally:
+        s.stop(timeout=WAIT)
+    hook_errors = [r for r in corral_log.records if "hook" in r.getMessage()]
+    # ok: added, started, succeeded, its on_finish, finished (5); flaky: added, started,
+    # failed, restart, started, failed, finished (7).
+    assert len(hook_errors) == 12
+    assert all(r.levelno == logging.ERROR for r in hook_errors)
+    assert all(
+        r.exc_info is not None and isinstance(r.exc_info[1], RuntimeError) for r in hook_errors
+    )
+    assert len(s.failures) == 1  # only flaky's real failure: hook errors are not failures
+
+
+def test_on_finish_and_hooks_on_finished_together_is_a_type_error() -> None:
+    hooks = corral.Hooks(on_finished=print)
+    with pytest.raises(TypeError):
+        make(on_finish=print, hooks=hooks)
+    with pytest.raises(TypeError):
+        corral.Group(on_finish=print, hooks=hooks)
+    # Either alone is fine; on_finish combines with other hooks.
+    make(on_finish=print).stop()
+    make(hooks=hooks).stop()
+    make(on_finish=print, hooks=corral.Hooks(on_added=print)).stop()
+
+
+@pytest.mark.parametrize("how", ["stop", "wait", "join", "exit"])
+def test_return_only_after_the_hooks_of_every_ended_task_ran(how: str) -> None:
+    log = Log()
+    in_hook = threading.Event()
+    gate = threading.Event()
+    returned = threading.Event()
+
+    def on_finished(task: corral.Task[Any]) -> None:
+        in_hook.set()
+        log("hook entered")
+        assert gate.wait(WAIT)
+        log("hook done")
+
+    s = make(on_finish=on_finished)
+    s.start()
+    running = threading.Event()
+    s.spawn(blocker(Log(), "worker", running), name="worker")
+    assert running.wait(WAIT)
+
+    stopper = threading.Thread(target=s.stop)
+
+    def call() -> None:
+        if how == "stop":
+            s.stop()
+        elif how == "wait":
+            stopper.start()
+            s.wait()
+        elif how == "join":
+            stopper.start()
+            s.join()
+        else:
+            with s:
+                pass
+        log(f"{how} returned")
+        returned.set()
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        assert in_hook.wait(WAIT)
+        assert not returned.wait(NOT_YET)
+    finally:
+        gate.set()
+        caller.join(WAIT)
+        s.stop(timeout=WAIT)
+        if stopper.ident is not None:
+            stopper.join(WAIT)
+    assert log.lines == ["hook entered", "hook done", f"{how} returned"]
+
+
+# -- corral.go() -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_default() -> Iterator[None]:
+    corral._supervisor._reset_default_for_tests()
+    try:
+        yield
+    finally:
+        corral._supervisor._reset_default_for_tests()
+
+
+def _in_thread(fn: Callable[[], object]) -> object:
+    """Run fn in a fresh non-main thread (so the default supervisor does not install
+    signal handlers) and return its result."""
+    out: list[object] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(WAIT)
+    if errors:
+        raise errors[0]
+    return out[0]
+
+
+@pytest.mark.usefixtures("fresh_default")
+def test_go_runs_a_task_on_the_default_supervisor() -> None:
+    log = Log()
+    handlers = [signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)]
+    t1 = _in_thread(lambda: corral.go(lambda x: x * 2, 21, name="double"))
+    assert isinstance(t1, corral.Task)
+    assert t1.result(WAIT) == 42
+    assert t1.name == "double"
+    default = t1.group
+    assert isinstance(default, Supervisor)
+    assert default.is_running
+    assert default in corral.roots()
+    t2 = corral.go(log, "second")  # the same supervisor, now from any thread
+    t2.join(WAIT)
+    assert t2.group is default
+    assert log.lines == ["second"]
+    # Made outside the main thread: it installed no signal handler.
+    assert [signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)] == handlers
+
+
+@pytest.mark.usefixtures("fresh_default")
+def test_go_tasks_are_not_children_of_the_calling_task() -> None:
+    holder: list[corral.Task[Any]] = []
+    running = threading.Event()
+
+    def spawner() -> None:
+        t = corral.go(wait_for_cancel, name="detached")
+        holder.append(t)
+        running.set()
+
+    _in_thread(lambda: corral.go(noop, name="warm-up").join(WAIT))  # default made off-main
+    with corral.Group() as g:
+        g.spawn(spawner)
+    assert running.wait(WAIT)
+    t = holder[0]
+    assert state(t) is TaskState.RUNNING  # the group ended; the go() task goes on
+    assert t.group is not g
+    t.cancel()
+    t.join(WAIT)
+
+
+@pytest.mark.usefixtures("fresh_default")
+def test_go_failures_are_recorded_not_raised() -> None:
+    t = _in_thread(lambda: corral.go(raises(Boom("go failed"))))
+    assert isinstance(t, corral.Task)
+    t.join(WAIT)
+    assert state(t) is TaskState.FAILED
+    default = t.group
+    assert isinstance(default, Supervisor)
+    assert [str(e) for e in default.failures] == ["go failed"]
+    assert default.is_running
