@@ -221,7 +221,7 @@ def test_tm_7_wait_returns_once_stopped_and_all_tasks_finished() -> None:
     t = sup.spawn(sleep1, name="sleep1")
     sup.start()
     assert started.wait(WAIT)
-    with pytest.raises(corral.StopTimeout):
+    with pytest.raises(TimeoutError):
         sup.wait(timeout=BLOCKED)  # nothing stopped it yet
     clock.advance(3)
     sup.wait(timeout=WAIT)
@@ -479,7 +479,7 @@ def test_tm_wait_blocks_until_stopped_even_with_no_tasks_left() -> None:
     sup = supervisor("tm-wait-blocks")
     sup.start()
     sup.spawn(lambda: None, name="a").join(WAIT)
-    with pytest.raises(corral.StopTimeout):
+    with pytest.raises(TimeoutError):
         sup.wait(timeout=BLOCKED)
     assert sup.spawn(lambda: "more work", name="b").result(WAIT) == "more work"
     sup.stop(WAIT)

@@ -382,14 +382,19 @@ class Group:
             else:
                 released = []
                 old_done = False
+                # on_added runs outside the lock: until it has, others only note a
+                # cancellation (see _hold), so no end hook can come before it.
+                task._hold = True
             cancel_old = False
             if old is not None:
                 old._replaced_by = task
                 if old._cancel_cause is None:
                     old._cancel_cause = _replaced(name)
-                if old.state is TaskState.RUNNING:
+                if old.state is TaskState.RUNNING or old._hold:
+                    # Running, or held by a thread between lock sections (which sees
+                    # the cause when it takes the lock again): wait for it to end.
                     task._replaces = old
-                    cancel_old = True
+                    cancel_old = old.state is TaskState.RUNNING
                 else:  # pending or backing off: it ends now, without running again
                     # ...but it may itself have been waiting for an older run of this
                     # name that is still winding down: the new task waits for that one.
@@ -410,7 +415,9 @@ class Group:
         _in_ctx(task, call_hook, self.hooks.on_added, task)
         ended = []
         with self._lock:
+            task._hold = False
             if task.state is TaskState.PENDING and task not in self._waiting:
+                # (ends it instead if it was cancelled while on_added ran)
                 released = self._admit_locked(task, ended)
             else:
                 released = []
@@ -652,12 +659,11 @@ class Group:
                 else:
                     restart_delay = self._restart_delay_locked(task, now)
                     resume_at = now + restart_delay
-                    if restart_delay > 0:
-                        # The timer is armed below, after on_restart ran: the hook must
-                        # never run after the restart it announces.
-                        task.state = TaskState.BACKOFF
-                    else:
-                        task.state = TaskState.PENDING
+                    # BACKOFF, held: the restart is armed (or, with no delay, admitted)
+                    # only after on_restart ran, so the hook never comes after the run
+                    # it announces; a cancel meanwhile is noted and applied then.
+                    task.state = TaskState.BACKOFF
+                    task._hold = True
             else:
                 final = kind
             if final is not None:
@@ -690,10 +696,20 @@ class Group:
             _in_ctx(task, self._log_restart, task, kind, exc, restart_delay)
             if hooks.on_restart is not None:
                 _in_ctx(task, call_hook, hooks.on_restart, task, restart_delay)
-            if restart_delay > 0:
-                with self._lock:
-                    if task.state is TaskState.BACKOFF and task._timer is None:
-                        task._timer = self.clock.call_at(resume_at, lambda: self._resume(task))
+            cancelled_meanwhile = False
+            with self._lock:
+                task._hold = False
+                if task._cancel_cause is not None or self.token.cancelled:
+                    self._end_waiting_locked(task, task._cancel_cause or self.token.cause)
+                    cancelled_meanwhile = True
+                elif restart_delay > 0:
+                    task._timer = self.clock.call_at(resume_at, lambda: self._resume(task))
+                else:
+                    task.state = TaskState.PENDING
+                    released.extend(self._admit_locked(task, deferred))
+                self._notify_locked()
+            if cancelled_meanwhile:
+                deferred.append(task)
         for t in deferred:
             self._finalize(t)
         if final is not None and not done:
@@ -883,7 +899,7 @@ class Group:
         with self._lock:
             waiting = [
                 t for t in self._unfinished
-                if t.state is TaskState.PENDING or t.state is TaskState.BACKOFF
+                if (t.state is TaskState.PENDING or t.state is TaskState.BACKOFF) and not t._hold
             ]
             running = [t.token for t in self._unfinished if t.state is TaskState.RUNNING]
             for t in waiting:
@@ -902,14 +918,16 @@ class Group:
                 return
             if task._cancel_cause is None:
                 task._cancel_cause = cause
-            if task.state is TaskState.RUNNING:
+            if task.state is TaskState.RUNNING or task._hold:
+                # Running: cancel its token. Held by a thread between lock sections:
+                # that thread applies the cause when it takes the lock again.
                 ended = False
             else:
                 self._end_waiting_locked(task, task._cancel_cause)
                 ended = True
         if ended:
             self._finalize(task)
-        else:
+        elif task.state is TaskState.RUNNING:
             task.token.cancel(task._cancel_cause)
 
     # -- waiting ---------------------------------------------------------------------

@@ -30,13 +30,18 @@ class Restart(enum.StrEnum):
     def coerce(cls, value: object) -> Restart:
         if isinstance(value, Restart):
             return value
-        if isinstance(value, str):
-            try:
-                return cls(value.lower())
-            except ValueError:
-                pass
         allowed = ", ".join(f"Restart.{m.name}" for m in cls)
-        raise ValueError(f"restart must be one of {allowed} (or their values), not {value!r}")
+        if not isinstance(value, str):
+            raise TypeError(
+                f"restart must be a corral.Restart ({allowed}) or its value, "
+                f"not {type(value).__name__}"
+            )
+        try:
+            return cls(value.lower())
+        except ValueError:
+            raise ValueError(
+                f"restart must be one of {allowed} (or their values), not {value!r}"
+            ) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -263,6 +263,9 @@ class Supervisor(Group):
             with self._cond:
                 ok = self._wait_locked(lambda: self._stop_done or self._give_up, timeout)
                 gave_up = self._give_up and not self._stop_done
+            if not ok and not self._stop_begun:
+                # Nobody is stopping it: a plain timeout, as for Group.join.
+                raise TimeoutError(f"supervisor {self.name!r} still running after {timeout}s")
             if not ok or gave_up:
                 raise self._stop_timeout_error(
                     "gave up waiting (second signal)" if gave_up else f"not stopped after {timeout}s"

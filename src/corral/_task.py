@@ -58,6 +58,7 @@ class Task(Generic[T]):
         "_done",
         "_error",
         "_ever_ready",
+        "_hold",
         "_in_map",
         "_last_error",
         "_ready",
@@ -129,6 +130,10 @@ class Task(Generic[T]):
         self._consecutive = 0
         self._dep_lost = False
         self._done = False
+        # True while a thread runs this task's hooks between two lock sections (on_added
+        # after spawn; on_restart after an attempt): others only note a cancellation
+        # then, and that thread applies it, so hooks keep their order.
+        self._hold = False
         self._error: BaseException | None = None
         self._last_error: BaseException | None = None
         self._in_map = in_map

@@ -30,6 +30,7 @@ class MockClock:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, TimerHandle]] = []
         self._seq = itertools.count()
+        self._advancing = threading.RLock()
 
     def __repr__(self) -> str:
         return f"<MockClock now={self._now} timers={self.pending}>"
@@ -58,17 +59,18 @@ class MockClock:
 
     def advance(self, seconds: float) -> None:
         """Move time forward, running every timer that falls due, in order."""
-        if seconds < 0:
+        if not seconds >= 0:
             raise ValueError(f"cannot move time backwards (seconds={seconds!r})")
-        target = self._now + seconds
-        while True:
-            with self._cond:
-                if not self._heap or self._heap[0][0] > target:
-                    self._now = target
-                    return
-                when, _, handle = heapq.heappop(self._heap)
-                self._now = max(self._now, when)
-            handle._run()
+        with self._advancing:  # one advance at a time: time never moves backwards
+            target = self._now + seconds
+            while True:
+                with self._cond:
+                    if not self._heap or self._heap[0][0] > target:
+                        self._now = target
+                        return
+                    when, _, handle = heapq.heappop(self._heap)
+                    self._now = max(self._now, when)
+                handle._run()
 
     def wait_for_timers(self, count: int = 1, timeout: float = 10.0) -> None:
         """Block (real time) until at least ``count`` timers are scheduled."""
