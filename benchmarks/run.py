@@ -1,0 +1,253 @@
+"""corral benchmarks: one command, one table, corral beside the standard library.
+
+    python benchmarks/run.py            # full run (a few minutes: map over 1,000,000 items)
+    python benchmarks/run.py --quick    # smaller sizes, for a smoke run
+
+Each timing is the median of ``--rounds`` rounds, per task. Memory is the peak RSS of
+a fresh subprocess (``VmHWM``), so each figure stands alone. These are benchmarks,
+not tests: nothing here asserts; the table says whether each goal was met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.pool import ThreadPool
+
+import corral
+
+
+def noop() -> None:
+    return None
+
+
+def noop1(x: int) -> int:
+    return x
+
+
+def median_us(fn: Callable[[], None], n: int, rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) / n * 1e6
+
+
+# -- 1. short tasks through a limit of 8 -----------------------------------------------
+
+
+def corral_limit8(n: int) -> None:
+    with corral.Group(limit=8) as g:
+        for _ in range(n):
+            g.spawn(noop)
+
+
+def executor8(n: int) -> None:
+    with ThreadPoolExecutor(8) as ex:
+        futures = [ex.submit(noop) for _ in range(n)]
+        for f in futures:
+            f.result()
+
+
+def threadpool8(n: int) -> None:
+    with ThreadPool(8) as pool:
+        results = [pool.apply_async(noop) for _ in range(n)]
+        for r in results:
+            r.get()
+
+
+# -- 2. short tasks, no limit ------------------------------------------------------------
+
+
+def corral_unlimited(n: int) -> None:
+    with corral.Group() as g:
+        for _ in range(n):
+            g.spawn(noop)
+
+
+def plain_threads(n: int) -> None:
+    threads = [threading.Thread(target=noop) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+# -- 3. cancel a tree of sleeping tasks ------------------------------------------------
+
+
+def corral_cancel_tree(n: int, fanout: int = 10) -> float:
+    """Seconds from cancel() to join() returning, for n tasks in a two-level tree."""
+    running = threading.Semaphore(0)
+
+    def sleeper() -> None:
+        running.release()
+        corral.sleep(3600)
+
+    def branch(k: int) -> None:
+        with corral.Group("branch") as g:
+            for _ in range(k):
+                g.spawn(sleeper)
+        # the branch task itself waits in its with-block
+
+    root = corral.Group("root")
+    per = n // fanout
+    for _ in range(fanout):
+        root.spawn(branch, per)
+    for _ in range(per * fanout):
+        running.acquire()
+    t0 = time.perf_counter()
+    root.cancel()
+    root.join()
+    return time.perf_counter() - t0
+
+
+def threads_event_cancel(n: int) -> float:
+    """The stdlib way: n threads waiting on one Event; set it and join them all."""
+    stop = threading.Event()
+    running = threading.Semaphore(0)
+
+    def sleeper() -> None:
+        running.release()
+        stop.wait(3600)
+
+    threads = [threading.Thread(target=sleeper) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for _ in range(n):
+        running.acquire()
+    t0 = time.perf_counter()
+    stop.set()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
+# -- 4. map over a huge input: peak memory -------------------------------------------
+
+MAP_SCRIPT = r"""
+import resource, sys, time
+kind, n = sys.argv[1], int(sys.argv[2])
+def noop1(x):
+    return x
+def hwm_kib():
+    # VmHWM (peak RSS) of this process image: unlike ru_maxrss it does not carry the
+    # forked parent's high-water mark across exec.
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = hwm_kib()
+t0 = time.perf_counter()
+total = 0
+if kind == "corral":
+    import corral
+    with corral.Group(limit=8) as g:
+        for r in g.map(noop1, range(n)):
+            total += 1
+elif kind == "executor":
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(8) as ex:
+        for r in ex.map(noop1, range(n)):
+            total += 1
+elif kind == "threadpool-imap":
+    from multiprocessing.pool import ThreadPool
+    with ThreadPool(8) as pool:
+        for r in pool.imap(noop1, range(n), chunksize=1):
+            total += 1
+elapsed = time.perf_counter() - t0
+peak = hwm_kib()
+assert total == n
+print(json.dumps({"peak_kib": peak, "base_kib": base, "seconds": elapsed}))
+""".replace("import resource, sys, time", "import json, resource, sys, time")
+
+
+def map_memory(kind: str, n: int) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-c", MAP_SCRIPT, kind, str(n)],
+        check=True, capture_output=True, text=True,
+    )
+    result: dict[str, float] = json.loads(out.stdout)
+    return result
+
+
+# -- the table ---------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+    n1 = 2_000 if args.quick else 20_000
+    n2 = 1_000 if args.quick else 5_000
+    n3 = 1_000
+    n4 = 50_000 if args.quick else 1_000_000
+    rounds = 3 if args.quick else args.rounds
+
+    rows: list[tuple[str, str, str, str, str]] = []
+
+    def row(what: str, ours: str, theirs: str, ratio: str, goal: str) -> None:
+        rows.append((what, ours, theirs, ratio, goal))
+        print(f"  measured: {what}: corral {ours} vs {theirs} ({ratio}; goal {goal})", flush=True)
+
+    print(f"corral {corral.__version__} on Python {platform.python_version()} "
+          f"({platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores), "
+          f"median of {rounds} rounds", flush=True)
+
+    # warm the pool and the interpreter once
+    corral_limit8(1000)
+    executor8(1000)
+
+    c = median_us(lambda: corral_limit8(n1), n1, rounds)
+    e = median_us(lambda: executor8(n1), n1, rounds)
+    p = median_us(lambda: threadpool8(n1), n1, rounds)
+    row(f"{n1:,} no-op tasks, limit 8 (µs/task)", f"{c:.1f}",
+        f"ThreadPoolExecutor(8) {e:.1f}; ThreadPool(8) {p:.1f}",
+        f"{c / e:.2f}x executor", "<= 1.0x" + (" MET" if c <= e else " NOT MET"))
+
+    c = median_us(lambda: corral_unlimited(n2), n2, rounds)
+    t = median_us(lambda: plain_threads(n2), n2, rounds)
+    row(f"{n2:,} no-op tasks, no limit (µs/task)", f"{c:.1f}", f"threading.Thread {t:.1f}",
+        f"{c / t:.2f}x threads", "<= 0.5x" + (" MET" if c <= 0.5 * t else " NOT MET"))
+
+    cs = statistics.median(corral_cancel_tree(n3) for _ in range(rounds))
+    ts = statistics.median(threads_event_cancel(n3) for _ in range(rounds))
+    row(f"cancel a tree of {n3:,} sleeping tasks + join (s)", f"{cs:.3f}",
+        f"{n3:,} threads on one Event {ts:.3f}", f"{cs / ts:.2f}x",
+        "< 0.5 s" + (" MET" if cs < 0.5 else " NOT MET"))
+
+    mc = map_memory("corral", n4)
+    me = map_memory("executor", n4)
+    mi = map_memory("threadpool-imap", n4)
+
+    def mib(d: dict[str, float]) -> str:
+        return f"{d['peak_kib'] / 1024:.0f} MiB peak ({(d['peak_kib'] - d['base_kib']) / 1024:+.0f}) in {d['seconds']:.1f}s"
+
+    row(f"map over {n4:,} items, limit 8 (peak RSS)", mib(mc),
+        f"ThreadPoolExecutor.map {mib(me)}; ThreadPool.imap {mib(mi)}",
+        f"{mc['peak_kib'] / me['peak_kib']:.2f}x executor",
+        "flat" + (" MET" if mc["peak_kib"] - mc["base_kib"] < 64 * 1024 else " NOT MET"))
+
+    widths = [max(len(r[i]) for r in [*rows, ("benchmark", "corral", "peers", "ratio", "goal")]) for i in range(5)]
+    header = ("benchmark", "corral", "peers", "ratio", "goal")
+    print()
+    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("-+-".join("-" * w for w in widths))
+    for r in rows:
+        print(" | ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
