@@ -1595,3 +1595,26 @@ def test_spawn_on_a_finished_group_is_group_closed() -> None:
     g.join(TIMEOUT)
     with pytest.raises(corral.GroupClosed):
         g.spawn(noop)
+
+
+def test_an_unhashable_callable_can_be_spawned_with_an_auto_name() -> None:
+    # Auto names are cached per callable; a callable that cannot be hashed (a dataclass
+    # with eq=True, say) must still work.
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Job:
+        value: int
+
+        def __call__(self) -> int:
+            return self.value
+
+    job = Job(7)
+    with pytest.raises(TypeError):
+        hash(job)
+    with corral.Group() as g:
+        t = g.spawn(job)
+        u = g.spawn(Job(8))
+    assert (t.result(), u.result()) == (7, 8)
+    assert t.name != u.name
+    assert "Job#" in t.name

@@ -192,6 +192,7 @@ class Group:
         self._closed = False
         self._reported = False
         self._seq = itertools.count(1)
+        self._qualnames: dict[Callable[..., Any], str] = {}  # fn -> its name base
         self._submit = get_pool().submit
         self.token.on_cancel(self._on_cancelled)
         if parent_task is not None:
@@ -288,7 +289,8 @@ class Group:
         """Start ``fn(*args)`` as a task of this group and return its handle at once."""
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-        _check_name(name)
+        if name is not None:
+            _check_name(name)
         if meta is not None and not isinstance(meta, Mapping):
             raise TypeError(f"meta must be a mapping or None, not {type(meta).__name__}")
         if restart is not Restart.NEVER:
@@ -314,10 +316,10 @@ class Group:
             raise TypeError(f"on_finish must be callable, not {type(on_finish).__name__}")
         if restart is not Restart.NEVER and backoff is None:
             backoff = _DEFAULT_BACKOFF
+        # (positional: this is the hot path of every spawn)
         return self._spawn(
-            fn, args, name, meta=meta, background=bool(background), restart=restart,
-            backoff=backoff, max_restarts=mr, replace=bool(replace), needs=needs_t,
-            on_finish=on_finish, signals_ready=bool(signals_ready),
+            fn, args, name, meta, bool(background), restart, backoff, mr, bool(replace),
+            needs_t, on_finish, bool(signals_ready), False,
         )
 
     def _spawn(
@@ -325,7 +327,6 @@ class Group:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         name: str | None,
-        *,
         meta: Mapping[str, Any] | None = None,
         background: bool = False,
         restart: Restart = Restart.NEVER,
@@ -340,14 +341,21 @@ class Group:
         old: Task[Any] | None = None
         auto = name is None
         if name is None:
-            base = _qualname(fn)
+            try:
+                base = self._qualnames.get(fn)
+            except TypeError:  # an unhashable callable (e.g. a callable dataclass)
+                base = _qualname(fn)
+            if base is None:
+                base = _qualname(fn)
+                if len(self._qualnames) >= 256:  # a bound, for groups fed fresh lambdas
+                    self._qualnames.clear()
+                self._qualnames[fn] = base
             name = f"{base}#{next(self._seq)}"  # next() of a count is atomic
         # Made outside the lock: the critical section stays short (the spawner and
         # the workers finishing tasks contend for it).
         task: Task[Any] = Task(
-            self, fn, args, name, meta=meta, background=background, restart=restart,
-            backoff=backoff, max_restarts=max_restarts, needs=needs,
-            on_finish=on_finish, signals_ready=signals_ready, in_map=in_map,
+            self, fn, args, name, meta, background, restart, backoff, max_restarts, needs,
+            on_finish, signals_ready, in_map,
         )
         with self._lock:
             self._check_open_locked()
@@ -453,12 +461,15 @@ class Group:
         A task that must end instead (its group was cancelled) is added to ``ended``,
         for the caller to finalize once the lock is released.
         """
-        if self.token.cancelled or task._cancel_cause is not None:
+        if self.token._cause is not None or task._cancel_cause is not None:
             # Spawned into (or restarted in) a cancelled group: it ends without running.
-            self._end_waiting_locked(task, task._cancel_cause or self.token.cause)
+            self._end_waiting_locked(task, task._cancel_cause or self.token._cause)
             ended.append(task)
             return []
-        if self._blocked_locked(task):
+        if (
+            (not self._started or task._replaces is not None or task.needs)
+            and self._blocked_locked(task)
+        ):
             self._waiting[task] = None
             return []
         if self._halted or (
@@ -521,7 +532,7 @@ class Group:
         # by the token tree: the group cancels its running tasks' tokens itself
         # (_on_cancelled), so making and ending a token costs no shared lock. A token
         # made after the group was cancelled is born cancelled.
-        token = Token(clock=self.clock)
+        token = Token._leaf(self.clock)
         cause = self.token._cause
         if cause is not None:
             token._cancel(cause)
@@ -540,10 +551,20 @@ class Group:
         threading.current_thread().name = f"corral:{task.name}"
         task._thread_ident = threading.get_ident()
         task.attempts += 1
-        task._attempt_started = self.clock.monotonic()
+        if task.restart is not Restart.NEVER:  # only a restart's backoff needs it
+            task._attempt_started = self.clock.monotonic()
         token = task.token
         if not task.signals_ready:
-            self._set_ready(task, None)
+            # Ready once running. (Inlined _set_ready: the no-dependents case is hot.)
+            task._ready_value = None
+            task._ever_ready = True
+            task._ready = True
+            if self._dependents or self._nwaiters:
+                with self._lock:
+                    self._notify_locked()
+                    released = self._pump_locked(scan=task.name in self._dependents)
+                if released:
+                    self._submit_all(released)
         ctx = task._ctx = task._base_ctx.copy()
         kind: TaskState
         value: Any = None
@@ -557,7 +578,7 @@ class Group:
         except BaseException as e:
             kind, exc = TaskState.FAILED, e
         else:
-            kind = TaskState.CANCELLED if token.cancelled else TaskState.SUCCEEDED
+            kind = TaskState.SUCCEEDED if token._cause is None else TaskState.CANCELLED
         finally:
             task._thread_ident = None
         if task._child_groups:
@@ -611,6 +632,29 @@ class Group:
         exc: BaseException | None,
     ) -> list[Task[Any]]:
         hooks = self.hooks
+        if (
+            kind is TaskState.SUCCEEDED
+            and task.restart is Restart.NEVER
+            and task.on_finish is None
+            and hooks.on_succeeded is None
+            and hooks.on_finished is None
+        ):
+            # The common ending (succeeded, nothing to restart, no hook to run), in one
+            # short lock section; anything unusual takes the general path below.
+            if token._cause is None:
+                token._cancel(_ATTEMPT_ENDED)
+            with self._lock:
+                if not self._dependents and not task.needs:
+                    if task._slot:
+                        task._slot = False
+                        self._slots -= 1
+                    task._ready = False
+                    self._set_final_locked(task, TaskState.SUCCEEDED, value, None)
+                    self._mark_done_locked(task)
+                    released = self._pump_locked(scan=task._replaced_by is not None)
+                    if not released:
+                        will_be_idle()  # before the lock lets a joiner go (see _pool)
+                    return released
         fatal = False
         if kind is TaskState.FAILED:
             assert exc is not None
@@ -1170,7 +1214,10 @@ class Group:
         name = _qualname(fn)
         try:
             for item in it:
-                inflight.append(spawn(fn, (item,), f"{name}[map#{next(self._seq)}]", in_map=True))
+                inflight.append(spawn(
+                    fn, (item,), f"{name}[map#{next(self._seq)}]", None, False, Restart.NEVER,
+                    None, None, False, (), None, False, True,
+                ))
                 if len(inflight) >= window:
                     yield inflight.popleft().result()
             while inflight:
@@ -1247,21 +1294,17 @@ class _Attempt:
         group, task = self.group, self.task
         _busy.group = group
         try:
-            self._run(group, task)
+            while True:
+                released = group._run_attempt(task)
+                if not released:
+                    return
+                # Continuation: this worker runs the next released task itself, rather
+                # than a pool round trip (which would start a thread: we are not idle).
+                task = released[0]
+                if len(released) > 1:
+                    group._submit_all(released[1:])
         finally:
             _busy.group = None
-
-    @staticmethod
-    def _run(group: Group, task: Task[Any]) -> None:
-        while True:
-            released = group._run_attempt(task)
-            if not released:
-                return
-            # Continuation: this worker runs the next released task itself, instead of
-            # a pool round trip (which would start a thread, since we are not idle yet).
-            task = released[0]
-            if len(released) > 1:
-                group._submit_all(released[1:])
 
 
 def _call(task: Task[Any]) -> Any:

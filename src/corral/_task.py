@@ -94,7 +94,6 @@ class Task(Generic[T]):
         fn: Callable[..., T],
         args: tuple[Any, ...],
         name: str,
-        *,
         meta: Mapping[str, Any] | None,
         background: bool,
         restart: Restart,

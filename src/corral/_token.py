@@ -123,7 +123,44 @@ class Token:
             )
         self._cancel(exc)
 
+    @classmethod
+    def _leaf(cls, clock: Clock) -> Token:
+        """A parentless token without timeout, made without argument checks (a task's
+        attempt token: made for every attempt, so it is kept cheap)."""
+        tok = cls.__new__(cls)
+        tok._clock = clock
+        tok._lock = threading.Lock()
+        tok._cause = None
+        tok._children = None
+        tok._callbacks = None
+        tok._event = None
+        tok._parent = None
+        tok._timer = None
+        tok._deadline = None
+        tok._keys = 0
+        return tok
+
     def _cancel(self, cause: BaseException) -> None:
+        with self._lock:
+            if self._cause is not None:
+                return
+            if not self._children and not self._callbacks and self._parent is None:
+                # A lone leaf (the common case: an attempt's token ending): no walk.
+                self._cause = cause
+                self._callbacks = None
+                leaf = True
+            else:
+                leaf = False
+        if leaf:
+            if self._event is not None:
+                self._event.set()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
+        self._cancel_tree(cause)
+
+    def _cancel_tree(self, cause: BaseException) -> None:
         callbacks: list[Callable[[], object]] = []
         marked: list[Token] = []
         with self._lock:
