@@ -34,6 +34,12 @@ PRELUDE = """\
 import os, signal, sys, threading
 import corral
 
+# Start from Python's usual dispositions whatever the launcher did: a shell running the
+# suite as a background job (`cmd &`) makes children ignore SIGINT, and Python then does
+# not install default_int_handler, which several of these scripts expect to find.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
 _out_lock = threading.Lock()
 
 def out(*args):
