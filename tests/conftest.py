@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from contextlib import suppress
 
 import pytest
 
@@ -20,10 +21,12 @@ def _nothing_left_running() -> Iterator[None]:
     yield
     leftover = corral.roots()
     for g in leftover:  # clean up so one failure does not cascade into the next tests
-        if isinstance(g, corral.Supervisor):
-            g.stop(timeout=5)
-        else:
-            g.cancel()
+        with suppress(BaseException):
+            if isinstance(g, corral.Supervisor):
+                g.stop(timeout=5)
+            else:
+                g.cancel()
+                g.join(timeout=5)
     assert not leftover, f"root groups left alive by the test: {leftover}"
     assert get_pool().wait_idle(timeout=10), "a pool worker is still busy after the test"
     stray = [

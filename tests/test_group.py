@@ -9,7 +9,6 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from typing import Any, NoReturn
 
 import pytest
@@ -17,49 +16,7 @@ import pytest
 import corral
 from corral import TaskState
 from corral.testing import MockClock
-
-TIMEOUT = 10.0  # a backstop only: every wait is on an event that the test sets
-
-
-# -- helpers ---------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _join_leftover_roots() -> Iterator[None]:
-    """A failing assertion can leave a group unjoined: join it here (so the failure does
-    not cascade into the next tests) and still report the leak."""
-    yield
-    leftover = corral.roots()
-    for g in leftover:
-        g.cancel()
-        with suppress(BaseException):
-            g.join(TIMEOUT)
-    assert not leftover, f"root groups left alive by the test: {leftover}"
-
-
-def wait(event: threading.Event) -> None:
-    assert event.wait(TIMEOUT), "timed out waiting for an event"
-
-
-@contextmanager
-def released(*events: threading.Event) -> Iterator[None]:
-    """Set the gates on the way out, so a failing assertion cannot hang the group's exit."""
-    try:
-        yield
-    finally:
-        for e in events:
-            e.set()
-
-
-def wait_token(token: corral.Token | None = None) -> bool:
-    """Wait (real time, backstopped) until the token is cancelled, on any clock."""
-    tok = token if token is not None else corral.current_token()
-    ev = threading.Event()
-    remove = tok.on_cancel(ev.set)
-    try:
-        return ev.wait(TIMEOUT)
-    finally:
-        remove()
+from helpers import TIMEOUT, released, wait, wait_token
 
 
 def until_cancelled() -> str:

@@ -5,52 +5,13 @@ finished before the groups it made (DESIGN.md, "The tree" and "Top-level groups"
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from typing import Any, NoReturn
 
 import pytest
 
 import corral
 from corral import TaskState
-
-TIMEOUT = 10.0  # a backstop only: every wait is on an event that the test sets
-
-
-@pytest.fixture(autouse=True)
-def _join_leftover_roots() -> Iterator[None]:
-    """A failing assertion can leave a group unjoined: join it here (so the failure does
-    not cascade into the next tests) and still report the leak."""
-    yield
-    leftover = corral.roots()
-    for g in leftover:
-        g.cancel()
-        with suppress(BaseException):
-            g.join(TIMEOUT)
-    assert not leftover, f"root groups left alive by the test: {leftover}"
-
-
-def wait(event: threading.Event) -> None:
-    assert event.wait(TIMEOUT), "timed out waiting for an event"
-
-
-@contextmanager
-def released(*events: threading.Event) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for e in events:
-            e.set()
-
-
-def wait_token(token: corral.Token | None = None) -> bool:
-    tok = token if token is not None else corral.current_token()
-    ev = threading.Event()
-    remove = tok.on_cancel(ev.set)
-    try:
-        return ev.wait(TIMEOUT)
-    finally:
-        remove()
+from helpers import TIMEOUT, released, wait, wait_token
 
 
 def gated(gate: threading.Event, value: object = None) -> object:

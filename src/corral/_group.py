@@ -16,7 +16,6 @@ import itertools
 import logging
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import Any, Literal, ParamSpec, TypeVar, TypeVarTuple, Unpack
@@ -96,14 +95,13 @@ def _check_limit(limit: object) -> int | None:
     return limit
 
 
-def _check_name(name: object, what: str = "name") -> str | None:
+def _check_name(name: object) -> None:
     if name is None:
-        return None
+        return
     if not isinstance(name, str):
-        raise TypeError(f"{what} must be a str or None, not {type(name).__name__}")
+        raise TypeError(f"name must be a str or None, not {type(name).__name__}")
     if not name:
-        raise ValueError(f"{what} must not be empty")
-    return name
+        raise ValueError("name must not be empty")
 
 
 def _qualname(fn: Callable[..., Any]) -> str:
@@ -155,7 +153,6 @@ class Group:
         self.fail_fast = bool(fail_fast)
         self.hooks: Hooks = hooks or NO_HOOKS
         parent_task = None if detached else _current.get()
-        self._parent_task: Task[Any] | None = parent_task
         self.parent: Group | None = parent_task.group if parent_task is not None else None
         self.clock: Clock = clock or (
             self.parent.clock if self.parent is not None
@@ -1002,12 +999,6 @@ class Group:
         finally:
             self._nwaiters -= 1
 
-    def _wait_once_locked(self, timeout: float | None) -> bool:
-        self._nwaiters += 1
-        try:
-            return self._cond.wait(timeout)
-        finally:
-            self._nwaiters -= 1
 
     def _wait_for(self, predicate: Callable[[], bool], timeout: float | None, what: str) -> None:
         with self._cond:
@@ -1353,4 +1344,3 @@ def _hooks_dict(h: Hooks) -> dict[str, Any]:
 _ATTEMPT_ENDED = Cancelled("the attempt ended")
 
 Group.__module__ = "corral"
-_ = weakref  # reserved for weak parent links

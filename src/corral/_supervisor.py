@@ -315,11 +315,9 @@ class Supervisor(Group):
         self, timeout: float | None, body_exc: BaseException | None = None
     ) -> BaseException | None:
         # join() of a supervisor waits until it is stopped (it does not end by itself).
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             if not self._wait_locked(lambda: self._stop_done, timeout):
                 raise TimeoutError(f"supervisor {self.name!r} still running after {timeout}s")
-        _ = deadline
         with self._lock:
             fatal = self._fatal if not self._fatal_raised else None
             self._fatal_raised = True

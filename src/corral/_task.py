@@ -54,7 +54,6 @@ class Task(Generic[T]):
         "_child_groups",
         "_consecutive",
         "_ctx",
-        "_dep_lost",
         "_done",
         "_error",
         "_ever_ready",
@@ -127,7 +126,6 @@ class Task(Generic[T]):
         self._cancel_cause: BaseException | None = None
         self._child_groups: list[Group] | None = None
         self._consecutive = 0
-        self._dep_lost = False
         self._done = False
         # True while a thread runs this task's hooks between two lock sections (on_added
         # after spawn; on_restart after an attempt): others only note a cancellation
