@@ -1255,15 +1255,12 @@ class _Collector:
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
         g = self._group
         swallow = False
-        if exc is not None and g._reported:
-            # The group has closed and reported already (a background collector that
-            # outlived it): nobody would see the failure there, so it propagates.
-            pass
-        elif exc is not None and not isinstance(exc, KeyboardInterrupt | SystemExit):
+        # Once the group has closed and reported (a background collector that outlived
+        # it), nobody would see the failure there: it propagates instead.
+        if exc is not None and not g._reported:
             g._collected(exc, "collect()")
-            swallow = True
-        elif exc is not None:
-            g._collected(exc, "collect()")  # cancels the group; the exception propagates
+            # KeyboardInterrupt/SystemExit cancel the group and still propagate.
+            swallow = not isinstance(exc, KeyboardInterrupt | SystemExit)
         if self._entered and not self._background:
             with g._lock:
                 g._fg -= 1
