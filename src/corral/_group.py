@@ -31,6 +31,7 @@ from ._errors import (
 )
 from ._policy import NO_HOOKS, Backoff, Hooks, Restart, call_hook, check_max_restarts
 from ._pool import get_pool, will_be_idle
+from ._sync import YieldingLock
 from ._task import _FINAL, Task, TaskState, _current
 from ._token import Token
 
@@ -165,8 +166,8 @@ class Group:
         else:
             self.token = Token(token, clock=self.clock)
 
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
+        self._lock = YieldingLock()  # hot and short: see _sync
+        self._cond = threading.Condition(self._lock)  # type: ignore[arg-type]
         self._nwaiters = 0  # threads in _wait_locked: notify only when someone waits
         self._ends = 0  # tasks done so far (wait_until re-checks when it moves)
         self._live: dict[str, Task[Any]] = {}  # name -> task not yet final

@@ -24,6 +24,8 @@ import queue
 import threading
 from collections.abc import Callable
 
+from ._sync import YieldingLock
+
 __all__ = ["WorkerPool", "get_pool"]
 
 log = logging.getLogger("corral")
@@ -61,7 +63,7 @@ class WorkerPool:
         self.idle_timeout = idle_timeout
         self._name = name
         self._queue: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
+        self._lock = YieldingLock()  # hot and short: see _sync
         self._idle = 0  # workers waiting for work and not yet promised any
         self._starting = 0  # threads started that have not yet reached the queue
         self._backlog = 0  # work items put and not yet promised to a worker
@@ -69,7 +71,7 @@ class WorkerPool:
         self._ids = itertools.count(1)
         self._shutdown = False
         self._busy_waiters = 0
-        self._idle_cond = threading.Condition(self._lock)
+        self._idle_cond = threading.Condition(self._lock)  # type: ignore[arg-type]
 
     def __repr__(self) -> str:
         return f"<WorkerPool threads={len(self._threads)} idle={self._idle}>"
