@@ -3,7 +3,7 @@
     python benchmarks/run.py            # full run (a few minutes: map over 1,000,000 items)
     python benchmarks/run.py --quick    # smaller sizes, for a smoke run
 
-Each timing is the median of ``--rounds`` rounds, per task. Memory is the peak RSS of
+Each timing is the median of ``--rounds`` interleaved rounds, per task. Memory is the peak RSS of
 a fresh subprocess (``VmHWM``), so each figure stands alone. These are benchmarks,
 not tests: nothing here asserts; the table says whether each goal was met.
 """
@@ -33,13 +33,16 @@ def noop1(x: int) -> int:
     return x
 
 
-def median_us(fn: Callable[[], None], n: int, rounds: int) -> float:
-    times = []
+def medians_us(fns: list[Callable[[], None]], n: int, rounds: int) -> list[float]:
+    """Median µs per task of each contender. Rounds are interleaved (each round runs
+    every contender once, in turn), so drifts of the machine hit all of them alike."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) / n * 1e6
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) / n * 1e6 for t in times]
 
 
 # -- 1. short tasks through a limit of 8 -----------------------------------------------
@@ -209,20 +212,20 @@ def main(argv: list[str] | None = None) -> int:
     corral_limit8(1000)
     executor8(1000)
 
-    c = median_us(lambda: corral_limit8(n1), n1, rounds)
-    e = median_us(lambda: executor8(n1), n1, rounds)
-    p = median_us(lambda: threadpool8(n1), n1, rounds)
+    c, e, p = medians_us(
+        [lambda: corral_limit8(n1), lambda: executor8(n1), lambda: threadpool8(n1)], n1, rounds
+    )
     row(f"{n1:,} no-op tasks, limit 8 (µs/task)", f"{c:.1f}",
         f"ThreadPoolExecutor(8) {e:.1f}; ThreadPool(8) {p:.1f}",
         f"{c / e:.2f}x executor", "<= 1.0x" + (" MET" if c <= e else " NOT MET"))
 
-    c = median_us(lambda: corral_unlimited(n2), n2, rounds)
-    t = median_us(lambda: plain_threads(n2), n2, rounds)
+    c, t = medians_us([lambda: corral_unlimited(n2), lambda: plain_threads(n2)], n2, rounds)
     row(f"{n2:,} no-op tasks, no limit (µs/task)", f"{c:.1f}", f"threading.Thread {t:.1f}",
         f"{c / t:.2f}x threads", "<= 0.5x" + (" MET" if c <= 0.5 * t else " NOT MET"))
 
-    cs = statistics.median(corral_cancel_tree(n3) for _ in range(rounds))
-    ts = statistics.median(threads_event_cancel(n3) for _ in range(rounds))
+    pairs = [(corral_cancel_tree(n3), threads_event_cancel(n3)) for _ in range(rounds)]
+    cs = statistics.median(p[0] for p in pairs)
+    ts = statistics.median(p[1] for p in pairs)
     row(f"cancel a tree of {n3:,} sleeping tasks + join (s)", f"{cs:.3f}",
         f"{n3:,} threads on one Event {ts:.3f}", f"{cs / ts:.2f}x",
         "< 0.5 s" + (" MET" if cs < 0.5 else " NOT MET"))
