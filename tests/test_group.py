@@ -1575,3 +1575,42 @@ def test_an_unhashable_callable_can_be_spawned_with_an_auto_name() -> None:
     assert (t.result(), u.result()) == (7, 8)
     assert t.name != u.name
     assert "Job#" in t.name
+
+
+def test_a_replacement_waiting_for_a_task_held_in_on_restart_starts_when_it_ends(
+    clock: MockClock,
+) -> None:
+    # Found by the GroupOps state machine: "a" fails and its on_restart hook runs (the
+    # task is held in BACKOFF meanwhile); a replacement spawned then waits for "a". When
+    # the hook returns, "a" ends (it was replaced) and the replacement must start: it
+    # used to stay parked forever, and join() hung.
+    in_hook = threading.Event()
+    leave_hook = threading.Event()
+    log: list[str] = []
+
+    def on_restart(task: corral.Task[Any], delay: float) -> None:
+        in_hook.set()
+        assert leave_hook.wait(TIMEOUT)
+
+    def fails() -> None:
+        raise RuntimeError("once")
+
+    g = corral.Group(clock=clock, hooks=corral.Hooks(on_restart=on_restart), fail_fast=False)
+    with released(leave_hook):
+        old = g.spawn(
+            fails, name="a", restart=corral.Restart.ON_FAILURE,
+            backoff=corral.Backoff(initial=1.0, jitter=0),
+        )
+        wait(in_hook)
+        new = g.spawn(lambda: log.append("new ran"), name="a", replace=True)
+        assert new.state is TaskState.PENDING
+        leave_hook.set()
+        new.join(TIMEOUT)
+    g.join(TIMEOUT)
+    assert log == ["new ran"]
+    assert old.state is TaskState.CANCELLED
+    # (old.token is its first attempt's, which had ended before the replacement)
+    with pytest.raises(corral.Cancelled) as info:
+        old.result()
+    assert isinstance(info.value.cause, corral.Replaced)
+    assert new.state is TaskState.SUCCEEDED

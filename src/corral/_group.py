@@ -841,10 +841,18 @@ class Group:
                 _in_ctx(task, call_hook, self.hooks.on_finished, task)
         finally:
             _busy.finishing = previous
+        released: list[Task[Any]] = []
         with self._lock:
             self._mark_done_locked(task)
-            if last:
+            if task._replaced_by is not None and self._waiting:
+                # Its replacement may be parked waiting for this end: a task that ended
+                # without an attempt ending (cancelled while pending, backing off, or
+                # held in on_restart) reaches no other rescan.
+                released = self._pump_locked(scan=True)
+            if last and not released:
                 will_be_idle()  # the worker's last act for this attempt (see _pool)
+        if released:
+            self._submit_all(released)
 
     def _mark_done_locked(self, task: Task[Any]) -> None:
         task._done = True
