@@ -76,7 +76,8 @@ if os.environ.get("CORRAL_SHRINK"):
     _PHASES.append(Phase.shrink)
 
 SETTINGS = settings(
-    max_examples=100,
+    # CORRAL_EXAMPLES=5000 for a long search (the suite's default keeps it to seconds)
+    max_examples=int(os.environ.get("CORRAL_EXAMPLES", "100")),
     stateful_step_count=30,
     deadline=None,
     database=None,
