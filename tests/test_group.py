@@ -1613,4 +1613,4 @@ def test_a_replacement_waiting_for_a_task_held_in_on_restart_starts_when_it_ends
     with pytest.raises(corral.Cancelled) as info:
         old.result()
     assert isinstance(info.value.cause, corral.Replaced)
-    assert new.state is TaskState.SUCCEEDED
+    assert state(new) is TaskState.SUCCEEDED
