@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -99,8 +100,6 @@ class SystemClock:
             try:
                 handle._run()
             except BaseException:  # a timer callback must not kill the timer thread
-                import logging
-
                 logging.getLogger("corral").exception("corral timer callback raised")
 
 

@@ -11,6 +11,7 @@ cancellation never run under it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import logging
@@ -26,14 +27,15 @@ from ._errors import (
     Cancelled,
     DuplicateTaskName,
     GroupClosed,
+    Replaced,
     RestartLimitExceeded,
     Stopped,
 )
 from ._policy import NO_HOOKS, Backoff, Hooks, Restart, call_hook, check_max_restarts
 from ._pool import get_pool, will_be_idle
 from ._sync import YieldingLock
-from ._task import _FINAL, Task, TaskState, _current
-from ._token import Token
+from ._task import _FINAL, Task, TaskState, _busy, _current
+from ._token import Token, as_cause
 
 __all__ = ["Group", "roots"]
 
@@ -51,23 +53,16 @@ _roots: dict[Group, None] = {}
 _roots_lock = threading.Lock()
 _group_ids = itertools.count(1)
 _DEFAULT_BACKOFF = Backoff()
-
-
-# What this thread is busy with for corral: the group whose task attempt (and hooks)
-# it runs, or the supervisor it is stopping. A wait on that group (or an ancestor) from
-# this thread would wait for itself: stop() does not wait then.
-_busy = threading.local()
-
-
-def _busy_with() -> Group | None:
-    g: Group | None = getattr(_busy, "group", None)
-    return g
+# What a task may raise to end CANCELLED rather than FAILED (never a failure)
+_CANCELLED_ENDS = (Cancelled, *GRACEFUL)
 
 
 def _within(group: Group) -> bool:
-    """Whether this thread runs (a hook or an attempt of) a task in ``group``'s subtree."""
+    """Whether this thread runs (a hook or an attempt of) a task in ``group``'s subtree:
+    a wait on ``group`` from here would wait for itself."""
     task = _current.get()
-    for start in (_busy_with(), task.group if task is not None else None):
+    busy: Group | None = getattr(_busy, "group", None)
+    for start in (busy, task.group if task is not None else None):
         g = start
         while g is not None:
             if g is group:
@@ -86,14 +81,15 @@ def roots() -> list[Group]:
         return list(_roots)
 
 
-def _check_limit(limit: object) -> int | None:
-    if limit is None:
+def check_count(what: str, value: object) -> int | None:
+    """An int >= 1 or None (``limit``, ``window``, ``max_failures``)."""
+    if value is None:
         return None
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError(f"limit must be an int >= 1 or None, not {type(limit).__name__}")
-    if limit < 1:
-        raise ValueError(f"limit must be >= 1 (or None for no limit), not {limit!r}")
-    return limit
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int >= 1 or None, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{what} must be >= 1 (or None), not {value!r}")
+    return value
 
 
 def _check_name(name: object) -> None:
@@ -137,7 +133,7 @@ class Group:
         clock: Clock | None = None,
     ) -> None:
         _check_name(name)
-        self._limit = _check_limit(limit)
+        self._limit = check_count("limit", limit)
         if hooks is not None and not isinstance(hooks, Hooks):
             raise TypeError(f"hooks must be a corral.Hooks or None, not {type(hooks).__name__}")
         if on_finish is not None:
@@ -145,9 +141,7 @@ class Group:
                 raise TypeError(f"on_finish must be callable, not {type(on_finish).__name__}")
             if hooks is not None and hooks.on_finished is not None:
                 raise TypeError("give either on_finish= or hooks=Hooks(on_finished=...), not both")
-            hooks = Hooks(
-                **{**_hooks_dict(hooks or NO_HOOKS), "on_finished": on_finish}
-            )
+            hooks = dataclasses.replace(hooks or NO_HOOKS, on_finished=on_finish)
         if token is not None and not isinstance(token, Token):
             raise TypeError(f"token must be a corral.Token or None, not {type(token).__name__}")
         self.name: str = name if name is not None else f"{self._kind}-{next(_group_ids)}"
@@ -470,12 +464,7 @@ class Group:
         ):
             self._waiting[task] = None
             return []
-        if self._halted or (
-            # Background tasks take no slot: a limit caps the foreground work, and a
-            # background task holding the last slot would keep the group from ever
-            # finishing (it is only cancelled once the foreground is done).
-            not task.background and self._limit is not None and self._slots >= self._limit
-        ):
+        if self._halted or self._no_slot_locked(task):
             self._queue.append(task)
             return []
         self._release_locked(task)
@@ -494,15 +483,14 @@ class Group:
                     continue
                 if self._blocked_locked(task):
                     still[task] = None
-                elif not task.background and self._limit is not None and self._slots >= self._limit:
+                elif self._no_slot_locked(task):
                     self._queue.append(task)
                 else:
                     self._release_locked(task)
                     released.append(task)
             self._waiting = still
         queue = self._queue
-        limit = self._limit
-        while queue and (limit is None or self._slots < limit or queue[0].background):
+        while queue and not self._no_slot_locked(queue[0]):
             task = queue.popleft()
             if task.state is not TaskState.PENDING:
                 continue
@@ -513,6 +501,13 @@ class Group:
             self._release_locked(task)
             released.append(task)
         return released
+
+    def _no_slot_locked(self, task: Task[Any]) -> bool:
+        # Background tasks take no slot: a limit caps the foreground work, and a
+        # background task holding the last slot would keep the group from ever
+        # finishing (it is only cancelled once the foreground is done).
+        limit = self._limit
+        return limit is not None and not task.background and self._slots >= limit
 
     def _release_locked(self, task: Task[Any]) -> None:
         # Once released, the callable will be called even if the token is cancelled
@@ -553,25 +548,14 @@ class Group:
             task._attempt_started = self.clock.monotonic()
         token = task.token
         if not task.signals_ready:
-            # Ready once running. (Inlined _set_ready: the no-dependents case is hot.)
-            task._ready_value = None
-            task._ever_ready = True
-            task._ready = True
-            if self._dependents or self._nwaiters:
-                with self._lock:
-                    self._notify_locked()
-                    released = self._pump_locked(scan=task.name in self._dependents)
-                if released:
-                    self._submit_all(released)
+            self._set_ready(task, None)  # ready once running
         ctx = task._ctx = task._base_ctx.copy()
         kind: TaskState
         value: Any = None
         exc: BaseException | None = None
         try:
             value = ctx.run(_call, task)
-        except Cancelled as e:
-            kind, exc = TaskState.CANCELLED, e
-        except GRACEFUL as e:
+        except _CANCELLED_ENDS as e:
             kind, exc = TaskState.CANCELLED, e
         except BaseException as e:
             kind, exc = TaskState.FAILED, e
@@ -643,10 +627,7 @@ class Group:
                 token._cancel(_ATTEMPT_ENDED)
             with self._lock:
                 if not self._dependents and not task.needs:
-                    if task._slot:
-                        task._slot = False
-                        self._slots -= 1
-                    task._ready = False
+                    self._attempt_over_locked(task)
                     self._set_final_locked(task, TaskState.SUCCEEDED, value, None)
                     self._mark_done_locked(task)
                     released = self._pump_locked(scan=task._replaced_by is not None)
@@ -677,10 +658,7 @@ class Group:
         dependents: list[Task[Any]] = []
         deferred: list[Task[Any]] = []
         with self._lock:
-            if task._slot:
-                task._slot = False
-                self._slots -= 1
-            task._ready = False
+            self._attempt_over_locked(task)
             needed_by = self._dependents.get(task.name) if self._dependents else None
             if needed_by and self._live.get(task.name) is task:
                 dependents = [t for t in needed_by if t.state is TaskState.RUNNING]
@@ -757,9 +735,16 @@ class Group:
         if final is not None and not done:
             if final is TaskState.FAILED and not task._in_map:
                 assert exc is not None
-                self._on_failure(task, exc, fatal)
+                self._on_failure(task, exc)
             self._finalize(task, last=not released)
         return released
+
+    def _attempt_over_locked(self, task: Task[Any]) -> None:
+        """An attempt ended: its limit slot is free and it is no longer ready."""
+        if task._slot:
+            task._slot = False
+            self._slots -= 1
+        task._ready = False
 
     def _note_restart_locked(self, task: Task[Any], now: float) -> RestartLimitExceeded | None:
         if task.max_restarts is None:
@@ -829,8 +814,8 @@ class Group:
         if not task.token.cancelled:
             # A task that ended without running (pending, backing off) carries the
             # cancellation's cause on its token; an attempt that ended, _ATTEMPT_ENDED.
-            ended_waiting = task.state is TaskState.CANCELLED and task._error is not None
-            task.token._cancel(task._error if ended_waiting and task._error else _ATTEMPT_ENDED)
+            error = task._error if task.state is TaskState.CANCELLED else None
+            task.token._cancel(error or _ATTEMPT_ENDED)
         # While its end hooks run, the task has ended but is not yet done: a hook that
         # joins it (t.result(), t.join()) must not wait for itself.
         previous, _busy.finishing = getattr(_busy, "finishing", None), task
@@ -868,7 +853,7 @@ class Group:
                     del self._dependents[n]
         self._notify_locked()
 
-    def _on_failure(self, task: Task[Any], exc: BaseException, fatal: bool) -> None:
+    def _on_failure(self, task: Task[Any], exc: BaseException) -> None:
         try:
             exc.__corral_task__ = task.name  # type: ignore[attr-defined]
             exc.add_note(
@@ -876,15 +861,18 @@ class Group:
             )
         except Exception:  # pragma: no cover - exotic exception types
             pass
+        self._report(exc, lambda: _in_ctx(task, self._log_failure, task, exc))
+
+    def _report(self, exc: BaseException, log_it: Callable[[], object]) -> None:
+        """Record a failure (or the first KeyboardInterrupt/SystemExit), log it, and
+        escalate: a fatal one stops the group, another cancels it with fail_fast."""
         with self._lock:
-            if fatal:
-                if self._fatal is None:
-                    self._fatal = exc
-            else:
-                assert isinstance(exc, Exception)
+            if isinstance(exc, Exception):
                 self._record_failure_locked(exc)
-        _in_ctx(task, self._log_failure, task, exc)
-        if fatal:
+            elif self._fatal is None:
+                self._fatal = exc
+        log_it()
+        if not isinstance(exc, Exception):
             self._on_fatal(exc)
         elif self.fail_fast:
             self.cancel(exc)
@@ -938,9 +926,7 @@ class Group:
     def cancel(self, cause: BaseException | str | None = None) -> None:
         """Cancel the whole subtree: pending tasks end without running, running ones
         see their tokens cancelled, child groups too. Idempotent."""
-        if cause is None:
-            cause = Cancelled(f"{self._kind} {self.name!r} cancelled")
-        self.token.cancel(cause)
+        self.token._cancel(as_cause(cause, f"{self._kind} {self.name!r} cancelled"))
 
     def _on_cancelled(self) -> None:
         # The group's token was cancelled: tasks that are not running end now.
@@ -1008,7 +994,6 @@ class Group:
         finally:
             self._nwaiters -= 1
 
-
     def _wait_for(self, predicate: Callable[[], bool], timeout: float | None, what: str) -> None:
         with self._cond:
             if not self._wait_locked(predicate, timeout):
@@ -1020,9 +1005,9 @@ class Group:
         for t in self._waiting:
             if t.background or t.state is not TaskState.PENDING:
                 continue
-            if t._replaces is None and all(
+            if t.needs and t._replaces is None and all(
                 (dep := self._live.get(n)) is None or dep in out for n in t.needs
-            ) and t.needs:
+            ):
                 out.append(t)
         return out
 
@@ -1089,7 +1074,7 @@ class Group:
                     extra={"corral_task": _failed_task_name(f), "corral_group": self.name},
                 )
             return fatal
-        if body_exc is not None and isinstance(body_exc, Exception):
+        if isinstance(body_exc, Exception):
             failures.insert(0, body_exc)
         elif body_exc is not None and not failures:
             return body_exc
@@ -1166,23 +1151,18 @@ class Group:
         return wrapper
 
     def _collected(self, exc: BaseException, what: str) -> None:
-        if isinstance(exc, (Cancelled, *GRACEFUL)):
+        if isinstance(exc, _CANCELLED_ENDS):
             return
         try:
             exc.add_note(f"corral: collected by {what} in {self._kind} {self.name!r}")
         except Exception:  # pragma: no cover
             pass
-        if not isinstance(exc, Exception):
-            with self._lock:
-                if self._fatal is None:
-                    self._fatal = exc
-            self._on_fatal(exc)
-            return
-        with self._lock:
-            self._record_failure_locked(exc)
-        log.debug("collected failure in %s %r", self._kind, self.name, exc_info=exc)
-        if self.fail_fast:
-            self.cancel(exc)
+
+        def log_it() -> None:
+            if isinstance(exc, Exception):  # a fatal one propagates: not logged here
+                log.debug("collected failure in %s %r", self._kind, self.name, exc_info=exc)
+
+        self._report(exc, log_it)
 
     # -- map ---------------------------------------------------------------------------
 
@@ -1197,12 +1177,9 @@ class Group:
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        window = check_count("window", window)
         if window is None:
             window = 2 * self._limit if self._limit is not None else 64
-        elif isinstance(window, bool) or not isinstance(window, int):
-            raise TypeError(f"window must be an int >= 1 or None, not {type(window).__name__}")
-        elif window < 1:
-            raise ValueError(f"window must be >= 1, not {window!r}")
         with self._lock:
             self._check_open_locked()
         it = iter(iterable)
@@ -1338,13 +1315,7 @@ def _wants_restart(policy: Restart, kind: TaskState) -> bool:
 
 
 def _replaced(name: str) -> BaseException:
-    from ._errors import Replaced
-
     return Replaced(f"replaced by a new task named {name!r}")
-
-
-def _hooks_dict(h: Hooks) -> dict[str, Any]:
-    return {k: getattr(h, k) for k in Hooks.__slots__}
 
 
 _ATTEMPT_ENDED = Cancelled("the attempt ended")

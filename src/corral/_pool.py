@@ -50,12 +50,7 @@ def will_be_idle() -> None:
         return
     _local.pre_idle = True
     with pool._lock:
-        if pool._backlog > 0:
-            pool._backlog -= 1  # take a waiting item (we will get() it next)
-        else:
-            pool._idle += 1
-            if pool._busy_waiters:
-                pool._idle_cond.notify_all()
+        pool._available_locked()
 
 
 class WorkerPool:
@@ -163,17 +158,22 @@ class WorkerPool:
                     _local.pre_idle = False  # counted already (will_be_idle)
                     continue
                 with self._lock:
-                    if self._backlog > 0:
-                        self._backlog -= 1
-                    else:
-                        self._idle += 1
-                        if self._busy_waiters:
-                            self._idle_cond.notify_all()
+                    self._available_locked()
         finally:
             with self._lock:
                 self._threads.discard(me)
                 if self._busy_waiters:
                     self._idle_cond.notify_all()
+
+    def _available_locked(self) -> None:
+        """A worker is free for more: it takes a waiting item (it will get() it next),
+        or counts as idle."""
+        if self._backlog > 0:
+            self._backlog -= 1
+        else:
+            self._idle += 1
+            if self._busy_waiters:
+                self._idle_cond.notify_all()
 
     @property
     def busy(self) -> int:

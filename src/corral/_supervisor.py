@@ -15,12 +15,12 @@ from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack
 
 from . import _signals
 from ._clock import Clock
-from ._errors import Cancelled, Stopped, StopTimeout, SupervisorStopped
-from ._group import Group, _busy, _within, roots
+from ._errors import Stopped, StopTimeout, SupervisorStopped
+from ._group import Group, _within, check_count, roots
 from ._policy import Hooks
 from ._pool import get_pool
-from ._task import Task, TaskState
-from ._token import Token
+from ._task import Task, TaskState, _busy
+from ._token import Token, _check_seconds
 
 __all__ = ["Supervisor", "go"]
 
@@ -65,16 +65,11 @@ class Supervisor(Group):
                 "Supervisor(coordinator=...) is not available yet: singleton tasks and "
                 "their leases (file lock, Redis) are still to come; pass coordinator=None"
             )
-        if stop_timeout is not None and (
-            isinstance(stop_timeout, bool) or not isinstance(stop_timeout, int | float)
-        ):
-            raise TypeError(f"stop_timeout must be a number or None, not {type(stop_timeout).__name__}")
-        if stop_timeout is not None and stop_timeout < 0:
-            raise ValueError(f"stop_timeout must be >= 0, not {stop_timeout!r}")
-        if isinstance(max_failures, bool) or not isinstance(max_failures, int):
-            raise TypeError(f"max_failures must be an int, not {type(max_failures).__name__}")
-        if max_failures < 1:
-            raise ValueError(f"max_failures must be >= 1, not {max_failures!r}")
+        if stop_timeout is not None:
+            _check_seconds("stop_timeout", stop_timeout)
+        if max_failures is None:
+            raise TypeError("max_failures must be an int >= 1, not None")
+        check_count("max_failures", max_failures)
         if token is not None and not isinstance(token, Token):
             raise TypeError(f"token must be a corral.Token or None, not {type(token).__name__}")
         # Set before Group.__init__: it registers _on_cancelled, which may run at once.
@@ -254,7 +249,7 @@ class Supervisor(Group):
         # then the tasks they needed, and so on.
         while True:
             with self._lock:
-                live = [t for t in self._unfinished if not t._done]
+                live = list(self._unfinished)
                 if not live:
                     return
                 needed = {n for t in live for n in t.needs}
@@ -306,7 +301,8 @@ class Supervisor(Group):
     def _on_cancelled(self) -> None:
         super()._on_cancelled()
         cause = self.token.cause
-        self._begin_stop(cause if cause is not None else Cancelled("cancelled"))
+        assert cause is not None  # (this is the token's on_cancel callback)
+        self._begin_stop(cause)
 
     def _on_signal(self, signum: int) -> None:
         name = signal.Signals(signum).name
@@ -326,7 +322,6 @@ class Supervisor(Group):
         with self._cond:
             if not self._wait_locked(lambda: self._stop_done, timeout):
                 raise TimeoutError(f"supervisor {self.name!r} still running after {timeout}s")
-        with self._lock:
             fatal = self._fatal if not self._fatal_raised else None
             self._fatal_raised = True
         return fatal

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._errors import Cancelled, NotReady
 from ._policy import Backoff, Restart
-from ._token import Token, _cancelled_from
+from ._token import Token, _cancelled_from, _check_seconds, as_cause
 
 if TYPE_CHECKING:
     from ._clock import TimerHandle
@@ -38,6 +39,11 @@ class TaskState(enum.StrEnum):
 
 
 _FINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+
+# What this thread is busy with for corral: ``group``, the group whose task attempt it
+# runs (or the supervisor it is stopping); ``finishing``, the task whose end hooks it
+# runs. A wait on either from this thread would wait for itself.
+_busy = threading.local()
 
 _current: contextvars.ContextVar[Task[Any] | None] = contextvars.ContextVar(
     "corral_current_task", default=None
@@ -165,28 +171,16 @@ class Task(Generic[T]):
     def cancel(self, cause: BaseException | str | None = None) -> None:
         """Cancel the task: a pending or backing-off task ends at once without running;
         a running one has its token cancelled. Idempotent; restarts stop."""
-        if cause is None:
-            exc: BaseException = Cancelled(f"task {self.name!r} cancelled")
-        elif isinstance(cause, str):
-            exc = Cancelled(cause)
-        elif isinstance(cause, BaseException):
-            exc = cause
-        else:
-            raise TypeError(f"cause must be an exception, a str or None, not {type(cause).__name__}")
-        self.group._cancel_task(self, exc)
+        self.group._cancel_task(self, as_cause(cause, f"task {self.name!r} cancelled"))
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the task has ended (and its hooks ran). Never raises its error.
 
         Raises ``TimeoutError`` if it is still running after ``timeout`` seconds.
         """
-        if not self._done and not self._in_own_end_hooks():
+        # (Inside its own end hooks the task has ended but is not yet done: return.)
+        if not self._done and getattr(_busy, "finishing", None) is not self:
             self.group._wait_for(lambda: self._done, timeout, f"task {self.name!r}")
-
-    def _in_own_end_hooks(self) -> bool:
-        from ._group import _busy
-
-        return getattr(_busy, "finishing", None) is self
 
     def result(self, timeout: float | None = None) -> T:
         """The return value, or raise the task's error (``Cancelled`` if it was cancelled)."""
@@ -258,8 +252,6 @@ def sleep(seconds: float) -> bool:
     """
     task = _current.get()
     if task is None:
-        from ._token import _check_seconds
-
         _check_seconds("seconds", seconds)
         time.sleep(seconds)
         return True

@@ -110,18 +110,7 @@ class Token:
         ``cause`` may be an exception (kept as is) or a text (recorded as
         ``Cancelled(text)``).
         """
-        if cause is None:
-            exc: BaseException = Cancelled("cancelled")
-        elif isinstance(cause, str):
-            exc = Cancelled(cause)
-        elif isinstance(cause, BaseException):
-            exc = cause
-        else:
-            raise TypeError(
-                "cause must be an exception, a str or None, "
-                f"not {type(cause).__name__}"
-            )
-        self._cancel(exc)
+        self._cancel(as_cause(cause, "cancelled"))
 
     @classmethod
     def _leaf(cls, clock: Clock) -> Token:
@@ -152,13 +141,17 @@ class Token:
             else:
                 leaf = False
         if leaf:
-            if self._event is not None:
-                self._event.set()
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._wake()
             return
         self._cancel_tree(cause)
+
+    def _wake(self) -> None:
+        """After marking: release the waiters and drop the deadline timer."""
+        if self._event is not None:
+            self._event.set()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _cancel_tree(self, cause: BaseException) -> None:
         callbacks: list[Callable[[], object]] = []
@@ -202,11 +195,7 @@ class Token:
         if len(marked) == 1 and not callbacks and self._event is None and self._timer is None:
             return  # the common case: an attempt's token ends with nobody watching
         for tok in marked:
-            if tok._event is not None:
-                tok._event.set()
-            if tok._timer is not None:
-                tok._timer.cancel()
-                tok._timer = None
+            tok._wake()
         for callback in callbacks:
             try:
                 callback()
@@ -334,6 +323,18 @@ class Token:
 
 def _noop() -> None:
     return None
+
+
+def as_cause(cause: BaseException | str | None, default: str) -> BaseException:
+    """A cancel()'s cause: an exception as is, a text as ``Cancelled(text)``, None as
+    ``Cancelled(default)``."""
+    if cause is None:
+        return Cancelled(default)
+    if isinstance(cause, str):
+        return Cancelled(cause)
+    if isinstance(cause, BaseException):
+        return cause
+    raise TypeError(f"cause must be an exception, a str or None, not {type(cause).__name__}")
 
 
 def _cancelled_from(cause: BaseException) -> Cancelled:
