@@ -35,3 +35,23 @@ def wait_token(token: corral.Token | None = None) -> bool:
         return ev.wait(TIMEOUT)
     finally:
         remove()
+
+
+class Concurrency:
+    """``with conc:`` around a task's work counts the tasks inside it now (``running``)
+    and at most (``peak``). ``__enter__`` returns the count including the caller."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = 0
+        self.peak = 0
+
+    def __enter__(self) -> int:
+        with self._lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            return self.running
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.running -= 1

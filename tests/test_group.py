@@ -16,7 +16,7 @@ import pytest
 import corral
 from corral import TaskState
 from corral.testing import MockClock
-from helpers import TIMEOUT, released, wait, wait_token
+from helpers import TIMEOUT, Concurrency, released, wait, wait_token
 
 
 def until_cancelled() -> str:
@@ -92,23 +92,14 @@ def test_limit_caps_concurrency_and_queued_tasks_start_in_spawn_order() -> None:
     n, limit = 9, 3
     gates = [threading.Event() for _ in range(n)]
     started = [threading.Event() for _ in range(n)]
-    lock = threading.Lock()
-    running = 0
-    peak = 0
+    conc = Concurrency()
     order: list[int] = []
 
     def work(i: int) -> int:
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
+        with conc:
             order.append(i)
-        started[i].set()
-        try:
+            started[i].set()
             assert gates[i].wait(TIMEOUT)
-        finally:
-            with lock:
-                running -= 1
         return i
 
     with corral.Group(limit=limit) as g, released(*gates):
@@ -123,79 +114,56 @@ def test_limit_caps_concurrency_and_queued_tasks_start_in_spawn_order() -> None:
             if i + limit < n:
                 wait(started[i + limit])
                 assert all(t.state is TaskState.PENDING for t in tasks[i + limit + 1 :])
-    assert peak == limit
+    assert conc.peak == limit
     assert sorted(order[:limit]) == list(range(limit))
     assert order[limit:] == list(range(limit, n))
     assert [t.result() for t in tasks] == list(range(n))
 
 
 def test_limit_one_runs_tasks_one_at_a_time_in_spawn_order() -> None:
-    lock = threading.Lock()
-    running = 0
-    peak = 0
+    conc = Concurrency()
     order: list[int] = []
 
     def work(i: int) -> None:
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
-        order.append(i)
-        with lock:
-            running -= 1
+        with conc:
+            order.append(i)
 
     with corral.Group(limit=1) as g:
         for i in range(20):
             g.spawn(work, i)
     assert order == list(range(20))
-    assert peak == 1
+    assert conc.peak == 1
 
 
 def test_limit_holds_when_every_gate_opens_at_once() -> None:
     n, limit = 16, 4
     gate = threading.Event()
     first_batch = threading.Barrier(limit, timeout=TIMEOUT)
-    lock = threading.Lock()
-    running = 0
-    peak = 0
+    conc = Concurrency()
 
     def work(i: int) -> None:
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
-        try:
+        with conc:
             if i < limit:
                 first_batch.wait()  # the first `limit` tasks do run at the same time
             assert gate.wait(TIMEOUT)
-        finally:
-            with lock:
-                running -= 1
 
     with corral.Group(limit=limit) as g, released(gate):
         for i in range(n):
             g.spawn(work, i)
         gate.set()
-    assert peak == limit
+    assert conc.peak == limit
 
 
 def test_limit_holds_over_many_short_tasks() -> None:
-    lock = threading.Lock()
-    running = 0
-    peak = 0
+    conc = Concurrency()
 
     def work(i: int) -> int:
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
-        with lock:
-            running -= 1
-        return i
+        with conc:
+            return i
 
     with corral.Group(limit=3) as g:
         tasks = [g.spawn(work, i) for i in range(300)]
-    assert peak <= 3
+    assert conc.peak <= 3
     assert [t.result() for t in tasks] == list(range(300))
     assert len(g) == 0
 
@@ -776,9 +744,7 @@ def test_map_yields_results_in_input_order() -> None:
 def test_map_is_lazy_and_keeps_at_most_window_items_in_flight() -> None:
     window, n = 3, 10
     pulled = 0
-    lock = threading.Lock()
-    running = 0
-    peak = 0
+    conc = Concurrency()
     full = threading.Event()
 
     def source() -> Iterator[int]:
@@ -788,17 +754,10 @@ def test_map_is_lazy_and_keeps_at_most_window_items_in_flight() -> None:
             yield i
 
     def fn(i: int) -> int:
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
-            if running == window:
+        with conc as inside:
+            if inside == window:
                 full.set()
-        try:
             assert full.wait(TIMEOUT)  # the first `window` items run at the same time
-        finally:
-            with lock:
-                running -= 1
         return i * i
 
     results: list[int] = []
@@ -809,7 +768,7 @@ def test_map_is_lazy_and_keeps_at_most_window_items_in_flight() -> None:
             results.append(r)
             assert pulled == min(n, len(results) + window - 1)
     assert results == [i * i for i in range(n)]
-    assert peak == window
+    assert conc.peak == window
 
 
 @pytest.mark.parametrize(("limit", "expected"), [(2, 4), (5, 10), (None, 64)])
