@@ -16,6 +16,15 @@ find_python() {  # find_python 3.13 -> path of a python3.13, or nothing
   return 1
 }
 
+# The lease tests start their own redis-server on loopback (never the service on 6379).
+if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
+  echo "== installing redis-server (for the lease tests) =="
+  sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
+  $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null \
+    || { $sudo_ apt-get update -q >/dev/null && $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server >/dev/null; } \
+    || { echo "!! could not install redis-server (apt-get install -y redis-server)" >&2; exit 1; }
+fi
+
 versions=(${CORRAL_PYTHONS:-3.11 3.13})
 status=0
 first=1

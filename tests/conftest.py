@@ -12,6 +12,7 @@ import pytest
 import corral
 from corral._pool import get_pool
 from corral.testing import MockClock
+from redis_server import RedisServer
 
 
 @pytest.fixture(autouse=True)
@@ -45,3 +46,24 @@ def clock() -> MockClock:
 def corral_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG, logger="corral")
     return caplog
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A fresh redis-server on a free loopback port (function scope: tests kill it)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_default_coordinator_leaks() -> Iterator[None]:
+    """A test that made the process-wide coordinator (CORRAL_COORDINATOR, go()) must
+    not hand it to the next test."""
+    yield
+    from corral._lease import _reset_default
+
+    _reset_default()

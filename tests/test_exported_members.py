@@ -10,6 +10,9 @@ EXPECTED = {
     "StopTimeout", "Stopped", "Supervisor", "SupervisorStopped", "Task", "TaskState",
     "Token", "cancelled", "check", "current_task", "current_token", "go", "ready",
     "roots", "sleep",
+    # leases (issue 3)
+    "Coordinator", "CoordinatorError", "FileCoordinator", "Lease", "RedisCoordinator",
+    "current_lease",
 }
 
 
@@ -27,7 +30,7 @@ def test_error_hierarchy() -> None:
     assert issubclass(corral.Cancelled, BaseException)
     assert not issubclass(corral.Cancelled, Exception)
     for name in ("DuplicateTaskName", "GroupClosed", "SupervisorStopped", "StopTimeout",
-                 "RestartLimitExceeded", "NotReady", "LeaseLost"):
+                 "RestartLimitExceeded", "NotReady", "LeaseLost", "CoordinatorError"):
         assert issubclass(getattr(corral, name), corral.CorralError), name
     assert issubclass(corral.CorralError, Exception)
     assert issubclass(corral.Stopped, Exception)

@@ -923,11 +923,9 @@ def test_go_failures_are_recorded_not_raised() -> None:
     assert default.is_running
 
 
-def test_coordinator_keyword_is_accepted_as_none_and_refused_otherwise() -> None:
-    # The signature in DESIGN.md has coordinator=; leases are not there yet, and a
-    # coordinator must not be silently ignored (a singleton would run everywhere).
+def test_coordinator_keyword_takes_a_coordinator_or_none_and_refuses_other_types() -> None:
     sup = corral.Supervisor("coord", handle_signals=False, coordinator=None)
     sup.stop()
-    with pytest.raises(NotImplementedError, match="not available yet"):
-        corral.Supervisor("coord2", handle_signals=False, coordinator="redis://localhost")
+    with pytest.raises(TypeError, match="coordinator must be a corral.Coordinator"):
+        corral.Supervisor("coord2", handle_signals=False, coordinator=42)  # type: ignore[arg-type]
     assert not [g for g in corral.roots() if g.name == "coord2"]

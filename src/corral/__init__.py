@@ -2,10 +2,12 @@
 
 Tokens (cooperative cancellation in a tree), groups (structured, limited, with an
 error policy), tasks (named handles with restarts, dependencies and readiness) and
-supervisors (a lifecycle, signals, a failure record) for threads.
+supervisors (a lifecycle, signals, a failure record) for threads, and singleton
+tasks that run in exactly one process of a cluster (leases on a file lock or Redis).
 """
 
 from ._errors import Cancelled as Cancelled
+from ._errors import CoordinatorError as CoordinatorError
 from ._errors import CorralError as CorralError
 from ._errors import DuplicateTaskName as DuplicateTaskName
 from ._errors import GroupClosed as GroupClosed
@@ -18,6 +20,11 @@ from ._errors import StopTimeout as StopTimeout
 from ._errors import SupervisorStopped as SupervisorStopped
 from ._group import Group as Group
 from ._group import roots as roots
+from ._lease import Coordinator as Coordinator
+from ._lease import FileCoordinator as FileCoordinator
+from ._lease import Lease as Lease
+from ._lease import RedisCoordinator as RedisCoordinator
+from ._lease import current_lease as current_lease
 from ._policy import Backoff as Backoff
 from ._policy import Hooks as Hooks
 from ._policy import Restart as Restart
@@ -36,13 +43,18 @@ from ._token import Token as Token
 __all__ = [
     "Backoff",
     "Cancelled",
+    "Coordinator",
+    "CoordinatorError",
     "CorralError",
     "DuplicateTaskName",
+    "FileCoordinator",
     "Group",
     "GroupClosed",
     "Hooks",
+    "Lease",
     "LeaseLost",
     "NotReady",
+    "RedisCoordinator",
     "Replaced",
     "Restart",
     "RestartLimitExceeded",
@@ -55,6 +67,7 @@ __all__ = [
     "Token",
     "cancelled",
     "check",
+    "current_lease",
     "current_task",
     "current_token",
     "go",
@@ -65,7 +78,9 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-Token.__module__ = "corral"
-for _fn in (cancelled, check, current_task, current_token, go, ready, roots, sleep):
+for _cls in (Token, Coordinator, FileCoordinator, RedisCoordinator, Lease):
+    _cls.__module__ = "corral"
+del _cls
+for _fn in (cancelled, check, current_lease, current_task, current_token, go, ready, roots, sleep):
     _fn.__module__ = "corral"
 del _fn

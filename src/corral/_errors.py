@@ -12,7 +12,8 @@ The hierarchy::
      │    ├── StopTimeout           stop(timeout) passed its deadline (names + stacks of what still runs)
      │    ├── RestartLimitExceeded  more than n restarts within the max_restarts period
      │    ├── NotReady              wait_ready() on a task that ended before it was ready
-     │    └── LeaseLost             a singleton's lease was lost (cause of the cancellation)
+     │    ├── LeaseLost             a singleton's lease was lost (cause of the cancellation)
+     │    └── CoordinatorError      a lease backend cannot be reached or used
      ├── Stopped                    graceful cause: a stop was asked for (never a failure)
      └── Replaced                   graceful cause: a task was replaced by one of the same name
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 __all__ = [
     "Cancelled",
+    "CoordinatorError",
     "CorralError",
     "DuplicateTaskName",
     "GroupClosed",
@@ -93,6 +95,10 @@ class LeaseLost(CorralError):
     """A singleton task's lease was lost, so its run was cancelled."""
 
 
+class CoordinatorError(CorralError):
+    """A lease backend (a lock directory, Redis) cannot be reached or used."""
+
+
 class Stopped(Exception):
     """Graceful cause: a stop was asked for. Never reported as a failure."""
 
@@ -113,6 +119,7 @@ for _cls in (
     RestartLimitExceeded,
     NotReady,
     LeaseLost,
+    CoordinatorError,
     Stopped,
     Replaced,
 ):

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import itertools
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -25,11 +26,24 @@ from ._clock import SYSTEM_CLOCK, Clock
 from ._errors import (
     GRACEFUL,
     Cancelled,
+    CoordinatorError,
     DuplicateTaskName,
     GroupClosed,
+    LeaseLost,
     Replaced,
     RestartLimitExceeded,
     Stopped,
+)
+from ._lease import (
+    Coordinator,
+    Keeper,
+    Lease,
+    campaign,
+    check_coordinator,
+    check_lease_name,
+    default_coordinator,
+    lease_clock,
+    release_after_run,
 )
 from ._policy import NO_HOOKS, Backoff, Hooks, Restart, call_hook, check_max_restarts
 from ._pool import get_pool, will_be_idle
@@ -131,8 +145,10 @@ class Group:
         on_finish: Callable[[Task[Any]], object] | None = None,
         token: Token | None = None,
         clock: Clock | None = None,
+        coordinator: Coordinator | str | None = None,
     ) -> None:
         _check_name(name)
+        self._coordinator = check_coordinator(coordinator)
         self._limit = check_count("limit", limit)
         if hooks is not None and not isinstance(hooks, Hooks):
             raise TypeError(f"hooks must be a corral.Hooks or None, not {type(hooks).__name__}")
@@ -277,6 +293,7 @@ class Group:
         needs: Iterable[str] | str = (),
         on_finish: Callable[[Task[T]], object] | None = None,
         signals_ready: bool = False,
+        singleton: bool = False,
     ) -> Task[T]:
         """Start ``fn(*args)`` as a task of this group and return its handle at once."""
         if not callable(fn):
@@ -308,11 +325,29 @@ class Group:
             raise TypeError(f"on_finish must be callable, not {type(on_finish).__name__}")
         if restart is not Restart.NEVER and backoff is None:
             backoff = _DEFAULT_BACKOFF
+        coordinator = None
+        if singleton:
+            if name is None:
+                raise TypeError(
+                    "a singleton task needs a name= (its lease is named after it, and every "
+                    "process that runs it must use the same name)"
+                )
+            check_lease_name(name)
+            coordinator = self._find_coordinator()
         # (positional: this is the hot path of every spawn)
         return self._spawn(
             fn, args, name, meta, bool(background), restart, backoff, mr, bool(replace),
-            needs_t, on_finish, bool(signals_ready), False,
+            needs_t, on_finish, bool(signals_ready), False, coordinator,
         )
+
+    def _find_coordinator(self) -> Coordinator:
+        """This group's coordinator, else the nearest ancestor's, else the process's."""
+        g: Group | None = self
+        while g is not None:
+            if g._coordinator is not None:
+                return g._coordinator
+            g = g.parent
+        return default_coordinator()
 
     def _spawn(
         self,
@@ -329,6 +364,7 @@ class Group:
         on_finish: Callable[[Task[Any]], object] | None = None,
         signals_ready: bool = False,
         in_map: bool = False,
+        singleton: Coordinator | None = None,
     ) -> Task[Any]:
         old: Task[Any] | None = None
         auto = name is None
@@ -347,7 +383,7 @@ class Group:
         # the workers finishing tasks contend for it).
         task: Task[Any] = Task(
             self, fn, args, name, meta, background, restart, backoff, max_restarts, needs,
-            on_finish, signals_ready, in_map,
+            on_finish, signals_ready, in_map, singleton,
         )
         with self._lock:
             self._check_open_locked()
@@ -390,16 +426,16 @@ class Group:
                 old._replaced_by = task
                 if old._cancel_cause is None:
                     old._cancel_cause = _replaced(name)
-                if old.state is TaskState.RUNNING or old._hold:
+                if old._state is TaskState.RUNNING or old._hold:
                     # Running, or held by a thread between lock sections (which sees
                     # the cause when it takes the lock again): wait for it to end.
                     task._replaces = old
-                    cancel_old = old.state is TaskState.RUNNING
+                    cancel_old = old._state is TaskState.RUNNING
                 else:  # pending or backing off: it ends now, without running again
                     # ...but it may itself have been waiting for an older run of this
                     # name that is still winding down: the new task waits for that one.
                     older = old._replaces
-                    task._replaces = older if older is not None and older.state not in _FINAL else None
+                    task._replaces = older if older is not None and older._state not in _FINAL else None
                     self._end_waiting_locked(old, old._cancel_cause)
                     ended.append(old)
         if cancel_old:
@@ -416,7 +452,7 @@ class Group:
         ended = []
         with self._lock:
             task._hold = False
-            if task.state is TaskState.PENDING and task not in self._waiting:
+            if task._state is TaskState.PENDING and task not in self._waiting:
                 # (ends it instead if it was cancelled while on_added ran)
                 released = self._admit_locked(task, ended)
             else:
@@ -438,7 +474,7 @@ class Group:
             return True
         old = task._replaces
         if old is not None:
-            if old.state not in _FINAL:
+            if old._state not in _FINAL:
                 return True
             task._replaces = None
         for n in task.needs:
@@ -479,7 +515,7 @@ class Group:
         if scan and self._waiting:
             still: dict[Task[Any], None] = {}
             for task in self._waiting:
-                if task.state is not TaskState.PENDING:
+                if task._state is not TaskState.PENDING:
                     continue
                 if self._blocked_locked(task):
                     still[task] = None
@@ -492,7 +528,7 @@ class Group:
         queue = self._queue
         while queue and not self._no_slot_locked(queue[0]):
             task = queue.popleft()
-            if task.state is not TaskState.PENDING:
+            if task._state is not TaskState.PENDING:
                 continue
             if task.needs and self._blocked_locked(task):
                 # What it needs ended while it queued for a slot: park it again.
@@ -507,13 +543,16 @@ class Group:
         # background task holding the last slot would keep the group from ever
         # finishing (it is only cancelled once the foreground is done).
         limit = self._limit
-        return limit is not None and not task.background and self._slots >= limit
+        return (
+            limit is not None and not task.background and task._singleton is None
+            and self._slots >= limit
+        )
 
     def _release_locked(self, task: Task[Any]) -> None:
         # Once released, the callable will be called even if the token is cancelled
         # meanwhile: "spawn, then stop at once" stays deterministic.
-        task.state = TaskState.RUNNING
-        if not task.background:
+        task._state = TaskState.RUNNING
+        if not task.background and task._singleton is None:
             task._slot = True
             self._slots += 1
         if task._token_used:
@@ -542,11 +581,16 @@ class Group:
         """Run one attempt in this thread; return the tasks its end released (the
         caller runs the first itself and submits the rest)."""
         threading.current_thread().name = f"corral:{task.name}"
+        token = task.token
+        keeper: Keeper | None = None
+        if task._singleton is not None:
+            keeper = self._campaign(task, token)
+            if keeper is None:  # cancelled while campaigning: it never ran
+                return self._end_attempt(task, token, TaskState.CANCELLED, None, None)
         task._thread_ident = threading.get_ident()
         task.attempts += 1
         if task.restart is not Restart.NEVER:  # only a restart's backoff needs it
             task._attempt_started = self.clock.monotonic()
-        token = task.token
         if not task.signals_ready:
             self._set_ready(task, None)  # ready once running
         ctx = task._ctx = task._base_ctx.copy()
@@ -565,7 +609,67 @@ class Group:
             task._thread_ident = None
         if task._child_groups:
             kind, exc = self._close_child_groups(task, kind, exc)
+        if keeper is not None:
+            # Only now, with the guarded work (and the groups it made) returned.
+            self._end_lease(task, keeper)
         return self._end_attempt(task, token, kind, value, exc)
+
+    # -- singletons --------------------------------------------------------------------
+
+    def _campaign(self, task: Task[Any], token: Token) -> Keeper | None:
+        """Wait (PENDING, campaigning) until this process holds the task's lease; then
+        start renewing it. None if the task was cancelled first."""
+        coordinator = task._singleton
+        assert coordinator is not None
+        task._campaigning = True
+        self._lease_event(task, "campaigning", None)
+
+        def on_error(e: CoordinatorError, first: bool) -> None:
+            _in_ctx(task, _log_lease_error, task, self, e, first)
+
+        try:
+            lease = campaign(task.name, coordinator, token, on_error)
+            if lease is None:
+                return None
+            keeper = Keeper(lease, coordinator, lease_clock())
+
+            def lost(cause: LeaseLost) -> None:
+                # From the renewal thread, or from the task's own check of the lease.
+                token.cancel(cause)
+                _in_ctx(task, _log_lease_lost, task, self, cause)
+                self._lease_event(task, "lost", lease)
+
+            lease._on_lost = lost
+            task._lease = lease
+            keeper.start()
+        finally:
+            task._campaigning = False
+        self._lease_event(task, "holding", lease)
+        if lease.deadline != math.inf and lease_clock() >= lease.deadline:
+            lease._lose(LeaseLost(f"lease {task.name!r} expired before the task could start"))
+        return keeper
+
+    def _end_lease(self, task: Task[Any], keeper: Keeper) -> None:
+        keeper.stop()
+        lease = keeper.lease
+        was_lost = lease._lost is not None
+        release_after_run(keeper.coordinator, lease)
+        task._lease = None
+        if not was_lost:
+            self._lease_event(task, "released", lease)
+
+    def _lease_event(self, task: Task[Any], state: str, lease: Lease | None) -> None:
+        task._lease_state = state
+        if state == "holding":
+            assert lease is not None
+            log.info(
+                "singleton %r holds its lease (fence %d) on %s", task.name, lease.fence,
+                task._singleton.describe() if task._singleton is not None else "?",
+                extra={"corral_task": task.name, "corral_group": self.name},
+            )
+        hook = self.hooks.on_lease
+        if hook is not None:
+            _in_ctx(task, call_hook, hook, task, state, lease)
 
     def _close_child_groups(
         self, task: Task[Any], kind: TaskState, exc: BaseException | None
@@ -644,7 +748,7 @@ class Group:
         elif kind is TaskState.SUCCEEDED and hooks.on_succeeded is not None:
             _in_ctx(task, call_hook, hooks.on_succeeded, task, value)
 
-        dep_lost = kind is TaskState.CANCELLED and isinstance(token.cause, _DependencyLost)
+        dep_lost = kind is TaskState.CANCELLED and isinstance(token.cause, _DependencyLost | LeaseLost)
         if kind is TaskState.CANCELLED:
             # Record why it was cancelled: the token's cause if it was cancelled, else
             # the cause carried by the Cancelled it raised, else what it raised.
@@ -661,14 +765,15 @@ class Group:
             self._attempt_over_locked(task)
             needed_by = self._dependents.get(task.name) if self._dependents else None
             if needed_by and self._live.get(task.name) is task:
-                dependents = [t for t in needed_by if t.state is TaskState.RUNNING]
+                dependents = [t for t in needed_by if t._state is TaskState.RUNNING]
             stopping = (
                 self._stopping or self.token.cancelled or task._cancel_cause is not None
             )
             if dep_lost and not stopping:
-                # What it needs went away: back to PENDING until it is ready again. It
-                # goes through admission below, since what it needs may be back already.
-                task.state = TaskState.PENDING
+                # What it needs went away (or, for a singleton, its lease): back to
+                # PENDING until it is ready again (campaigns again). It goes through
+                # admission below, since what it needs may be back already.
+                task._state = TaskState.PENDING
             elif not stopping and not fatal and _wants_restart(task.restart, kind):
                 now = self.clock.monotonic()
                 limit_exc = self._note_restart_locked(task, now)
@@ -682,7 +787,7 @@ class Group:
                     # BACKOFF, held: the restart is armed (or, with no delay, admitted)
                     # only after on_restart ran, so the hook never comes after the run
                     # it announces; a cancel meanwhile is noted and applied then.
-                    task.state = TaskState.BACKOFF
+                    task._state = TaskState.BACKOFF
                     task._hold = True
             else:
                 final = kind
@@ -702,7 +807,7 @@ class Group:
             released = self._pump_locked(
                 scan=task._replaced_by is not None or needed_by is not None
             )
-            if task.state is TaskState.PENDING and task not in self._waiting:
+            if task._state is TaskState.PENDING and task not in self._waiting:
                 released.extend(self._admit_locked(task, deferred))
             if done and not released and not deferred:
                 will_be_idle()  # before the lock lets a joiner go: see _pool.will_be_idle
@@ -725,7 +830,7 @@ class Group:
                 elif restart_delay > 0:
                     task._timer = self.clock.call_at(resume_at, lambda: self._resume(task))
                 else:
-                    task.state = TaskState.PENDING
+                    task._state = TaskState.PENDING
                     released.extend(self._admit_locked(task, deferred))
                 self._notify_locked()
             if cancelled_meanwhile:
@@ -772,10 +877,10 @@ class Group:
 
     def _resume(self, task: Task[Any]) -> None:
         with self._lock:
-            if task.state is not TaskState.BACKOFF:
+            if task._state is not TaskState.BACKOFF:
                 return
             task._timer = None
-            task.state = TaskState.PENDING
+            task._state = TaskState.PENDING
             deferred: list[Task[Any]] = []
             released = self._admit_locked(task, deferred)
             self._notify_locked()
@@ -786,7 +891,7 @@ class Group:
     def _set_final_locked(
         self, task: Task[Any], state: TaskState, value: Any, exc: BaseException | None
     ) -> None:
-        task.state = state
+        task._state = state
         if state is TaskState.SUCCEEDED:
             task._result = value
         else:
@@ -796,7 +901,7 @@ class Group:
             task._timer = None
         if self._live.get(task.name) is task:
             old = task._replaces
-            if old is not None and old.state not in _FINAL:
+            if old is not None and old._state not in _FINAL:
                 # A replacement that ended before the task it replaced: that one is
                 # still live (winding down), so the name stays taken by it, and a new
                 # task of this name cannot run beside it.
@@ -814,7 +919,7 @@ class Group:
         if not task.token.cancelled:
             # A task that ended without running (pending, backing off) carries the
             # cancellation's cause on its token; an attempt that ended, _ATTEMPT_ENDED.
-            error = task._error if task.state is TaskState.CANCELLED else None
+            error = task._error if task._state is TaskState.CANCELLED else None
             task.token._cancel(error or _ATTEMPT_ENDED)
         # While its end hooks run, the task has ended but is not yet done: a hook that
         # joins it (t.result(), t.join()) must not wait for itself.
@@ -908,7 +1013,7 @@ class Group:
         # no lock is needed: a dependent registers itself (under the lock) before it
         # reads ``_ready``, and we write ``_ready`` before reading ``_dependents``, so
         # one of the two always sees the other (the GIL orders these accesses).
-        if task.state is not TaskState.RUNNING or task._ready:
+        if task._state is not TaskState.RUNNING or task._ready:
             return
         task._ready_value = value
         task._ever_ready = True
@@ -935,9 +1040,9 @@ class Group:
         with self._lock:
             waiting = [
                 t for t in self._unfinished
-                if (t.state is TaskState.PENDING or t.state is TaskState.BACKOFF) and not t._hold
+                if (t._state is TaskState.PENDING or t._state is TaskState.BACKOFF) and not t._hold
             ]
-            running = [t.token for t in self._unfinished if t.state is TaskState.RUNNING]
+            running = [t.token for t in self._unfinished if t._state is TaskState.RUNNING]
             for t in waiting:
                 self._end_waiting_locked(t, t._cancel_cause or cause)
             self._queue.clear()
@@ -950,11 +1055,11 @@ class Group:
 
     def _cancel_task(self, task: Task[Any], cause: BaseException) -> None:
         with self._lock:
-            if task.state in _FINAL:
+            if task._state in _FINAL:
                 return
             if task._cancel_cause is None:
                 task._cancel_cause = cause
-            if task.state is TaskState.RUNNING or task._hold:
+            if task._state is TaskState.RUNNING or task._hold:
                 # Running: cancel its token. Held by a thread between lock sections:
                 # that thread applies the cause when it takes the lock again.
                 ended = False
@@ -963,7 +1068,7 @@ class Group:
                 ended = True
         if ended:
             self._finalize(task)
-        elif task.state is TaskState.RUNNING:
+        elif task._state is TaskState.RUNNING:
             task.token.cancel(task._cancel_cause)
 
     # -- waiting ---------------------------------------------------------------------
@@ -1003,7 +1108,7 @@ class Group:
         """Foreground tasks parked on needs whose needed task is gone for good."""
         out = []
         for t in self._waiting:
-            if t.background or t.state is not TaskState.PENDING:
+            if t.background or t._state is not TaskState.PENDING:
                 continue
             if t.needs and t._replaces is None and all(
                 (dep := self._live.get(n)) is None or dep in out for n in t.needs
@@ -1302,6 +1407,23 @@ def _in_ctx(task: Task[Any], fn: Callable[..., object], *args: Any) -> None:
         task._ctx.run(fn, *args)
     except RuntimeError:  # that context is entered already (a hook run from the task)
         fn(*args)
+
+
+def _log_lease_error(task: Task[Any], group: Group, e: CoordinatorError, first: bool) -> None:
+    # The first error of an outage at ERROR (it needs a person); repeats at DEBUG.
+    log.log(
+        logging.ERROR if first else logging.DEBUG,
+        "singleton %r cannot campaign for its lease (it will not run without one; "
+        "retrying): %s", task.name, e,
+        extra={"corral_task": task.name, "corral_group": group.name},
+    )
+
+
+def _log_lease_lost(task: Task[Any], group: Group, cause: LeaseLost) -> None:
+    log.warning(
+        "singleton %r lost its lease; cancelling it, then campaigning again: %s",
+        task.name, cause, extra={"corral_task": task.name, "corral_group": group.name},
+    )
 
 
 def _wants_restart(policy: Restart, kind: TaskState) -> bool:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._lease import Lease
     from ._task import Task
 
 __all__ = ["Backoff", "Hooks", "Restart"]
@@ -118,6 +119,7 @@ _HOOK_NAMES = (
     "on_failed",
     "on_restart",
     "on_finished",
+    "on_lease",
 )
 
 
@@ -131,7 +133,10 @@ class Hooks:
       (``on_failed`` runs for every failed attempt, restarted or not);
     - ``on_restart(task, delay)``: when a restart is scheduled, ``delay`` seconds ahead;
     - ``on_finished(task)``: once, when the task has ended for good (after the task's
-      own ``on_finish``).
+      own ``on_finish``);
+    - ``on_lease(task, state, lease)``: a singleton's lease changed: ``state`` is
+      ``"campaigning"`` (``lease`` None), ``"holding"``, ``"lost"`` or ``"released"``
+      (with the :class:`corral.Lease`).
 
     A hook that raises is logged and never breaks the group.
     """
@@ -142,6 +147,7 @@ class Hooks:
     on_failed: Callable[[Task[Any], BaseException], object] | None = None
     on_restart: Callable[[Task[Any], float], object] | None = None
     on_finished: Callable[[Task[Any]], object] | None = None
+    on_lease: Callable[[Task[Any], str, Lease | None], object] | None = None
 
     def __post_init__(self) -> None:
         for name in _HOOK_NAMES:

@@ -17,6 +17,7 @@ from . import _signals
 from ._clock import Clock
 from ._errors import Stopped, StopTimeout, SupervisorStopped
 from ._group import Group, _within, check_count, roots
+from ._lease import Coordinator
 from ._policy import Hooks
 from ._pool import get_pool
 from ._task import Task, TaskState, _busy
@@ -56,15 +57,8 @@ class Supervisor(Group):
         clock: Clock | None = None,
         stop_timeout: float | None = None,
         max_failures: int = 100,
-        coordinator: object = None,
+        coordinator: Coordinator | str | None = None,
     ) -> None:
-        if coordinator is not None:
-            # DESIGN.md's signature has it; singleton tasks and their leases are the
-            # next piece of work. Say so plainly rather than accept and ignore it.
-            raise NotImplementedError(
-                "Supervisor(coordinator=...) is not available yet: singleton tasks and "
-                "their leases (file lock, Redis) are still to come; pass coordinator=None"
-            )
         if stop_timeout is not None:
             _check_seconds("stop_timeout", stop_timeout)
         if max_failures is None:
@@ -85,7 +79,7 @@ class Supervisor(Group):
             name, limit=limit, fail_fast=fail_fast, detached=detached, hooks=hooks,
             on_finish=on_finish, clock=clock if clock is not None else (
                 token.clock if token is not None else None
-            ),
+            ), coordinator=coordinator,
         )
         if handle_signals is None:
             handle_signals = threading.current_thread() is threading.main_thread()
@@ -280,7 +274,7 @@ class Supervisor(Group):
         frames = sys._current_frames()
         running: dict[str, str] = {}
         for t in self.tasks:
-            if t.state is not TaskState.RUNNING:
+            if t._state is not TaskState.RUNNING:
                 continue
             frame = frames.get(t._thread_ident) if t._thread_ident is not None else None
             running[t.name] = "".join(traceback.format_stack(frame)) if frame else "(not started yet)\n"

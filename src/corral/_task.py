@@ -17,6 +17,7 @@ from ._token import Token, _cancelled_from, _check_seconds, as_cause
 if TYPE_CHECKING:
     from ._clock import TimerHandle
     from ._group import Group
+    from ._lease import Coordinator, Lease
 
 __all__ = ["Task", "TaskState", "current_task", "current_token", "ready"]
 
@@ -26,7 +27,9 @@ T = TypeVar("T")
 class TaskState(enum.StrEnum):
     """Where a task is in its life. The last three are final."""
 
-    PENDING = "pending"  # queued: supervisor not started, group at its limit, or waiting for needs
+    # queued: supervisor not started, group at its limit, waiting for needs, or (a
+    # singleton) campaigning for its lease
+    PENDING = "pending"
     RUNNING = "running"
     BACKOFF = "backoff"  # waiting to restart
     SUCCEEDED = "succeeded"
@@ -56,6 +59,7 @@ class Task(Generic[T]):
     __slots__ = (
         "_attempt_started",
         "_base_ctx",
+        "_campaigning",
         "_cancel_cause",
         "_child_groups",
         "_consecutive",
@@ -66,13 +70,17 @@ class Task(Generic[T]):
         "_hold",
         "_in_map",
         "_last_error",
+        "_lease",
+        "_lease_state",
         "_ready",
         "_ready_value",
         "_replaced_by",
         "_replaces",
         "_restart_times",
         "_result",
+        "_singleton",
         "_slot",
+        "_state",
         "_thread_ident",
         "_timer",
         "_token_used",
@@ -89,7 +97,6 @@ class Task(Generic[T]):
         "on_finish",
         "restart",
         "signals_ready",
-        "state",
         "token",
     )
 
@@ -108,6 +115,7 @@ class Task(Generic[T]):
         on_finish: Callable[[Task[T]], object] | None,
         signals_ready: bool,
         in_map: bool = False,
+        singleton: Coordinator | None = None,
     ) -> None:
         self.group = group
         self.fn = fn
@@ -121,7 +129,7 @@ class Task(Generic[T]):
         self.needs = needs
         self.on_finish = on_finish
         self.signals_ready = signals_ready
-        self.state = TaskState.PENDING
+        self._state = TaskState.PENDING
         self.attempts = 0
         self.token: Token = group._new_task_token()
         self._token_used = False
@@ -151,12 +159,43 @@ class Task(Generic[T]):
         self._thread_ident: int | None = None
         self._timer: TimerHandle | None = None
         self._attempt_started = 0.0
+        self._singleton = singleton  # the coordinator of a singleton task
+        self._campaigning = False  # RUNNING inside, PENDING outside: waiting for its lease
+        self._lease: Lease | None = None
+        self._lease_state: str | None = None
 
     def __repr__(self) -> str:
         extra = f" attempts={self.attempts}"
         if self._last_error is not None:
             extra += f" last_error={self._last_error!r}"
+        if self._lease_state is not None:
+            extra += f" lease={self._lease_state}"
+            if self._lease is not None and self._lease_state == "holding":
+                extra += f"(fence {self._lease.fence})"
         return f"<corral.Task {self.name!r} {self.state.name}{extra}>"
+
+    @property
+    def state(self) -> TaskState:
+        """PENDING, RUNNING, BACKOFF, then SUCCEEDED, FAILED or CANCELLED."""
+        if self._campaigning:
+            return TaskState.PENDING
+        return self._state
+
+    @property
+    def singleton(self) -> bool:
+        """Whether the task runs only while this process holds its lease."""
+        return self._singleton is not None
+
+    @property
+    def lease(self) -> Lease | None:
+        """The lease this singleton holds while it runs, else None."""
+        return self._lease
+
+    @property
+    def lease_state(self) -> str | None:
+        """A singleton's lease: ``"campaigning"``, ``"holding"``, ``"lost"`` or
+        ``"released"`` (None for other tasks, and before the first campaign)."""
+        return self._lease_state
 
     @property
     def done(self) -> bool:
@@ -185,9 +224,9 @@ class Task(Generic[T]):
     def result(self, timeout: float | None = None) -> T:
         """The return value, or raise the task's error (``Cancelled`` if it was cancelled)."""
         self.join(timeout)
-        if self.state is TaskState.SUCCEEDED:
+        if self._state is TaskState.SUCCEEDED:
             return self._result  # type: ignore[no-any-return]
-        if self.state is TaskState.FAILED:
+        if self._state is TaskState.FAILED:
             assert self._error is not None
             raise self._error
         raise _cancelled_from(self._error or self.token.cause or Cancelled("cancelled"))
@@ -195,7 +234,7 @@ class Task(Generic[T]):
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """The task's failure, or None if it did not fail (waits like ``join``)."""
         self.join(timeout)
-        return self._error if self.state is TaskState.FAILED else None
+        return self._error if self._state is TaskState.FAILED else None
 
     def wait_ready(self, timeout: float | None = None) -> Any:
         """Wait until the task is ready, and return the value it gave to ``corral.ready()``.
@@ -204,16 +243,16 @@ class Task(Generic[T]):
         :class:`corral.NotReady` if the task ends before it is ready.
         """
         self.group._wait_for(
-            lambda: self._ever_ready or self.state in _FINAL, timeout, f"task {self.name!r} ready"
+            lambda: self._ever_ready or self._state in _FINAL, timeout, f"task {self.name!r} ready"
         )
         if self._ever_ready:
             return self._ready_value
-        err = NotReady(f"task {self.name!r} ended ({self.state.value}) before it was ready")
+        err = NotReady(f"task {self.name!r} ended ({self._state.value}) before it was ready")
         raise err from (self._error or self.token.cause)
 
     def _snapshot(self) -> dict[str, Any]:
         groups = self._child_groups or ()
-        return {
+        snap = {
             "name": self.name,
             "state": self.state,
             "attempts": self.attempts,
@@ -222,6 +261,16 @@ class Task(Generic[T]):
             "background": self.background,
             "children": [g.snapshot() for g in groups if not g._closed],
         }
+        if self._singleton is not None:
+            lease = self._lease
+            snap["lease"] = {
+                "state": self._lease_state,
+                "coordinator": self._singleton.describe(),
+                "fence": lease.fence if lease is not None else None,
+                "owner": lease.owner if lease is not None else None,
+                "remaining": lease.remaining() if lease is not None else None,
+            }
+        return snap
 
 
 def current_task() -> Task[Any] | None:
@@ -255,19 +304,39 @@ def sleep(seconds: float) -> bool:
         _check_seconds("seconds", seconds)
         time.sleep(seconds)
         return True
-    return task.token.sleep(seconds)
+    lease = task._lease
+    if lease is None:
+        return task.token.sleep(seconds)
+    # A singleton: never sleep past its lease's deadline, and say False if the lease
+    # went while we slept (after SIGSTOP/SIGCONT this thread may wake before the
+    # renewal thread notices).
+    _check_seconds("seconds", seconds)
+    left = lease.remaining()
+    if left < seconds:
+        task.token.sleep(left)
+        return lease.valid() and task.token.sleep(seconds - left) and lease.valid()
+    return task.token.sleep(seconds) and lease.valid()
 
 
 def cancelled() -> bool:
     """Whether the current task's token is cancelled (False outside tasks)."""
     task = _current.get()
-    return task is not None and task.token.cancelled
+    if task is None:
+        return False
+    lease = task._lease
+    if lease is not None and not lease.valid():
+        return True  # (losing it cancelled the token)
+    return task.token.cancelled
 
 
 def check() -> None:
-    """Raise ``corral.Cancelled`` if the current task's token is cancelled."""
+    """Raise ``corral.Cancelled`` if the current task's token is cancelled (or, in a
+    singleton, its lease is lost)."""
     task = _current.get()
     if task is not None:
+        lease = task._lease
+        if lease is not None:
+            lease.valid()  # a lease past its deadline is lost now: that cancels the token
         task.token.check()
 
 
