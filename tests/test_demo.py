@@ -24,9 +24,13 @@ SRC = Path(corral.__file__).resolve().parent.parent
 DEMO = [sys.executable, "-W", "error", "-m", "corral", "demo"]
 
 
-def _env() -> dict[str, str]:
+def _env(leases: Path | None = None) -> dict[str, str]:
+    """The demo's environment; ``leases``: its own lease directory (the leader's lock
+    file), so that no other demo on the machine holds the lease."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    if leases is not None:
+        env["CORRAL_COORDINATOR"] = str(leases)
     return env
 
 
@@ -44,7 +48,7 @@ def _index(lines: list[str], pattern: str) -> int:
 @pytest.mark.slow
 def test_demo_runs_for_its_duration_and_shows_what_corral_does(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [*DEMO, "--duration", "3"], cwd=tmp_path, env=_env(), stdin=subprocess.DEVNULL,
+        [*DEMO, "--duration", "3"], cwd=tmp_path, env=_env(tmp_path), stdin=subprocess.DEVNULL,
         capture_output=True, text=True, timeout=60,
     )
     out = proc.stdout
@@ -81,7 +85,13 @@ def test_demo_runs_for_its_duration_and_shows_what_corral_does(tmp_path: Path) -
     )
 
     summary = "\n".join(lines[_index(lines, r"^summary$"):])
-    assert re.search(r"tasks run: +9 \(12 attempts\), and 30 batch items", summary), summary
+    # The singleton leader: this demo is alone with its lease directory, so it leads.
+    assert _index(lines, r"corral-demo-leader campaigning") < _index(
+        lines, r"corral-demo-leader holding the lease: fence 1, owner "
+    ) < _index(lines, r"leader +leading \(fence 1\), beat 1")
+    _index(lines, r"corral-demo-leader lease released \(fence 1\)")
+    assert re.search(r"leader: +led with fence 1\n", summary), summary
+    assert re.search(r"tasks run: +10 \(13 attempts\), and 30 batch items", summary), summary
     assert re.search(r"restarts: +3\n", summary), summary
     assert re.search(r"failures seen: +3 failed attempts, 0 tasks failed for good", summary)
     assert re.search(r"stopped by: +--duration 3s elapsed$", summary), summary
@@ -91,7 +101,7 @@ def test_demo_runs_for_its_duration_and_shows_what_corral_does(tmp_path: Path) -
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_demo_stops_cleanly_on_a_signal(signum: signal.Signals, tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [*DEMO, "--duration", "30"], cwd=tmp_path, env=_env(), stdin=subprocess.DEVNULL,
+        [*DEMO, "--duration", "30"], cwd=tmp_path, env=_env(tmp_path), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -117,12 +127,74 @@ def test_demo_stops_cleanly_on_a_signal(signum: signal.Signals, tmp_path: Path) 
     assert "elapsed: sup.stop()" not in out  # the signal stopped it, not the timer
 
 
-def test_main_runs_the_demo_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.slow
+def test_two_demos_one_leads_and_the_other_takes_over_when_it_stops(tmp_path: Path) -> None:
+    # The README's "start two demos": both campaign for the leader's lease; one leads,
+    # and when it stops (SIGTERM: it releases the lease) the other takes over.
+    procs = [
+        subprocess.Popen(
+            [*DEMO, "--duration", "30"], cwd=tmp_path, env=_env(tmp_path / "leases"),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        lines: list[list[str]] = [[], []]
+        leads: list[int] = []
+        done = threading.Event()
+
+        def read(i: int) -> None:
+            out = procs[i].stdout
+            assert out is not None
+            for line in out:  # ends with the process (at most 30 s)
+                lines[i].append(line)
+                if "holding the lease" in line:
+                    leads.append(i)
+                    done.set()
+
+        readers = [threading.Thread(target=read, args=(i,), daemon=True) for i in (0, 1)]
+        for r in readers:
+            r.start()
+        assert done.wait(20), "no demo took the lease"
+        first = leads[0]
+        other = 1 - first
+        done.clear()
+        procs[first].send_signal(signal.SIGTERM)
+        assert done.wait(20), "the other demo did not take over:\n" + "".join(lines[other])
+        assert leads == [first, other]
+        procs[other].send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(30)
+        for r in readers:
+            r.join(30)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            for stream in (p.stdout, p.stderr):
+                if stream is not None:
+                    stream.close()
+    assert [p.returncode for p in procs] == [0, 0]
+    led = "".join(lines[first])
+    took_over = "".join(lines[other])
+    assert re.search(r"holding the lease: fence 1, ", led), led
+    assert re.search(r"leader: +led with fence 1$", led, re.M), led
+    # The other one waited (campaigning), then took over with a higher fence.
+    assert took_over.index("campaigning for its lease") < took_over.index("holding the lease: fence 2")
+    assert re.search(r"leader: +led with fence 2$", took_over, re.M), took_over
+
+
+def test_main_runs_the_demo_in_process(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     # In a thread other than the main one, its supervisor leaves the signals alone.
     logger = logging.getLogger("corral")
     level = logger.level
     status: list[int] = []
-    runner = threading.Thread(target=lambda: status.append(main(["demo", "--duration", "1.5"])))
+    runner = threading.Thread(target=lambda: status.append(main(
+        ["demo", "--duration", "1.5", "--coordinator", str(tmp_path)]
+    )))
     try:
         runner.start()
         runner.join(30)
@@ -152,7 +224,7 @@ def test_run_demo_writes_to_the_output_it_is_given() -> None:
 def test_demo_stops_quietly_when_its_output_is_closed(tmp_path: Path) -> None:
     # `python -m corral demo | head -3`: no traceback, and no waiting out the duration.
     proc = subprocess.Popen(
-        [*DEMO, "--duration", "30"], cwd=tmp_path, env=_env(), stdin=subprocess.DEVNULL,
+        [*DEMO, "--duration", "30"], cwd=tmp_path, env=_env(tmp_path), stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:

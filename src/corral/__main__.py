@@ -7,6 +7,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import corral
+
 __all__ = ["main"]
 
 
@@ -31,13 +33,21 @@ def _parser() -> argparse.ArgumentParser:
         help="run a small supervised service and narrate what corral does",
         description=(
             "Run a small service under a corral.Supervisor: restarts with backoff, a "
-            "bounded group, dependencies, a replaced task, its tree as it changes. "
+            "bounded group, dependencies, a replaced task, a singleton that runs in one "
+            "demo process at a time (start two), its tree as it changes. "
             "Stops after --duration seconds, or on Ctrl-C / SIGTERM."
         ),
     )
     demo.add_argument(
         "--duration", type=_seconds, default=8.0, metavar="SECONDS",
         help="stop after this many seconds (default: 8)",
+    )
+    demo.add_argument(
+        "--coordinator", metavar="DIR_OR_URL", default=None,
+        help=(
+            "where the leader's lease lives: a directory (file locks, one host) or a "
+            "redis:// URL (default: $CORRAL_COORDINATOR, else a per-user directory)"
+        ),
     )
     return parser
 
@@ -52,7 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the "corral" logger; the demo's hooks narrate them, so keep only the errors.
         logging.getLogger("corral").setLevel(logging.ERROR)
         try:
-            return run_demo(args.duration)
+            return run_demo(args.duration, coordinator=args.coordinator)
+        except corral.CoordinatorError as e:
+            print(f"corral demo: {e}", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:  # Ctrl-C before the supervisor took over the signals
             return 130
     raise AssertionError(f"unhandled command {args.command!r}")  # pragma: no cover

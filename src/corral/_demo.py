@@ -9,6 +9,11 @@ Read it as an example. The supervisor runs:
   ``corral.ready()``; on stop, web is cancelled (and has ended) before db;
 - ``worker``: after a second, ``deploy`` replaces it with version 2
   (``replace=True``): version 1 ends with ``Replaced``, then version 2 starts;
+- ``leader``: a singleton (``singleton=True``): it runs in one demo process at a time.
+  Start two demos at once (in two terminals): one leads, the other campaigns; stop the
+  leader (Ctrl-C) and the other takes over within a poll interval. The lease is a
+  file lock in the per-user runtime directory, or what ``--coordinator`` /
+  ``CORRAL_COORDINATOR`` name (a directory, or a ``redis://`` URL);
 - ``printer``: prints the supervisor's tree whenever it changed (twice a second at most);
 - ``timer``: stops the supervisor after ``--duration`` seconds.
 
@@ -48,6 +53,7 @@ class Narrator:
         self.items_processed = 0
         self.stop_reason: str | None = None  # set by whatever asks for the stop
         self.reader_gone = False
+        self.fences: list[int] = []  # the leader's lease fences, one per time it led
 
     def write(self, text: str) -> None:
         with self._lock:
@@ -96,12 +102,24 @@ class Narrator:
             how = str(task.state)
         self.say(who(task), f"ended: {how}")
 
+    def on_lease(self, task: corral.Task[Any], state: str, lease: corral.Lease | None) -> None:
+        # A singleton's lease: campaigning -> holding -> released (or lost).
+        if state == "campaigning":
+            self.say(who(task), "campaigning for its lease (one process leads at a time)")
+        elif lease is not None and state == "holding":
+            with self._lock:
+                self.fences.append(lease.fence)
+            self.say(who(task), f"holding the lease: fence {lease.fence}, owner {lease.owner}")
+        elif lease is not None:
+            self.say(who(task), f"lease {state} (fence {lease.fence})")
+
     def hooks(self) -> corral.Hooks:
         return corral.Hooks(
             on_started=self.on_started,
             on_failed=self.on_failed,
             on_restart=self.on_restart,
             on_finished=self.on_finished,
+            on_lease=self.on_lease,
         )
 
 
@@ -170,6 +188,21 @@ def worker(narrator: Narrator, version: int) -> None:
     narrator.say(f"worker v{version}", f"stopping, cancelled by {token.cause!r}")
 
 
+def leader(narrator: Narrator) -> None:
+    """A singleton: runs only while this process holds the lease "corral-demo-leader".
+
+    Before each side effect it checks the lease (a process paused past its lease
+    finds out here); real code would also pass ``lease.fence`` to what it writes.
+    """
+    lease = corral.current_lease()
+    assert lease is not None
+    beats = 0
+    while corral.sleep(1.0):  # False once cancelled: stop, or the lease was lost
+        lease.check()
+        beats += 1
+        narrator.say("leader", f"leading (fence {lease.fence}), beat {beats}")
+
+
 def deploy(sup: corral.Supervisor, narrator: Narrator) -> None:
     """After a second, replaces the worker: the old one is cancelled (cause
     corral.Replaced) and the new one starts once the old one has ended."""
@@ -206,14 +239,25 @@ def timer(sup: corral.Supervisor, narrator: Narrator, seconds: float) -> None:
         sup.stop()  # from one of its own tasks: starts the stop, does not wait for it
 
 
+def _led(fences: list[int]) -> str:
+    if not fences:
+        return "never led (another process held the lease)"
+    return "led with fence " + ", ".join(str(f) for f in fences)
+
+
 # -- the service -----------------------------------------------------------------------
 
 
-def run_demo(duration: float = 8.0, out: TextIO | None = None) -> int:
+def run_demo(
+    duration: float = 8.0,
+    out: TextIO | None = None,
+    coordinator: corral.Coordinator | str | None = None,
+) -> int:
     """Run the demo for ``duration`` seconds (or until SIGINT/SIGTERM); 0 if it
-    stopped cleanly with no task failed for good."""
+    stopped cleanly with no task failed for good. ``coordinator`` holds the leader's
+    lease (default: ``CORRAL_COORDINATOR``, else a file lock)."""
     narrator = Narrator(out if out is not None else sys.stdout)
-    sup = corral.Supervisor("demo", hooks=narrator.hooks())
+    sup = corral.Supervisor("demo", hooks=narrator.hooks(), coordinator=coordinator)
     # Spawned before start(): queued, then started in this order by serve().
     sup.spawn(print_tree, sup, narrator, name="printer")
     sup.spawn(
@@ -227,6 +271,8 @@ def run_demo(duration: float = 8.0, out: TextIO | None = None) -> int:
     sup.spawn(web_server, narrator, db, name="web", needs=("db",))
     sup.spawn(worker, narrator, 1, name="worker", meta={"version": 1})
     sup.spawn(deploy, sup, narrator, name="deploy")
+    sup.spawn(leader, narrator, name="corral-demo-leader", singleton=True,
+              restart=corral.Restart.ON_FAILURE)
     sup.spawn(timer, sup, narrator, duration, name="timer")
 
     narrator.write(f"corral demo: a supervisor for {duration:g}s (Ctrl-C stops it sooner)\n")
@@ -239,6 +285,7 @@ def run_demo(duration: float = 8.0, out: TextIO | None = None) -> int:
         f"  tasks run:      {len(narrator.tasks_run)} ({narrator.attempts} attempts)"
         f", and {narrator.items_processed} batch items, 3 at a time\n"
         f"  restarts:       {narrator.restarts}\n"
+        f"  leader:         {_led(narrator.fences)}\n"
         f"  failures seen:  {narrator.failed_attempts} failed attempts"
         f", {len(lost)} tasks failed for good\n"
         f"  stopped by:     {how}"

@@ -552,7 +552,9 @@ class Group:
         # Once released, the callable will be called even if the token is cancelled
         # meanwhile: "spawn, then stop at once" stays deterministic.
         task._state = TaskState.RUNNING
-        if not task.background and task._singleton is None:
+        if task._singleton is not None:
+            task._campaigning = True  # PENDING to the outside until it holds its lease
+        elif not task.background:
             task._slot = True
             self._slots += 1
         if task._token_used:

@@ -30,7 +30,7 @@ def format_tree(snapshot: Mapping[str, Any], *, max_tasks: int | None = None) ->
     """Format a ``Group.snapshot()`` (or ``Supervisor.snapshot()``) as a text tree.
 
     One line per group (``kind 'name' (state, limit=n)``) and per task (name, state,
-    attempts, last error, meta, ``background``), child groups under the task that
+    attempts, last error, meta, ``background``, a singleton's lease), child groups under the task that
     made them. ``max_tasks`` shows at most that many tasks per group and sums up the
     rest on one line (``... 25 more: 3 running, 22 pending``).
     """
@@ -61,6 +61,12 @@ def _task_line(task: Mapping[str, Any], width: int) -> str:
     parts.extend(f"{key}={value}" for key, value in (task.get("meta") or {}).items())
     if task.get("background"):
         parts.append("background")
+    lease = task.get("lease")
+    if lease:
+        text = f"lease={lease['state']}" if lease.get("state") else "singleton"
+        if lease.get("state") == "holding" and lease.get("fence") is not None:
+            text += f"(fence {lease['fence']})"
+        parts.append(text)
     return "  ".join(parts).rstrip()
 
 
