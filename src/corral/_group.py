@@ -586,7 +586,10 @@ class Group:
         token = task.token
         keeper: Keeper | None = None
         if task._singleton is not None:
-            keeper = self._campaign(task, token)
+            try:
+                keeper = self._campaign(task, token)
+            except BaseException as e:  # pragma: no cover - campaign() catches backend errors
+                return self._end_attempt(task, token, TaskState.FAILED, None, e)
             if keeper is None:  # cancelled while campaigning: it never ran
                 return self._end_attempt(task, token, TaskState.CANCELLED, None, None)
         task._thread_ident = threading.get_ident()
@@ -644,8 +647,10 @@ class Group:
             lease._on_lost = lost
             task._lease = lease
             keeper.start()
-        finally:
             task._campaigning = False
+        finally:
+            if task._lease is None:
+                task._lease_state = None  # (still PENDING outside until the attempt ends)
         self._lease_event(task, "holding", lease)
         if lease.deadline != math.inf and lease_clock() >= lease.deadline:
             lease._lose(LeaseLost(f"lease {task.name!r} expired before the task could start"))
@@ -848,6 +853,7 @@ class Group:
 
     def _attempt_over_locked(self, task: Task[Any]) -> None:
         """An attempt ended: its limit slot is free and it is no longer ready."""
+        task._campaigning = False
         if task._slot:
             task._slot = False
             self._slots -= 1

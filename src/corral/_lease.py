@@ -715,20 +715,24 @@ def campaign(
 
     Polls every ``poll_interval`` x U(0.8, 1.2); after a backend error, backs off
     exponentially (full jitter) up to ``max(ttl, 1s)``, calling ``on_error(error,
-    first)`` (``first``: the first error since the last success). Never runs without a
-    lease: an error is "not held".
+    first)`` (``first``: the first error of its kind since the last success). Never
+    runs without a lease: an error is "not held".
     """
     secret = secrets.token_hex(16)
     errors = 0
+    last_kind: tuple[object, ...] = ()
     maybe_applied = False
     while True:
         if token.cancelled:
             break
         try:
             lease = coordinator.try_acquire(name, owner=_owner(), secret=secret)
-        except CoordinatorError as e:
+        except Exception as e:  # a backend (or a Coordinator subclass) failed: not held
             maybe_applied = True  # a timed-out acquire may have happened: forget it later
-            on_error(e, errors == 0)
+            error = e if isinstance(e, CoordinatorError) else _wrap(coordinator, "acquire", name, e)
+            kind = (type(e), type(e.__cause__)) if isinstance(e, CoordinatorError) else (type(e),)
+            on_error(error, kind != last_kind)
+            last_kind = kind
             errors += 1
             cap = max(coordinator.ttl or 1.0, 1.0)
             delay = min(cap, coordinator.poll_interval * 2 ** min(errors, 16)) * rand()
@@ -737,6 +741,7 @@ def campaign(
             if errors:
                 log.info("lease %r: %s answers again", name, coordinator.describe())
                 errors = 0
+                last_kind = ()
             if lease is not None:
                 if token._cause is not None:  # stopped while we asked: do not hold it
                     _release_quietly(coordinator, lease)
@@ -752,10 +757,16 @@ def campaign(
     return None
 
 
+def _wrap(coordinator: Coordinator, what: str, name: str, e: Exception) -> CoordinatorError:
+    error = CoordinatorError(f"{coordinator.describe()}: {what} of lease {name!r} failed: {e!r}")
+    error.__cause__ = e
+    return error
+
+
 def _release_quietly(coordinator: Coordinator, lease: Lease) -> None:
     try:
         coordinator.release(lease)
-    except (CoordinatorError, OSError) as e:
+    except Exception as e:
         log.warning("lease %r: release failed (it will expire by itself): %s", lease.name, e)
 
 
@@ -803,7 +814,7 @@ class Keeper:
             sent = now
             try:
                 ok = coordinator.renew(lease)
-            except (CoordinatorError, OSError) as e:
+            except Exception as e:  # transient (or unknown): retry until the deadline
                 if not failing:
                     log.warning(
                         "lease %r: renewal failed, retrying until its deadline (%.3gs left): %s",
