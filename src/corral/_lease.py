@@ -241,11 +241,33 @@ class Coordinator(abc.ABC):
 _held: weakref.WeakSet[Lease] = weakref.WeakSet()
 _held_lock = threading.Lock()
 
+# Lease names this process is asking for or running under, whatever the coordinator or
+# supervisor: one run of a name at a time in a process, even if an earlier run lost its
+# lease and has not returned yet (threads cannot be killed), and only one campaigner
+# of a process asks the backend at a time.
+_local: set[str] = set()
+_local_lock = threading.Lock()
+
+
+def _reserve(name: str) -> bool:
+    with _local_lock:
+        if name in _local:
+            return False
+        _local.add(name)
+        return True
+
+
+def _unreserve(name: str) -> None:
+    with _local_lock:
+        _local.discard(name)
+
 
 def _after_fork_in_child() -> None:
-    global _OWNER, _held_lock
+    global _OWNER, _held_lock, _local_lock
     _OWNER = f"{socket.gethostname()}:{os.getpid()}"
     _held_lock = threading.Lock()
+    _local_lock = threading.Lock()
+    _local.clear()
     for lease in list(_held):
         # The child is not the holder: its copy of the lease is lost from the start.
         # A file lock is dropped by closing the inherited descriptor, never by LOCK_UN
@@ -662,8 +684,14 @@ _ENV = "CORRAL_COORDINATOR"
 
 def coordinator_from(spec: str) -> Coordinator:
     """A coordinator from a ``redis://``/``rediss://``/``unix://`` URL or a directory."""
-    if spec.startswith(("redis://", "rediss://", "unix://")):
-        return RedisCoordinator(spec)
+    scheme, sep, rest = spec.partition("://")
+    if sep:
+        if scheme.lower() in ("redis", "rediss", "unix"):
+            return RedisCoordinator(f"{scheme.lower()}://{rest}")
+        raise ValueError(
+            f"unknown coordinator URL scheme {scheme!r} in {spec!r}: use redis://, rediss:// "
+            "or unix:// (Redis), or a directory path (file locks)"
+        )
     return FileCoordinator(spec)
 
 
@@ -725,9 +753,14 @@ def campaign(
     while True:
         if token.cancelled:
             break
+        if not _reserve(name):  # this process runs (or asks for) the name already
+            if not token.sleep(coordinator.poll_interval * (0.8 + 0.4 * rand())):
+                break
+            continue
         try:
             lease = coordinator.try_acquire(name, owner=_owner(), secret=secret)
-        except Exception as e:  # a backend (or a Coordinator subclass) failed: not held
+        except Exception as e:
+            _unreserve(name)  # a backend (or a Coordinator subclass) failed: not held
             maybe_applied = True  # a timed-out acquire may have happened: forget it later
             error = e if isinstance(e, CoordinatorError) else _wrap(coordinator, "acquire", name, e)
             kind = (type(e), type(e.__cause__)) if isinstance(e, CoordinatorError) else (type(e),)
@@ -745,8 +778,10 @@ def campaign(
             if lease is not None:
                 if token._cause is not None:  # stopped while we asked: do not hold it
                     _release_quietly(coordinator, lease)
+                    _unreserve(name)
                     return None
-                return lease
+                return lease  # (the name stays reserved until release_after_run)
+            _unreserve(name)
             delay = coordinator.poll_interval * (0.8 + 0.4 * rand())
         if not token.sleep(delay):
             break
@@ -841,6 +876,13 @@ class Keeper:
 def release_after_run(coordinator: Coordinator, lease: Lease) -> None:
     """Release once the guarded work has returned (with a fresh timeout, never with the
     cancelled context of the work: bricks' AcquireAndKeepUp lost its release that way)."""
+    try:
+        _release_run(coordinator, lease)
+    finally:
+        _unreserve(lease.name)
+
+
+def _release_run(coordinator: Coordinator, lease: Lease) -> None:
     if lease._lost is not None and isinstance(coordinator, FileCoordinator):
         coordinator.release(lease)  # closes the descriptor
         return
