@@ -2,6 +2,7 @@
 
     python benchmarks/run.py            # full run (a few minutes: map over 1,000,000 items)
     python benchmarks/run.py --quick    # smaller sizes, for a smoke run
+    python benchmarks/run.py --leases   # the lease benchmarks instead (benchmarks/leases.py)
 
 Each timing is the median of ``--rounds`` interleaved rounds, per task. Memory is the peak RSS of
 a fresh subprocess (``VmHWM``), so each figure stands alone. These are benchmarks,
@@ -191,7 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--leases", action="store_true",
+                        help="run the lease benchmarks (benchmarks/leases.py) instead")
     args = parser.parse_args(argv)
+    if args.leases:
+        # benchmarks/ is on sys.path when this file runs as a script
+        from leases import main as leases_main
+
+        return leases_main(["--rounds", str(3 if args.quick else args.rounds)])
     n1 = 2_000 if args.quick else 20_000
     n2 = 1_000 if args.quick else 5_000
     n3 = 1_000

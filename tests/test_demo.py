@@ -87,10 +87,10 @@ def test_demo_runs_for_its_duration_and_shows_what_corral_does(tmp_path: Path) -
     summary = "\n".join(lines[_index(lines, r"^summary$"):])
     # The singleton leader: this demo is alone with its lease directory, so it leads.
     assert _index(lines, r"corral-demo-leader campaigning") < _index(
-        lines, r"corral-demo-leader holding the lease: fence 1, owner "
-    ) < _index(lines, r"leader +leading \(fence 1\), beat 1")
-    _index(lines, r"corral-demo-leader lease released \(fence 1\)")
-    assert re.search(r"leader: +led with fence 1\n", summary), summary
+        lines, r"corral-demo-leader holding the lease: fence \d+, owner "
+    ) < _index(lines, r"leader +leading \(fence \d+\), beat 1")
+    _index(lines, r"corral-demo-leader lease released \(fence \d+\)")
+    assert re.search(r"leader: +led with fence \d+\n", summary), summary
     assert re.search(r"tasks run: +10 \(13 attempts\), and 30 batch items", summary), summary
     assert re.search(r"restarts: +3\n", summary), summary
     assert re.search(r"failures seen: +3 failed attempts, 0 tasks failed for good", summary)
@@ -178,11 +178,16 @@ def test_two_demos_one_leads_and_the_other_takes_over_when_it_stops(tmp_path: Pa
     assert [p.returncode for p in procs] == [0, 0]
     led = "".join(lines[first])
     took_over = "".join(lines[other])
-    assert re.search(r"holding the lease: fence 1, ", led), led
-    assert re.search(r"leader: +led with fence 1$", led, re.M), led
+    first_fence = re.search(r"leader: +led with fence (\d+)$", led, re.M)
+    assert first_fence, led
+    assert f"holding the lease: fence {first_fence[1]}, " in led
     # The other one waited (campaigning), then took over with a higher fence.
-    assert took_over.index("campaigning for its lease") < took_over.index("holding the lease: fence 2")
-    assert re.search(r"leader: +led with fence 2$", took_over, re.M), took_over
+    second_fence = re.search(r"leader: +led with fence (\d+)$", took_over, re.M)
+    assert second_fence, took_over
+    assert int(second_fence[1]) > int(first_fence[1])
+    assert took_over.index("campaigning for its lease") < took_over.index(
+        f"holding the lease: fence {second_fence[1]}"
+    )
 
 
 def test_main_runs_the_demo_in_process(

@@ -926,6 +926,6 @@ def test_go_failures_are_recorded_not_raised() -> None:
 def test_coordinator_keyword_takes_a_coordinator_or_none_and_refuses_other_types() -> None:
     sup = corral.Supervisor("coord", handle_signals=False, coordinator=None)
     sup.stop()
-    with pytest.raises(TypeError, match="coordinator must be a corral.Coordinator"):
+    with pytest.raises(TypeError, match=r"coordinator must be a corral\.Coordinator"):
         corral.Supervisor("coord2", handle_signals=False, coordinator=42)  # type: ignore[arg-type]
     assert not [g for g in corral.roots() if g.name == "coord2"]

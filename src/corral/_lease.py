@@ -301,6 +301,8 @@ class FileCoordinator(Coordinator):
     made with mode 0700. The kernel releases a dead holder's lock at once, so another
     process takes over within one ``poll_interval``. Lock files are never unlinked
     (that would let two processes hold "the" lock); each holds ``<fence> <owner>``.
+    Fences rise with every acquisition and are floored by the wall clock in
+    microseconds, so they keep rising across reboots (a tmpfs forgets the file).
 
     There is no TTL: a paused but live holder keeps its lease. Local filesystems only
     (``flock`` over NFS is emulated and unreliable).
@@ -371,9 +373,13 @@ class FileCoordinator(Coordinator):
                 return None
             data = os.pread(fd, 256, 0).split()
             try:
-                fence = int(data[0]) + 1 if data else 1
+                last = int(data[0]) if data else 0
             except ValueError:
-                fence = 1
+                last = 0
+            # Floored by the wall clock in microseconds, as on Redis: the default
+            # directory is usually a tmpfs, and a counter that starts again at 1 after a
+            # reboot would make every fenced write look stale.
+            fence = max(last + 1, time.time_ns() // 1000)
             record = f"{fence} {owner}\n".encode()
             os.pwrite(fd, record, 0)
             os.ftruncate(fd, len(record))
