@@ -461,6 +461,17 @@ if cur then
   return {0, redis.call('PTTL', KEYS[1])}
 end
 local t = redis.call('TIME')
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  -- No fence counter: this Redis never saw the name, or lost its data (a restart
+  -- without persistence, FLUSHALL, eviction). A holder from before the loss may still
+  -- believe it holds the lease until its own deadline, less than one ttl after its last
+  -- renewal: grant nothing for one ttl (a placeholder with an empty token).
+  local floor0 = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  redis.call('SET', KEYS[2], string.format('%.0f', floor0))
+  redis.call('HSET', KEYS[1], 'token', '', 'fence', '0', 'owner', '')
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  return {0, ttl}
+end
 local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local fence = redis.call('INCR', KEYS[2])
 if fence < floor then
@@ -510,6 +521,11 @@ class RedisCoordinator(Coordinator):
     ``op_timeout`` as socket timeouts and no hidden retries. Keys:
     ``<prefix>:{<name>}:lock`` (a hash: token, fence, owner; with a TTL) and
     ``<prefix>:{<name>}:fence`` (a counter, never deleted).
+
+    The first acquisition of a name on a Redis without its fence counter (a name it
+    never saw, or data lost in a restart without persistence) waits one ``ttl``: a
+    holder from before the loss may believe it holds the lease until then. So every
+    process that campaigns for a name must use the same ``ttl``.
 
     Defaults follow ``ttl``: renew every ``ttl/3``, stop ``ttl/5`` (``stop_margin``)
     before the lease could expire, poll every ``ttl/5``, ``op_timeout`` 1 s (at most
@@ -669,8 +685,8 @@ class RedisCoordinator(Coordinator):
             return pipe.execute()
 
         fields, pttl = self._call("observe", name, read)
-        if not fields or pttl is None or int(pttl) < 0:
-            return None
+        if not fields or pttl is None or int(pttl) < 0 or not fields.get(b"token"):
+            return None  # (an empty token: the wait of one ttl after data loss; no holder)
         return Lease(
             name, int(fields.get(b"fence", b"0")), fields.get(b"owner", b"?").decode(errors="replace"),
             lease_clock() + int(pttl) / 1000,
