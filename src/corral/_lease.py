@@ -454,7 +454,7 @@ local ttl = tonumber(ARGV[2])
 if not ttl or ttl <= 0 then return redis.error_reply('ttl must be > 0') end
 local cur = redis.call('HGET', KEYS[1], 'token')
 if cur then
-  if cur == ARGV[1] then
+  if cur == ARGV[1] and cur ~= '' then
     redis.call('PEXPIRE', KEYS[1], ttl)
     return {1, tonumber(redis.call('HGET', KEYS[1], 'fence'))}
   end
@@ -653,6 +653,8 @@ class RedisCoordinator(Coordinator):
             raise CoordinatorError(f"Redis at {self._where}: {what} of lease {name!r} failed: {e!r}") from e
 
     def try_acquire(self, name: str, *, owner: str, secret: str) -> Lease | None:
+        if not isinstance(secret, str) or not secret:
+            raise ValueError("secret must be a non-empty str (an empty one marks no holder)")
         lock, fence_key = self.keys(name)
         sent = lease_clock()
         reply = self._call("acquire", name, lambda: self._acquire(
