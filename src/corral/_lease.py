@@ -486,7 +486,7 @@ return {1, fence}
 _RENEW = """
 local ttl = tonumber(ARGV[2])
 if not ttl or ttl <= 0 then return redis.error_reply('ttl must be > 0') end
-if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ttl)
   return 1
 end
@@ -494,7 +494,7 @@ return 0
 """
 
 _RELEASE = """
-if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -667,6 +667,8 @@ class RedisCoordinator(Coordinator):
         )
 
     def renew(self, lease: Lease) -> bool:
+        if not lease._secret:
+            return False  # not a lease this process acquired
         lock, _ = self.keys(lease.name)
         reply = self._call("renewal", lease.name, lambda: self._renew(
             keys=[lock], args=[lease._secret, self._ttl_ms]
@@ -674,6 +676,8 @@ class RedisCoordinator(Coordinator):
         return int(reply) == 1
 
     def release(self, lease: Lease) -> None:
+        if not lease._secret:
+            return
         lock, _ = self.keys(lease.name)
         self._call("release", lease.name, lambda: self._release(keys=[lock], args=[lease._secret]))
 
