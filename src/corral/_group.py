@@ -646,12 +646,12 @@ class Group:
 
             lease._on_lost = lost
             task._lease = lease
-            keeper.start()
             task._campaigning = False
         finally:
             if task._lease is None:
                 task._lease_state = None  # (still PENDING outside until the attempt ends)
-        self._lease_event(task, "holding", lease)
+        self._lease_event(task, "holding", lease)  # before the keeper can say "lost"
+        keeper.start()
         if lease.deadline != math.inf and lease_clock() >= lease.deadline:
             lease._lose(LeaseLost(f"lease {task.name!r} expired before the task could start"))
         return keeper
@@ -755,7 +755,7 @@ class Group:
         elif kind is TaskState.SUCCEEDED and hooks.on_succeeded is not None:
             _in_ctx(task, call_hook, hooks.on_succeeded, task, value)
 
-        dep_lost = kind is TaskState.CANCELLED and isinstance(token.cause, _DependencyLost | LeaseLost)
+        comes_back = kind is TaskState.CANCELLED and isinstance(token.cause, _DependencyLost | LeaseLost)
         if kind is TaskState.CANCELLED:
             # Record why it was cancelled: the token's cause if it was cancelled, else
             # the cause carried by the Cancelled it raised, else what it raised.
@@ -776,7 +776,7 @@ class Group:
             stopping = (
                 self._stopping or self.token.cancelled or task._cancel_cause is not None
             )
-            if dep_lost and not stopping:
+            if comes_back and not stopping:
                 # What it needs went away (or, for a singleton, its lease): back to
                 # PENDING until it is ready again (campaigns again). It goes through
                 # admission below, since what it needs may be back already.

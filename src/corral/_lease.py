@@ -787,8 +787,8 @@ def campaign(
             continue
         try:
             lease = coordinator.try_acquire(name, owner=_owner(), secret=secret)
-        except Exception as e:
-            _unreserve(name)  # a backend (or a Coordinator subclass) failed: not held
+        except Exception as e:  # a backend (or a Coordinator subclass) failed: not held
+            _unreserve(name)
             maybe_applied = True  # a timed-out acquire may have happened: forget it later
             error = e if isinstance(e, CoordinatorError) else _wrap(coordinator, "acquire", name, e)
             kind = (type(e), type(e.__cause__)) if isinstance(e, CoordinatorError) else (type(e),)
