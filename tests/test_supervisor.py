@@ -929,3 +929,33 @@ def test_coordinator_keyword_takes_a_coordinator_or_none_and_refuses_other_types
     with pytest.raises(TypeError, match=r"coordinator must be a corral\.Coordinator"):
         corral.Supervisor("coord2", handle_signals=False, coordinator=42)  # type: ignore[arg-type]
     assert not [g for g in corral.roots() if g.name == "coord2"]
+
+
+def test_a_failure_collected_by_a_supervisor_is_logged_at_error(
+    corral_log: pytest.LogCaptureFixture,
+) -> None:
+    # A supervisor raises none of its failures, so a collected one must reach the log
+    # at ERROR, as a task's failure does (a plain group logs it at DEBUG: join raises it).
+    sup = Supervisor("collector", handle_signals=False)
+    sup.start()
+    try:
+        with sup.collect():
+            raise ValueError("callback broke")
+    finally:
+        sup.stop()
+    [failure] = sup.failures
+    assert isinstance(failure, ValueError)
+    records = [r for r in corral_log.records if "collected failure" in r.getMessage()]
+    assert [r.levelno for r in records] == [logging.ERROR]
+    assert records[0].exc_info is not None
+    assert records[0].exc_info[1] is failure
+
+
+def test_a_failure_collected_by_a_plain_group_is_logged_at_debug_and_raised(
+    corral_log: pytest.LogCaptureFixture,
+) -> None:
+    with pytest.raises(ExceptionGroup) as caught, corral.Group("plain") as g, g.collect():
+        raise ValueError("callback broke")
+    assert [type(e) for e in caught.value.exceptions] == [ValueError]
+    records = [r for r in corral_log.records if "collected failure" in r.getMessage()]
+    assert [r.levelno for r in records] == [logging.DEBUG]

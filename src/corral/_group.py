@@ -133,6 +133,9 @@ class Group:
 
     _kind = "group"
     _starts_started = True  # a Supervisor queues tasks until start()
+    # A plain group raises its failures from join() (where the user sees them), so it
+    # logs them only at DEBUG; a supervisor raises none, so it logs them at ERROR.
+    _failure_level = logging.DEBUG
 
     def __init__(
         self,
@@ -1273,7 +1276,10 @@ class Group:
 
         def log_it() -> None:
             if isinstance(exc, Exception):  # a fatal one propagates: not logged here
-                log.debug("collected failure in %s %r", self._kind, self.name, exc_info=exc)
+                log.log(
+                    self._failure_level, "collected failure in %s %r", self._kind, self.name,
+                    exc_info=exc, extra={"corral_task": None, "corral_group": self.name},
+                )
 
         self._report(exc, log_it)
 

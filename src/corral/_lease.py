@@ -17,7 +17,6 @@ group calls them around a singleton's attempt. See ``notes/leases.md`` for the p
 from __future__ import annotations
 
 import abc
-import fcntl
 import functools
 import hashlib
 import logging
@@ -27,6 +26,7 @@ import random
 import re
 import secrets
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -40,6 +40,9 @@ from ._token import _cancelled_from, _check_seconds
 
 if TYPE_CHECKING:
     from ._token import Token
+
+if sys.platform != "win32":  # (corral itself imports anywhere; file leases need flock)
+    import fcntl
 
 __all__ = [
     "Coordinator",
@@ -315,6 +318,8 @@ class FileCoordinator(Coordinator):
         poll_interval: float = 0.1,
         check_interval: float = 1.0,
     ) -> None:
+        if sys.platform == "win32":  # pragma: no cover
+            raise CoordinatorError("FileCoordinator needs flock (POSIX); use RedisCoordinator")
         _check_positive("poll_interval", poll_interval)
         _check_positive("check_interval", check_interval)
         if directory is not None and not isinstance(directory, str | os.PathLike):

@@ -42,6 +42,7 @@ class Supervisor(Group):
 
     _kind = "supervisor"
     _starts_started = False
+    _failure_level = logging.ERROR
 
     def __init__(
         self,
