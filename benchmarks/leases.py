@@ -39,73 +39,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from run import medians_us  # (benchmarks/ is on sys.path when this runs as a script)
+
 import corral
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from redis_server import RedisServer
 
 TIMEOUT = 30.0  # seconds: a backstop for every wait on a subprocess
 FILE_POLL = 0.1  # FileCoordinator's default poll_interval
 REDIS_TTLS = (1.0, 2.0)  # the default 10 s would take 12 s per kill -9 round
-
-
-# -- a redis-server of our own (as tests/redis_server.py, without pytest) --------------
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-        if port != 6379:  # never the packaged service's port
-            return port
-
-
-class RedisServer:
-    """A ``redis-server`` on loopback with no persistence, in ``directory``."""
-
-    def __init__(self, directory: Path) -> None:
-        binary = shutil.which("redis-server") or next(
-            (c for c in ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
-             if os.access(c, os.X_OK)), None,
-        )
-        if binary is None:
-            raise SystemExit("redis-server is not installed (apt-get install -y redis-server)")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen(
-            [
-                binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(directory), "--loglevel", "warning",
-            ],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while True:  # poll for the port: the server gives no other readiness signal
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited at start (code {self.proc.returncode})")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError("redis-server did not answer within 10 s")
-            time.sleep(0.01)
-
-    def version(self) -> str:
-        import redis
-
-        client = redis.Redis.from_url(self.url)
-        try:
-            return str(client.info("server")["redis_version"])
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
 
 
 # -- the contender process ---------------------------------------------------------------
@@ -262,17 +205,6 @@ def run_takeovers(scenarios: list[Scenario], where: dict[str, str], directory: P
 
 
 # -- operations per second ---------------------------------------------------------------
-
-
-def medians_us(fns: list[Callable[[], None]], n: int, rounds: int) -> list[float]:
-    """Median µs per operation of each contender, rounds interleaved (as in run.py)."""
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(rounds):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) / n * 1e6 for t in times]
 
 
 def expect(value: object, what: str) -> None:
@@ -492,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     lock_dir.mkdir(parents=True, exist_ok=True)
     cleanup = [base]
     server = RedisServer(base)
+    server.start()
     try:
         print(f"corral {corral.__version__} on Python {platform.python_version()} "
               f"({platform.machine()}, {len(os.sched_getaffinity(0))} cores), "

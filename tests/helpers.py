@@ -4,8 +4,9 @@ on sys.path)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import corral
 
@@ -55,3 +56,28 @@ class Concurrency:
     def __exit__(self, *exc: object) -> None:
         with self._lock:
             self.running -= 1
+
+
+T = TypeVar("T")
+
+
+def in_thread(fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a fresh non-main thread (so that a supervisor made there, such as
+    ``corral.go``'s default one, installs no signal handler); return its result or
+    raise its exception."""
+    out: list[T] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(TIMEOUT)
+    assert not t.is_alive(), "timed out waiting for the thread"
+    if errors:
+        raise errors[0]
+    return out[0]

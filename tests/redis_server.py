@@ -1,7 +1,8 @@
 """A real ``redis-server`` on loopback, started and stopped by the tests themselves.
 
 ``./scripts/check.sh`` installs the Debian package when it is missing. Never the packaged
-service on 6379: each server gets a free port, no persistence, its own directory.
+service on 6379: each server gets a free port, no persistence, its own directory. Also
+used by ``benchmarks/leases.py`` (so: no pytest here).
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 _CANDIDATES = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
 
 
@@ -24,7 +23,7 @@ def redis_server_binary() -> str:
         (c for c in _CANDIDATES if os.access(c, os.X_OK)), None
     )
     if found is None:
-        pytest.fail(
+        raise RuntimeError(
             "redis-server is not installed; ./scripts/check.sh installs it "
             "(apt-get install -y redis-server)"
         )
@@ -32,10 +31,12 @@ def redis_server_binary() -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port != 6379:  # never the packaged service's port
+            return port
 
 
 class RedisServer:
@@ -96,3 +97,12 @@ class RedisServer:
 
     def stop(self) -> None:
         self.kill()
+
+    def version(self) -> str:
+        import redis
+
+        client = redis.Redis.from_url(self.url)
+        try:
+            return str(client.info("server")["redis_version"])
+        finally:
+            client.close()

@@ -46,7 +46,7 @@ from corral import (
     TaskState,
 )
 from corral._lease import _reset_default, default_coordinator, lease_clock
-from helpers import TIMEOUT, Concurrency, released, wait
+from helpers import TIMEOUT, Concurrency, in_thread, released, wait
 from redis_server import RedisServer, free_port
 
 T = TypeVar("T")
@@ -277,26 +277,6 @@ def fresh_go() -> Iterator[None]:
         yield
     finally:
         corral._supervisor._reset_default_for_tests()
-
-
-def _in_thread(fn: Callable[[], T]) -> T:
-    """Run fn in a fresh non-main thread (so that corral.go's default supervisor installs
-    no signal handler) and return its result or raise its exception."""
-    out: list[T] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            out.append(fn())
-        except BaseException as e:
-            errors.append(e)
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join(WAIT)
-    if errors:
-        raise errors[0]
-    return out[0]
 
 
 # -- lifecycle: one holder at a time, takeover on a graceful stop ---------------------------
@@ -1744,7 +1724,7 @@ def test_env_directory_selects_the_file_backend_for_go_and_supervisors(
         assert lease is not None
         return lease.fence
 
-    t = _in_thread(lambda: corral.go(fence, name="env-job", singleton=True))
+    t = in_thread(lambda: corral.go(fence, name="env-job", singleton=True))
     first = t.result(WAIT)
     assert default.path("env-job").read_text() == f"{first} {OWNER}\n"
     sup = make("s", None)  # no coordinator: the process default
@@ -1777,7 +1757,7 @@ def test_env_redis_url_selects_the_redis_backend_for_go_and_supervisors(
         return lease.fence
 
     with released(done):
-        t = _in_thread(lambda: corral.go(hold, name="env-job", singleton=True))
+        t = in_thread(lambda: corral.go(hold, name="env-job", singleton=True))
         wait(running)
         assert raw.hget("corral:{env-job}:lock", "owner") == OWNER.encode()
         done.set()
@@ -1803,7 +1783,7 @@ def test_env_errors_surface_at_spawn(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv(ENV, str(plain / "locks"))
     _reset_default()
     with pytest.raises(CoordinatorError, match="cannot create the lease directory"):
-        _in_thread(lambda: corral.go(lambda: None, name="job", singleton=True))
+        in_thread(lambda: corral.go(lambda: None, name="job", singleton=True))
     port = free_port()
     monkeypatch.setenv(ENV, f"redis://127.0.0.1:{port}/0")
     _reset_default()

@@ -16,6 +16,7 @@ import pytest
 
 import corral
 from corral import Supervisor, TaskState
+from helpers import in_thread
 
 WAIT = 10.0  # a generous backstop (real seconds)
 NOT_YET = 0.2  # how long a negative check ("has not returned") looks
@@ -850,31 +851,11 @@ def fresh_default() -> Iterator[None]:
         corral._supervisor._reset_default_for_tests()
 
 
-def _in_thread(fn: Callable[[], object]) -> object:
-    """Run fn in a fresh non-main thread (so the default supervisor does not install
-    signal handlers) and return its result."""
-    out: list[object] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            out.append(fn())
-        except BaseException as e:
-            errors.append(e)
-
-    t = threading.Thread(target=run)
-    t.start()
-    t.join(WAIT)
-    if errors:
-        raise errors[0]
-    return out[0]
-
-
 @pytest.mark.usefixtures("fresh_default")
 def test_go_runs_a_task_on_the_default_supervisor() -> None:
     log = Log()
     handlers = [signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)]
-    t1 = _in_thread(lambda: corral.go(lambda x: x * 2, 21, name="double"))
+    t1 = in_thread(lambda: corral.go(lambda x: x * 2, 21, name="double"))
     assert isinstance(t1, corral.Task)
     assert t1.result(WAIT) == 42
     assert t1.name == "double"
@@ -900,7 +881,7 @@ def test_go_tasks_are_not_children_of_the_calling_task() -> None:
         holder.append(t)
         running.set()
 
-    _in_thread(lambda: corral.go(noop, name="warm-up").join(WAIT))  # default made off-main
+    in_thread(lambda: corral.go(noop, name="warm-up").join(WAIT))  # default made off-main
     with corral.Group() as g:
         g.spawn(spawner)
     assert running.wait(WAIT)
@@ -913,7 +894,7 @@ def test_go_tasks_are_not_children_of_the_calling_task() -> None:
 
 @pytest.mark.usefixtures("fresh_default")
 def test_go_failures_are_recorded_not_raised() -> None:
-    t = _in_thread(lambda: corral.go(raises(Boom("go failed"))))
+    t = in_thread(lambda: corral.go(raises(Boom("go failed"))))
     assert isinstance(t, corral.Task)
     t.join(WAIT)
     assert state(t) is TaskState.FAILED
