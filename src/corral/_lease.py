@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._errors import CoordinatorError, LeaseLost
+from ._task import _current
 from ._token import _cancelled_from, _check_seconds
 
 if TYPE_CHECKING:
@@ -188,8 +189,6 @@ class Lease:
 def current_lease() -> Lease | None:
     """The lease of the running singleton task (name, fence, owner, deadline), or None
     outside a singleton task."""
-    from ._task import _current  # (the task module imports this one)
-
     task = _current.get()
     return None if task is None else task._lease
 
