@@ -48,7 +48,7 @@ from ._lease import (
 from ._policy import NO_HOOKS, Backoff, Hooks, Restart, call_hook, check_max_restarts
 from ._pool import get_pool, will_be_idle
 from ._sync import YieldingLock
-from ._task import _FINAL, Task, TaskState, _busy, _current
+from ._task import _FINAL, Singleton, Task, TaskState, _busy, _current
 from ._token import Token, as_cause
 
 __all__ = ["Group", "roots"]
@@ -87,6 +87,11 @@ def _within(group: Group) -> bool:
 
 class _DependencyLost(Cancelled):
     """Cause given to a dependent whose needed task ended (it will run again)."""
+
+
+# Causes after which a task waits to run again rather than ending: what it needs ended,
+# or (a singleton) it lost its lease.
+_COMES_BACK = (_DependencyLost, LeaseLost)
 
 
 def roots() -> list[Group]:
@@ -547,7 +552,7 @@ class Group:
         # finishing (it is only cancelled once the foreground is done).
         limit = self._limit
         return (
-            limit is not None and not task.background and task._singleton is None
+            limit is not None and not task.background and task._single is None
             and self._slots >= limit
         )
 
@@ -555,8 +560,8 @@ class Group:
         # Once released, the callable will be called even if the token is cancelled
         # meanwhile: "spawn, then stop at once" stays deterministic.
         task._state = TaskState.RUNNING
-        if task._singleton is not None:
-            task._campaigning = True  # PENDING to the outside until it holds its lease
+        if task._single is not None:
+            task._single.campaigning = True  # PENDING to the outside until it holds its lease
         elif not task.background:
             task._slot = True
             self._slots += 1
@@ -588,9 +593,9 @@ class Group:
         threading.current_thread().name = f"corral:{task.name}"
         token = task.token
         keeper: Keeper | None = None
-        if task._singleton is not None:
+        if task._single is not None:
             try:
-                keeper = self._campaign(task, token)
+                keeper = self._campaign(task, task._single, token)
             except BaseException as e:  # pragma: no cover - campaign() catches backend errors
                 return self._end_attempt(task, token, TaskState.FAILED, None, e)
             if keeper is None:  # cancelled while campaigning: it never ran
@@ -624,12 +629,11 @@ class Group:
 
     # -- singletons --------------------------------------------------------------------
 
-    def _campaign(self, task: Task[Any], token: Token) -> Keeper | None:
+    def _campaign(self, task: Task[Any], single: Singleton, token: Token) -> Keeper | None:
         """Wait (PENDING, campaigning) until this process holds the task's lease; then
         start renewing it. None if the task was cancelled first."""
-        coordinator = task._singleton
-        assert coordinator is not None
-        task._campaigning = True
+        coordinator = single.coordinator
+        single.campaigning = True
         self._lease_event(task, "campaigning", None)
 
         def on_error(e: CoordinatorError, first: bool) -> None:
@@ -648,11 +652,11 @@ class Group:
                 self._lease_event(task, "lost", lease)
 
             lease._on_lost = lost
-            task._lease = lease
-            task._campaigning = False
+            single.lease = lease
+            single.campaigning = False
         finally:
-            if task._lease is None:
-                task._lease_state = None  # (still PENDING outside until the attempt ends)
+            if single.lease is None:
+                single.state = None  # (still PENDING outside until the attempt ends)
         self._lease_event(task, "holding", lease)  # before the keeper can say "lost"
         keeper.start()
         if lease.deadline != math.inf and lease_clock() >= lease.deadline:
@@ -664,17 +668,20 @@ class Group:
         lease = keeper.lease
         was_lost = lease._lost is not None
         release_after_run(keeper.coordinator, lease)
-        task._lease = None
+        assert task._single is not None
+        task._single.lease = None
         if not was_lost:
             self._lease_event(task, "released", lease)
 
     def _lease_event(self, task: Task[Any], state: str, lease: Lease | None) -> None:
-        task._lease_state = state
+        single = task._single
+        assert single is not None
+        single.state = state
         if state == "holding":
             assert lease is not None
             log.info(
                 "singleton %r holds its lease (fence %d) on %s", task.name, lease.fence,
-                task._singleton.describe() if task._singleton is not None else "?",
+                single.coordinator.describe(),
                 extra={"corral_task": task.name, "corral_group": self.name},
             )
         hook = self.hooks.on_lease
@@ -758,7 +765,7 @@ class Group:
         elif kind is TaskState.SUCCEEDED and hooks.on_succeeded is not None:
             _in_ctx(task, call_hook, hooks.on_succeeded, task, value)
 
-        comes_back = kind is TaskState.CANCELLED and isinstance(token.cause, _DependencyLost | LeaseLost)
+        comes_back = kind is TaskState.CANCELLED and isinstance(token.cause, _COMES_BACK)
         if kind is TaskState.CANCELLED:
             # Record why it was cancelled: the token's cause if it was cancelled, else
             # the cause carried by the Cancelled it raised, else what it raised.
@@ -856,7 +863,8 @@ class Group:
 
     def _attempt_over_locked(self, task: Task[Any]) -> None:
         """An attempt ended: its limit slot is free and it is no longer ready."""
-        task._campaigning = False
+        if task._single is not None:
+            task._single.campaigning = False
         if task._slot:
             task._slot = False
             self._slots -= 1

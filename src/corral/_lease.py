@@ -190,7 +190,9 @@ def current_lease() -> Lease | None:
     """The lease of the running singleton task (name, fence, owner, deadline), or None
     outside a singleton task."""
     task = _current.get()
-    return None if task is None else task._lease
+    if task is None or task._single is None:
+        return None
+    return task._single.lease
 
 
 # -- coordinators --------------------------------------------------------------------------

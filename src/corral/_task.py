@@ -53,13 +53,25 @@ _current: contextvars.ContextVar[Task[Any] | None] = contextvars.ContextVar(
 )
 
 
+class Singleton:
+    """What a singleton task carries besides a task's state: its coordinator, whether
+    it campaigns (PENDING to the outside), the lease it holds, and the lease's state."""
+
+    __slots__ = ("campaigning", "coordinator", "lease", "state")
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+        self.campaigning = False
+        self.lease: Lease | None = None
+        self.state: str | None = None  # campaigning, holding, lost, released
+
+
 class Task(Generic[T]):
     """The handle of one unit of work in a group. Made by ``Group.spawn``."""
 
     __slots__ = (
         "_attempt_started",
         "_base_ctx",
-        "_campaigning",
         "_cancel_cause",
         "_child_groups",
         "_consecutive",
@@ -70,15 +82,13 @@ class Task(Generic[T]):
         "_hold",
         "_in_map",
         "_last_error",
-        "_lease",
-        "_lease_state",
         "_ready",
         "_ready_value",
         "_replaced_by",
         "_replaces",
         "_restart_times",
         "_result",
-        "_singleton",
+        "_single",
         "_slot",
         "_state",
         "_thread_ident",
@@ -159,43 +169,42 @@ class Task(Generic[T]):
         self._thread_ident: int | None = None
         self._timer: TimerHandle | None = None
         self._attempt_started = 0.0
-        self._singleton = singleton  # the coordinator of a singleton task
-        self._campaigning = False  # RUNNING inside, PENDING outside: waiting for its lease
-        self._lease: Lease | None = None
-        self._lease_state: str | None = None
+        self._single = Singleton(singleton) if singleton is not None else None
 
     def __repr__(self) -> str:
         extra = f" attempts={self.attempts}"
         if self._last_error is not None:
             extra += f" last_error={self._last_error!r}"
-        if self._lease_state is not None:
-            extra += f" lease={self._lease_state}"
-            if self._lease is not None and self._lease_state == "holding":
-                extra += f"(fence {self._lease.fence})"
+        single = self._single
+        if single is not None and single.state is not None:
+            extra += f" lease={single.state}"
+            if single.lease is not None and single.state == "holding":
+                extra += f"(fence {single.lease.fence})"
         return f"<corral.Task {self.name!r} {self.state.name}{extra}>"
 
     @property
     def state(self) -> TaskState:
         """PENDING, RUNNING, BACKOFF, then SUCCEEDED, FAILED or CANCELLED."""
-        if self._campaigning:
-            return TaskState.PENDING
+        single = self._single
+        if single is not None and single.campaigning:
+            return TaskState.PENDING  # (RUNNING inside: its attempt campaigns)
         return self._state
 
     @property
     def singleton(self) -> bool:
         """Whether the task runs only while this process holds its lease."""
-        return self._singleton is not None
+        return self._single is not None
 
     @property
     def lease(self) -> Lease | None:
         """The lease this singleton holds while it runs, else None."""
-        return self._lease
+        return self._single.lease if self._single is not None else None
 
     @property
     def lease_state(self) -> str | None:
         """A singleton's lease: ``"campaigning"``, ``"holding"``, ``"lost"`` or
         ``"released"`` (None for other tasks, and before the first campaign)."""
-        return self._lease_state
+        return self._single.state if self._single is not None else None
 
     @property
     def done(self) -> bool:
@@ -261,11 +270,12 @@ class Task(Generic[T]):
             "background": self.background,
             "children": [g.snapshot() for g in groups if not g._closed],
         }
-        if self._singleton is not None:
-            lease = self._lease
+        single = self._single
+        if single is not None:
+            lease = single.lease
             snap["lease"] = {
-                "state": self._lease_state,
-                "coordinator": self._singleton.describe(),
+                "state": single.state,
+                "coordinator": single.coordinator.describe(),
                 "fence": lease.fence if lease is not None else None,
                 "owner": lease.owner if lease is not None else None,
                 "remaining": lease.remaining() if lease is not None else None,
@@ -304,7 +314,8 @@ def sleep(seconds: float) -> bool:
         _check_seconds("seconds", seconds)
         time.sleep(seconds)
         return True
-    lease = task._lease
+    single = task._single
+    lease = single.lease if single is not None else None
     if lease is None:
         return task.token.sleep(seconds)
     # A singleton: never sleep past its lease's deadline, and say False if the lease
@@ -323,8 +334,8 @@ def cancelled() -> bool:
     task = _current.get()
     if task is None:
         return False
-    lease = task._lease
-    if lease is not None and not lease.valid():
+    single = task._single
+    if single is not None and single.lease is not None and not single.lease.valid():
         return True  # (losing it cancelled the token)
     return task.token.cancelled
 
@@ -334,9 +345,9 @@ def check() -> None:
     singleton, its lease is lost)."""
     task = _current.get()
     if task is not None:
-        lease = task._lease
-        if lease is not None:
-            lease.valid()  # a lease past its deadline is lost now: that cancels the token
+        single = task._single
+        if single is not None and single.lease is not None:
+            single.lease.valid()  # a lease past its deadline is lost now: that cancels the token
         task.token.check()
 
 
