@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import abc
 import functools
-import hashlib
 import logging
 import math
 import os
 import random
 import re
-import secrets
-import socket
 import sys
-import tempfile
 import threading
 import time
 import weakref
@@ -69,7 +65,14 @@ _NAME_RULE = (
     "1 to 200 characters: letters, digits and _ . : @ + = - (not starting with . : @ + = -)"
 )
 _DRIFT = 0.01  # clock-rate allowance: 1% of the TTL (Redlock, pottery)
-_OWNER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _hostname() -> str:
+    # (os.uname rather than socket: importing corral stays cheap)
+    return os.uname().nodename if hasattr(os, "uname") else os.environ.get("COMPUTERNAME", "?")
+
+
+_OWNER = f"{_hostname()}:{os.getpid()}"
 
 
 def check_lease_name(name: str) -> str:
@@ -268,7 +271,7 @@ def _unreserve(name: str) -> None:
 
 def _after_fork_in_child() -> None:
     global _OWNER, _held_lock, _local_lock
-    _OWNER = f"{socket.gethostname()}:{os.getpid()}"
+    _OWNER = f"{_hostname()}:{os.getpid()}"
     _held_lock = threading.Lock()
     _local_lock = threading.Lock()
     _local.clear()
@@ -292,6 +295,8 @@ if hasattr(os, "register_at_fork"):
 
 
 def _default_lock_dir() -> Path:
+    import tempfile  # (here: it imports shutil, bz2 and lzma, which corral needs nowhere else)
+
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime and os.path.isdir(runtime):
         return Path(runtime) / "corral"
@@ -328,6 +333,9 @@ class FileCoordinator(Coordinator):
         self.directory = Path(directory) if directory is not None else _default_lock_dir()
         self.poll_interval = float(poll_interval)
         self.renew_interval = float(check_interval)
+        import hashlib  # (here: it loads OpenSSL, a few MiB that only file leases need)
+
+        self._sha256 = hashlib.sha256
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as e:
@@ -352,7 +360,7 @@ class FileCoordinator(Coordinator):
     def path(self, name: str) -> Path:
         """The lock file of ``name`` (the hash keeps names apart on case-insensitive
         filesystems)."""
-        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        digest = self._sha256(name.encode()).hexdigest()[:12]
         return self.directory / f"{name}-{digest}.lock"
 
     def _open(self, name: str) -> tuple[int, Path]:
@@ -780,7 +788,7 @@ def campaign(
     first)`` (``first``: the first error of its kind since the last success). Never
     runs without a lease: an error is "not held".
     """
-    secret = secrets.token_hex(16)
+    secret = os.urandom(16).hex()
     errors = 0
     last_kind: tuple[object, ...] = ()
     maybe_applied = False
