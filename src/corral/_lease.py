@@ -917,24 +917,16 @@ class Keeper:
 
 def release_after_run(coordinator: Coordinator, lease: Lease) -> None:
     """Release once the guarded work has returned (with a fresh timeout, never with the
-    cancelled context of the work: bricks' AcquireAndKeepUp lost its release that way)."""
+    cancelled context of the work: bricks' AcquireAndKeepUp lost its release that way).
+
+    A lost lease is released too: compare-and-delete is a harmless no-op on a lease
+    that is someone else's, and a file lease's descriptor must be closed either way."""
     try:
-        _release_run(coordinator, lease)
+        with lease._lock:
+            if lease._lost is None:  # from here on, the lease is not valid
+                lease._lost = LeaseLost(f"lease {lease.name!r} released")
+                lease._on_lost = None
+        _release_quietly(coordinator, lease)
     finally:
         _unreserve(lease.name)
-
-
-def _release_run(coordinator: Coordinator, lease: Lease) -> None:
-    if lease._lost is not None and isinstance(coordinator, FileCoordinator):
-        coordinator.release(lease)  # closes the descriptor
-        return
-    if lease._lost is not None:
-        # Not ours any more, or it expired: a compare-and-delete is a harmless no-op, and
-        # it frees the name at once if the key somehow still carries our secret.
-        _release_quietly(coordinator, lease)
-        return
-    with lease._lock:
-        lease._lost = LeaseLost(f"lease {lease.name!r} released")
-        lease._on_lost = None
-    _release_quietly(coordinator, lease)
 
