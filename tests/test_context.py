@@ -215,12 +215,37 @@ def test_restart_is_logged_at_warning_naming_the_task(corral_log: pytest.LogCapt
     assert t.state is corral.TaskState.SUCCEEDED
     records = [r for r in about(corral_log, "flaky-task") if r.levelno >= logging.INFO]
     assert [r.levelname for r in records] == ["WARNING", "WARNING"]
-    for rec, err in zip(records, errors, strict=True):
+    # One line each (type, message, attempt, next delay), no traceback at WARNING...
+    for i, (rec, err) in enumerate(zip(records, errors, strict=True), start=1):
         assert rec.name == "corral"
-        assert rec.exc_info is not None
-        assert rec.exc_info[1] is err
+        assert rec.exc_info is None
+        assert rec.getMessage() == (
+            f"task 'flaky-task' failed (attempt {i}): RuntimeError: {err}; restarting in 0s"
+        )
         assert getattr(rec, "corral_group", None) == "log-restart"
+    # ...and the tracebacks at DEBUG.
+    tracebacks = [
+        r for r in about(corral_log, "flaky-task") if r.levelno == logging.DEBUG and r.exc_info
+    ]
+    assert [r.exc_info[1] for r in tracebacks if r.exc_info] == errors
     assert not [r for r in corral_log.records if r.levelno >= logging.ERROR]
+
+
+def test_a_restart_after_a_normal_return_is_logged_at_info(
+    corral_log: pytest.LogCaptureFixture,
+) -> None:
+    runs: list[int] = []
+
+    def returns() -> None:
+        runs.append(1)
+        if len(runs) == 2:
+            corral.current_task().group.cancel()  # type: ignore[union-attr]
+
+    with corral.Group("log-always") as g:
+        g.spawn(returns, name="steady", restart="always", backoff=NO_WAIT)
+    records = [r for r in about(corral_log, "steady") if "restarting" in r.getMessage()]
+    assert [r.levelname for r in records] == ["INFO"]
+    assert records[0].getMessage() == "task 'steady' returned (attempt 1); restarting in 0s"
 
 
 def test_supervisor_failure_is_logged_once_at_error_with_traceback(
@@ -275,7 +300,7 @@ def test_restarts_then_restart_limit_warning_then_one_error(
     assert [r.levelname for r in records] == ["WARNING", "WARNING", "ERROR"]
     assert records[-1].exc_info is not None
     assert records[-1].exc_info[1] is t.exception()
-    assert all(r.exc_info and isinstance(r.exc_info[1], RuntimeError) for r in records[:2])
+    assert all("RuntimeError: nope" in r.getMessage() for r in records[:2])
 
 
 def test_plain_group_failure_is_raised_not_logged_as_an_error(

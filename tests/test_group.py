@@ -4,6 +4,7 @@ wait_until, map, join, names, dependencies and introspection (DESIGN.md)."""
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import re
 import threading
@@ -1399,6 +1400,13 @@ def test_snapshot_shape(clock: MockClock) -> None:
         leaf_gate.set()
         g.cancel()
     g.join(TIMEOUT)
+    # JSON-safe: no exception objects, no Infinity/NaN.
+    json.dumps(snap, allow_nan=False)
+    pool = snap.pop("pool")
+    assert pool["threads"] >= pool["busy"] >= 2
+    started = [snap["tasks"][0].pop("started"), snap["tasks"][0]["children"][0]["tasks"][0].pop("started")]
+    assert all(isinstance(s, float) and abs(s - time.time()) < 3600 for s in started)
+    common = {"waiting_for": None, "cause": None, "drain": False, "draining": False}
     assert snap == {
         "name": "root",
         "kind": "group",
@@ -1407,11 +1415,12 @@ def test_snapshot_shape(clock: MockClock) -> None:
         "tasks": [
             {
                 "name": "parent",
-                "state": TaskState.RUNNING,
+                "state": "running",
                 "attempts": 1,
                 "last_error": None,
                 "meta": {"role": "p"},
                 "background": False,
+                **common,
                 "children": [
                     {
                         "name": "inner",
@@ -1421,11 +1430,12 @@ def test_snapshot_shape(clock: MockClock) -> None:
                         "tasks": [
                             {
                                 "name": "leaf",
-                                "state": TaskState.RUNNING,
+                                "state": "running",
                                 "attempts": 1,
                                 "last_error": None,
                                 "meta": {"depth": 2},
                                 "background": False,
+                                **common,
                                 "children": [],
                             }
                         ],
@@ -1434,11 +1444,13 @@ def test_snapshot_shape(clock: MockClock) -> None:
             },
             {
                 "name": "flaky",
-                "state": TaskState.BACKOFF,
+                "state": "backoff",
                 "attempts": 1,
-                "last_error": flaky_err,
+                "started": None,
+                "last_error": "ValueError: flaky",
                 "meta": {},
                 "background": False,
+                **common,
                 "children": [],
             },
         ],

@@ -411,7 +411,8 @@ class Ops(RuleBasedStateMachine):
         stopped_before = isinstance(g, corral.Supervisor) and g.is_stopped
         try:
             task = g.spawn(
-                probe, name=name, replace=spec.replace, background=spec.background,
+                probe, name=name, replace=spec.replace and name is not None,
+                background=spec.background,
                 on_finish=self.recorder.own_finish, **options,
             )
         except corral.DuplicateTaskName:

@@ -109,6 +109,28 @@ class Replaced(Exception):
 
 GRACEFUL = (Stopped, Replaced)
 
+
+def safe_repr(obj: object) -> str:
+    """``repr(obj)``, or a stand-in if that raises.
+
+    User exceptions are formatted by corral's own bookkeeping (logs, causes, stop
+    reports); a third-party exception whose ``__repr__`` raises must not break it.
+    """
+    try:
+        return repr(obj)
+    except BaseException as e:  # noqa: BLE001 - any failure of a user's __repr__
+        return f"<{type(obj).__qualname__} (its repr raised {type(e).__qualname__})>"
+
+
+def describe(exc: BaseException) -> str:
+    """``"TypeName: message"`` for one log line, formatted defensively."""
+    name = type(exc).__qualname__
+    try:
+        text = str(exc)
+    except BaseException as e:  # noqa: BLE001 - any failure of a user's __str__
+        text = f"(its str raised {type(e).__qualname__})"
+    return f"{name}: {text}" if text else name
+
 for _cls in (
     Cancelled,
     CorralError,

@@ -33,6 +33,8 @@ from ._errors import (
     Replaced,
     RestartLimitExceeded,
     Stopped,
+    describe,
+    safe_repr,
 )
 from ._lease import (
     Coordinator,
@@ -48,8 +50,8 @@ from ._lease import (
 from ._policy import NO_HOOKS, Backoff, Hooks, Restart, call_hook, check_max_restarts
 from ._pool import get_pool, will_be_idle
 from ._sync import YieldingLock
-from ._task import _FINAL, Singleton, Task, TaskState, _busy, _current
-from ._token import Token, as_cause
+from ._task import _FINAL, ATTEMPT_ENDED, GroupSnapshot, Singleton, Task, TaskState, _busy, _current
+from ._token import Token, as_cause, check_timeout
 
 __all__ = ["Group", "roots"]
 
@@ -111,13 +113,73 @@ def check_count(what: str, value: object) -> int | None:
     return value
 
 
-def _check_name(name: object) -> None:
+MAX_NAME = 200  # characters: names go into logs, thread names and snapshots
+
+
+def _check_name(name: object, what: str = "name") -> None:
     if name is None:
         return
     if not isinstance(name, str):
-        raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+        raise TypeError(f"{what} must be a str or None, not {type(name).__name__}")
     if not name:
-        raise ValueError("name must not be empty")
+        raise ValueError(f"{what} must not be empty")
+    if len(name) > MAX_NAME:
+        raise ValueError(f"{what} must be at most {MAX_NAME} characters, not {len(name)}")
+    if not name.isprintable():
+        # Names reach log lines: a newline or an escape sequence in one could forge them.
+        raise ValueError(f"{what} must be printable (no control characters), not {name!r}")
+
+
+def check_bool(what: str, value: object) -> bool:
+    """A flag option: True or False (``fail_fast='no'`` would be truthy)."""
+    if value is not True and value is not False:
+        raise TypeError(f"{what} must be True or False, not {safe_repr(value)}")
+    return value
+
+
+def _check_clock(clock: object) -> Clock | None:
+    if clock is None:
+        return None
+    if not callable(getattr(clock, "monotonic", None)) or not callable(getattr(clock, "call_at", None)):
+        raise TypeError(
+            "clock must have monotonic() and call_at(when, callback) (a corral clock such as "
+            f"corral.testing.MockClock), not {type(clock).__name__}"
+        )
+    return clock  # type: ignore[return-value]
+
+
+# Code flags of functions whose call returns a generator or coroutine instead of
+# running the body (inspect.CO_GENERATOR, CO_COROUTINE, CO_ASYNC_GENERATOR; inspect
+# itself is not imported: it is slow to import).
+_CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
+
+
+def _check_not_generator(fn: Callable[..., Any]) -> None:
+    target: Any = fn
+    for _ in range(8):  # unwrap partials and bound methods
+        func = getattr(target, "func", None)  # functools.partial
+        if func is not None and isinstance(target, functools.partial):
+            target = func
+            continue
+        inner = getattr(target, "__func__", None)  # bound method
+        if inner is not None:
+            target = inner
+            continue
+        break
+    code = getattr(target, "__code__", None)
+    flags = getattr(code, "co_flags", 0)
+    if not isinstance(flags, int) or not flags & (_CO_GENERATOR | _CO_COROUTINE | _CO_ASYNC_GENERATOR):
+        return
+    if flags & _CO_COROUTINE:
+        kind = "a coroutine function (async def)"
+        hint = "corral runs coroutine functions from its asyncio support only; call it with asyncio.run() inside a plain function for now"
+    elif flags & _CO_ASYNC_GENERATOR:
+        kind = "an async generator function"
+        hint = "spawn a function that iterates it instead"
+    else:
+        kind = "a generator function"
+        hint = "its body would never run: spawn a function that consumes it, e.g. lambda: list(gen())"
+    raise TypeError(f"fn is {kind} ({_qualname(fn)}): {hint}")
 
 
 def _qualname(fn: Callable[..., Any]) -> str:
@@ -141,6 +203,9 @@ class Group:
     # A plain group raises its failures from join() (where the user sees them), so it
     # logs them only at DEBUG; a supervisor raises none, so it logs them at ERROR.
     _failure_level = logging.DEBUG
+    # Whether a KeyboardInterrupt/SystemExit in a task stops the group (all but
+    # corral.go()'s default supervisor, which must stay usable).
+    _fatal_stops = True
 
     def __init__(
         self,
@@ -156,6 +221,9 @@ class Group:
         coordinator: Coordinator | str | None = None,
     ) -> None:
         _check_name(name)
+        check_bool("fail_fast", fail_fast)
+        check_bool("detached", detached)
+        clock = _check_clock(clock)
         self._coordinator = check_coordinator(coordinator)
         self._limit = check_count("limit", limit)
         if hooks is not None and not isinstance(hooks, Hooks):
@@ -177,12 +245,17 @@ class Group:
             self.parent.clock if self.parent is not None
             else token.clock if token is not None else SYSTEM_CLOCK
         )
+        # Links to longer-lived objects, undone when the group closes: a task that
+        # makes a group per request must not keep every closed one (and its token).
+        self._parent_task = parent_task
+        self._unlink_token: Callable[[], None] | None = None
         if parent_task is not None:
             self.token = Token(parent_task.token, clock=self.clock)
             if token is not None:
-                token.on_cancel(lambda: self.token.cancel(token.cause))
+                self._unlink_token = token.on_cancel(self._cancel_from_given_token)
         else:
             self.token = Token(token, clock=self.clock)
+        self._given_token = token
 
         self._lock = YieldingLock()  # hot and short: see _sync
         self._cond = threading.Condition(self._lock)  # type: ignore[arg-type]
@@ -194,7 +267,7 @@ class Group:
         # Parked PENDING tasks (on start / needs / a replaced task), in arrival order;
         # rescanned only on events that can unblock them (start, ready, a task's end).
         self._waiting: dict[Task[Any], None] = {}
-        self._dependents: dict[str, list[Task[Any]]] = {}  # name -> tasks that need it
+        self._dependents: dict[str, dict[Task[Any], None]] = {}  # name -> tasks that need it
         self._queue: deque[Task[Any]] = deque()  # pending on the limit only
         self._slots = 0
         self._failures: list[Exception] = []
@@ -206,6 +279,9 @@ class Group:
         # before the cancellation arrives.
         self._halted = False
         self._closed = False
+        self._entered = False
+        # True while a supervisor's graceful stop waits for its drain=True tasks.
+        self._draining = False
         self._reported = False
         self._seq = itertools.count(1)
         self._qualnames: dict[Callable[..., Any], str] = {}  # fn -> its name base
@@ -213,8 +289,8 @@ class Group:
         self.token.on_cancel(self._on_cancelled)
         if parent_task is not None:
             if parent_task._child_groups is None:
-                parent_task._child_groups = []
-            parent_task._child_groups.append(self)
+                parent_task._child_groups = {}
+            parent_task._child_groups[self] = None
         else:
             with _roots_lock:
                 _roots[self] = None
@@ -267,23 +343,50 @@ class Group:
         """The live task of that name, or None."""
         return self._live.get(name)
 
-    def snapshot(self) -> dict[str, Any]:
-        """This group's subtree: name, kind, state, and each live task with its state,
-        attempts, last error, meta and child groups."""
+    def snapshot(self) -> GroupSnapshot:
+        """This group's subtree, JSON-safe: name, kind, state, limit, and each live
+        task (state, attempts, when its attempt started, why it waits or was
+        cancelled, last error, meta, drain, a singleton's lease, the groups it made).
+        A root's snapshot also shows the worker pool (threads, idle, busy)."""
         with self._lock:
             tasks = list(self._unfinished)
             state = (
                 "closed" if self._closed
+                else "draining" if self._draining
                 else "cancelled" if self.token.cancelled
                 else "running" if self._started else "not started"
             )
-        return {
+        snap: GroupSnapshot = {
             "name": self.name,
             "kind": self._kind,
             "state": state,
             "limit": self._limit,
             "tasks": [t._snapshot() for t in tasks],
         }
+        if self.parent is None:
+            pool = get_pool()
+            snap["pool"] = {"threads": pool.threads, "idle": pool.idle, "busy": pool.busy}
+        return snap
+
+    def _waiting_for(self, task: Task[Any]) -> str:
+        """Why a PENDING task waits, in words (for snapshots)."""
+        single = task._single
+        if single is not None and single.campaigning:
+            return "lease (campaigning)"
+        if not self._started:
+            return f"{self._kind} not started"
+        old = task._replaces
+        if old is not None and old._state not in _FINAL:
+            return f"replaced task {old.name!r} to end"
+        for n in task.needs:
+            dep = self._live.get(n)
+            if dep is None:
+                return f"needs {n!r} (not running)"
+            if not dep._ready:
+                return f"needs {n!r} (not ready)"
+        if self._halted or self.token._cause is not None:
+            return "group cancelled"
+        return "limit"
 
     # -- spawning ------------------------------------------------------------------
 
@@ -302,12 +405,31 @@ class Group:
         on_finish: Callable[[Task[T]], object] | None = None,
         signals_ready: bool = False,
         singleton: bool = False,
+        drain: bool = False,
     ) -> Task[T]:
-        """Start ``fn(*args)`` as a task of this group and return its handle at once."""
+        """Start ``fn(*args)`` as a task of this group and return its handle at once.
+
+        ``fn`` is called with ``args`` only: to pass keyword arguments, spawn a
+        ``functools.partial``. ``drain=True`` marks work that a supervisor's graceful
+        stop lets finish (up to its ``drain_timeout``) instead of cancelling it.
+        """
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        _check_not_generator(fn)
+        if (
+            background.__class__ is not bool or replace.__class__ is not bool
+            or signals_ready.__class__ is not bool or singleton.__class__ is not bool
+            or drain.__class__ is not bool
+        ):
+            for what, value in (
+                ("background", background), ("replace", replace), ("signals_ready", signals_ready),
+                ("singleton", singleton), ("drain", drain),
+            ):
+                check_bool(what, value)
         if name is not None:
             _check_name(name)
+        elif replace:
+            raise TypeError("replace=True needs a name= (it replaces the live task of that name)")
         if meta is not None and not isinstance(meta, Mapping):
             raise TypeError(f"meta must be a mapping or None, not {type(meta).__name__}")
         if restart is not Restart.NEVER:
@@ -344,8 +466,8 @@ class Group:
             coordinator = self._find_coordinator()
         # (positional: this is the hot path of every spawn)
         return self._spawn(
-            fn, args, name, meta, bool(background), restart, backoff, mr, bool(replace),
-            needs_t, on_finish, bool(signals_ready), False, coordinator,
+            fn, args, name, meta, background, restart, backoff, mr, replace,
+            needs_t, on_finish, signals_ready, False, coordinator, drain,
         )
 
     def _find_coordinator(self) -> Coordinator:
@@ -373,6 +495,7 @@ class Group:
         signals_ready: bool = False,
         in_map: bool = False,
         singleton: Coordinator | None = None,
+        drain: bool = False,
     ) -> Task[Any]:
         old: Task[Any] | None = None
         auto = name is None
@@ -391,7 +514,7 @@ class Group:
         # the workers finishing tasks contend for it).
         task: Task[Any] = Task(
             self, fn, args, name, meta, background, restart, backoff, max_restarts, needs,
-            on_finish, signals_ready, in_map, singleton,
+            on_finish, signals_ready, in_map, singleton, drain,
         )
         with self._lock:
             self._check_open_locked()
@@ -405,19 +528,14 @@ class Group:
                         f"a task named {name!r} is already live in {self.name!r}; "
                         "pass replace=True to replace it"
                     )
-            for n in needs:
-                if n == name or (n not in self._live):
-                    known = ", ".join(repr(k) for k in self._live) or "none"
-                    raise ValueError(
-                        f"needs names {n!r}, which is not a live task of group {self.name!r} "
-                        f"(spawn what a task needs first; live tasks: {known})"
-                    )
+            if needs:
+                self._check_needs_locked(name, needs)
             self._unfinished[task] = None
             if not background:
                 self._fg += 1
             self._live[name] = task
             for n in needs:
-                self._dependents.setdefault(n, []).append(task)
+                self._dependents.setdefault(n, {})[task] = None
             ended: list[Task[Any]] = []
             if old is None and self.hooks.on_added is None:
                 # The common case, in one lock section: nothing to run in between.
@@ -470,6 +588,36 @@ class Group:
         if released:
             self._submit_all(released)
         return task
+
+    def _check_needs_locked(self, name: str, needs: tuple[str, ...]) -> None:
+        for n in needs:
+            if n == name or (n not in self._live):
+                known = ", ".join(repr(k) for k in list(self._live)[:20]) or "none"
+                raise ValueError(
+                    f"needs names {n!r}, which is not a live task of group {self.name!r} "
+                    f"(spawn what a task needs first; live tasks: {known})"
+                )
+        # A cycle: what it needs (directly or not) needs a task of this name. Possible
+        # when a task of this name ended (or is replaced) while a task needing it waits.
+        seen: set[str] = set()
+        path: list[str] = []
+        stack = [(n, 0) for n in needs]
+        while stack:
+            n, depth = stack.pop()
+            del path[depth:]
+            path.append(n)
+            if n == name:
+                chain = " -> ".join(repr(x) for x in [name, *path])
+                raise ValueError(
+                    f"spawning {name!r} with needs={needs!r} would make a dependency cycle "
+                    f"({chain}): neither could ever start"
+                )
+            if n in seen:
+                continue
+            seen.add(n)
+            dep = self._live.get(n)
+            if dep is not None:
+                stack.extend((m, depth + 1) for m in dep.needs)
 
     def _check_open_locked(self) -> None:
         if self._closed:
@@ -601,6 +749,7 @@ class Group:
             if keeper is None:  # cancelled while campaigning: it never ran
                 return self._end_attempt(task, token, TaskState.CANCELLED, None, None)
         task._thread_ident = threading.get_ident()
+        task._started_at = time.time()
         task.attempts += 1
         if task.restart is not Restart.NEVER:  # only a restart's backoff needs it
             task._attempt_started = self.clock.monotonic()
@@ -810,7 +959,9 @@ class Group:
                 final = kind
             if final is not None:
                 self._set_final_locked(task, final, value, exc)
-                if final is TaskState.FAILED and not task._in_map and (fatal or self.fail_fast):
+                if final is TaskState.FAILED and not task._in_map and (
+                    (fatal and self._fatal_stops) or self.fail_fast
+                ):
                     self._halted = True  # _on_failure cancels the group just below
                 if (
                     final is not TaskState.FAILED
@@ -972,7 +1123,7 @@ class Group:
         for n in task.needs:
             deps = self._dependents.get(n)
             if deps is not None:
-                deps.remove(task)
+                deps.pop(task, None)
                 if not deps:
                     del self._dependents[n]
         self._notify_locked()
@@ -993,7 +1144,7 @@ class Group:
         with self._lock:
             if isinstance(exc, Exception):
                 self._record_failure_locked(exc)
-            elif self._fatal is None:
+            elif self._fatal is None and self._fatal_stops:
                 self._fatal = exc
         log_it()
         if not isinstance(exc, Exception):
@@ -1015,12 +1166,24 @@ class Group:
     def _log_restart(
         self, task: Task[Any], kind: TaskState, exc: BaseException | None, delay: float
     ) -> None:
-        how = f"failed ({exc!r})" if kind is TaskState.FAILED else "returned"
-        log.warning(
-            "task %r %s; restarting in %.3gs (attempt %d done)", task.name, how, delay,
-            task.attempts, exc_info=exc if kind is TaskState.FAILED else None,
-            extra={"corral_task": task.name, "corral_group": self.name},
-        )
+        extra = {"corral_task": task.name, "corral_group": self.name}
+        if kind is TaskState.FAILED and exc is not None:
+            # One line at WARNING (a flapping task must not flood the log, and a
+            # traceback per attempt costs more than the restart); the traceback at DEBUG.
+            log.warning(
+                "task %r failed (attempt %d): %s; restarting in %.3gs", task.name,
+                task.attempts, describe(exc), delay, extra=extra,
+            )
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "task %r attempt %d failed with", task.name, task.attempts,
+                    exc_info=exc, extra=extra,
+                )
+        else:  # returned, and restart=ALWAYS/ON_SUCCESS asks for another run: routine
+            log.info(
+                "task %r returned (attempt %d); restarting in %.3gs", task.name,
+                task.attempts, delay, extra=extra,
+            )
 
     def _on_fatal(self, exc: BaseException) -> None:
         self.cancel(exc)
@@ -1123,23 +1286,40 @@ class Group:
             if not self._wait_locked(predicate, timeout):
                 raise TimeoutError(f"{what} still running after {timeout}s")
 
-    def _stranded_locked(self) -> list[Task[Any]]:
-        """Foreground tasks parked on needs whose needed task is gone for good."""
-        out = []
-        for t in self._waiting:
-            if t.background or t._state is not TaskState.PENDING:
-                continue
-            if t.needs and t._replaces is None and all(
-                (dep := self._live.get(n)) is None or dep in out for n in t.needs
-            ):
-                out.append(t)
+    def _stranded_locked(self) -> dict[Task[Any], str]:
+        """Parked tasks that nothing left can release, each with the name of the task
+        it waits for in vain: a task it needs is gone, or is itself stranded (chains).
+
+        Only meaningful once no task of the group runs (nothing could spawn the missing
+        name again): see ``_foreground_done_locked``.
+        """
+        out: dict[Task[Any], str] = {}
+        candidates = [
+            t for t in self._waiting
+            if t._state is TaskState.PENDING and t.needs and t._replaces is None
+        ]
+        changed = True
+        while changed:  # a fixpoint: chains in any order
+            changed = False
+            for t in candidates:
+                if t in out:
+                    continue
+                for n in t.needs:
+                    dep = self._live.get(n)
+                    if dep is None or dep in out:
+                        out[t] = n
+                        changed = True
+                        break
         return out
 
     def _foreground_done_locked(self) -> bool:
         if self._fg == 0:
             return True
         if self._waiting and self._fg <= len(self._waiting):
-            return len(self._stranded_locked()) == self._fg
+            # Only parked tasks are left in the foreground: done if none of them can
+            # ever be released (nothing is running that could bring back what they need).
+            stranded = self._stranded_locked()
+            return sum(1 for t in stranded if not t.background) == self._fg
         return False
 
     def join(self, timeout: float | None = None) -> None:
@@ -1157,6 +1337,7 @@ class Group:
         self, timeout: float | None, body_exc: BaseException | None = None
     ) -> BaseException | None:
         """Join, and return what join() should raise (or None)."""
+        timeout = check_timeout("timeout", timeout)
         current = _current.get()
         if current is not None and current.group is self and not self._closed:
             raise RuntimeError(
@@ -1169,10 +1350,12 @@ class Group:
                 raise TimeoutError(
                     f"{self._kind} {self.name!r} still has {self._fg} running task(s) after {timeout}s"
                 )
-            stranded = self._stranded_locked() if self._fg else []
-            background = [t for t in self._unfinished if t.background]
-        for t in stranded:
-            t.cancel(Cancelled(f"task {t.name!r} needs a task that is gone"))
+            stranded = self._stranded_locked() if self._fg else {}
+            background = [t for t in self._unfinished if t.background and t not in stranded]
+        for t, missing in stranded.items():
+            t.cancel(Cancelled(
+                f"task {t.name!r} needs {missing!r}, which ended and nothing left can start again"
+            ))
         for t in background:
             t.cancel(Stopped(f"{self._kind} {self.name!r} is done"))
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -1209,8 +1392,25 @@ class Group:
         )
 
     def _unregister(self) -> None:
+        """The group has closed: let go of what links it to longer-lived objects (the
+        roots registry, the task that made it, a token given to it)."""
         with _roots_lock:
             _roots.pop(self, None)
+        task = self._parent_task
+        if task is not None:
+            self._parent_task = None
+            groups = task._child_groups
+            if groups is not None:
+                groups.pop(self, None)
+        unlink, self._unlink_token = self._unlink_token, None
+        if unlink is not None:
+            unlink()
+        self._given_token = None
+
+    def _cancel_from_given_token(self) -> None:
+        given = self._given_token
+        if given is not None:
+            self.token.cancel(given.cause)
 
     def wait_until(
         self, predicate: Callable[[], bool], timeout: float | None = None, *, interval: float = 0.05
@@ -1220,14 +1420,24 @@ class Group:
         nothing and return False."""
         if not callable(predicate):
             raise TypeError(f"predicate must be callable, not {type(predicate).__name__}")
-        if not interval > 0:
-            raise ValueError(f"interval must be > 0, not {interval!r}")
+        timeout = check_timeout("timeout", timeout)
+        if isinstance(interval, bool) or not isinstance(interval, int | float):
+            raise TypeError(f"interval must be a number of seconds, not {type(interval).__name__}")
+        if not 0 < interval < math.inf:
+            raise ValueError(f"interval must be a finite number > 0, not {interval!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             seen = self._ends  # read before the predicate: an end during it is not missed
+            # Read before the predicate too: if nothing can change the outcome any more,
+            # the predicate's answer now is the last word.
+            hopeless = self.token._cause is not None or not self._unfinished
             if predicate():
                 self.cancel(Stopped("wait_until condition met"))
                 return True
+            if hopeless:
+                # The group was cancelled (a failure, cancel()) or every task has ended:
+                # nothing left in it can make the predicate true.
+                return False
             wait = interval
             if deadline is not None:
                 left = deadline - time.monotonic()
@@ -1235,7 +1445,10 @@ class Group:
                     return False
                 wait = min(wait, left)
             with self._cond:
-                self._wait_locked(lambda seen=seen: self._ends != seen, wait)  # type: ignore[misc]
+                self._wait_locked(
+                    lambda seen=seen: self._ends != seen or self.token._cause is not None,  # type: ignore[misc]
+                    wait,
+                )
 
     # -- code corral did not start -----------------------------------------------------
 
@@ -1335,7 +1548,17 @@ class Group:
     # -- context manager -----------------------------------------------------------
 
     def __enter__(self) -> Group:
+        self._enter_once()
         return self
+
+    def _enter_once(self) -> None:
+        with self._lock:
+            if self._entered:
+                raise RuntimeError(
+                    f"{self._kind} {self.name!r} was entered already: a group is entered "
+                    "once (its with-block's end joins and closes it)"
+                )
+            self._entered = True
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> Literal[False]:
         if exc is not None:
@@ -1462,6 +1685,6 @@ def _replaced(name: str) -> BaseException:
     return Replaced(f"replaced by a new task named {name!r}")
 
 
-_ATTEMPT_ENDED = Cancelled("the attempt ended")
+_ATTEMPT_ENDED = ATTEMPT_ENDED
 
 Group.__module__ = "corral"

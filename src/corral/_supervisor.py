@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import signal
 import sys
 import threading
@@ -15,13 +16,13 @@ from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack
 
 from . import _signals
 from ._clock import Clock
-from ._errors import Stopped, StopTimeout, SupervisorStopped
-from ._group import Group, _within, check_count, roots
+from ._errors import Stopped, StopTimeout, SupervisorStopped, safe_repr
+from ._group import Group, _within, check_bool, check_count, roots
 from ._lease import Coordinator
 from ._policy import Hooks
 from ._pool import get_pool
 from ._task import Task, TaskState, _busy
-from ._token import Token, _check_seconds
+from ._token import Token, check_timeout
 
 __all__ = ["Supervisor", "go"]
 
@@ -59,9 +60,19 @@ class Supervisor(Group):
         stop_timeout: float | None = None,
         max_failures: int = 100,
         coordinator: Coordinator | str | None = None,
+        drain_timeout: float | None = 30.0,
     ) -> None:
-        if stop_timeout is not None:
-            _check_seconds("stop_timeout", stop_timeout)
+        stop_timeout = check_timeout("stop_timeout", stop_timeout)
+        drain_timeout = check_timeout("drain_timeout", drain_timeout)
+        in_main = threading.current_thread() is threading.main_thread()
+        if handle_signals is None:
+            handle_signals = in_main
+        check_bool("handle_signals", handle_signals)
+        if handle_signals and not in_main:
+            raise ValueError(
+                "handle_signals=True needs a supervisor made in the main thread (Python runs "
+                "signal handlers there only); made elsewhere, stop it yourself on SIGTERM"
+            )
         if max_failures is None:
             raise TypeError("max_failures must be an int >= 1, not None")
         check_count("max_failures", max_failures)
@@ -69,6 +80,9 @@ class Supervisor(Group):
             raise TypeError(f"token must be a corral.Token or None, not {type(token).__name__}")
         # Set before Group.__init__: it registers _on_cancelled, which may run at once.
         self.stop_timeout = stop_timeout
+        self.drain_timeout = drain_timeout
+        self._drain_cut = False  # a second signal ended the drain early
+        self._unlink_stop: Callable[[], None] | None = None
         self._stop_begun = False
         self._stop_done = False
         self._give_up = False
@@ -82,12 +96,17 @@ class Supervisor(Group):
                 token.clock if token is not None else None
             ), coordinator=coordinator,
         )
-        if handle_signals is None:
-            handle_signals = threading.current_thread() is threading.main_thread()
-        self._handle_signals = bool(handle_signals)
+        self._handle_signals = handle_signals
+        self._given_token = token
         if token is not None:
-            # Cancelling the token given to the supervisor stops it (gracefully).
-            token.on_cancel(lambda: self._begin_stop(Stopped(f"token cancelled: {token.cause!r}")))
+            # Cancelling the token given to the supervisor stops it (gracefully). The
+            # link is undone when it has stopped: the token may outlive many supervisors.
+            self._unlink_stop = token.on_cancel(self._stop_from_given_token)
+
+    def _stop_from_given_token(self) -> None:
+        token = self._given_token
+        if token is not None:
+            self._begin_stop(Stopped(f"token cancelled: {safe_repr(token.cause)}"))
 
     def __repr__(self) -> str:
         state = (
@@ -152,10 +171,15 @@ class Supervisor(Group):
         """Stop: cancel the tasks (dependents before what they need), wait for them
         and their hooks. Idempotent. Task failures are not raised (see ``failures``).
 
+        Tasks spawned with ``drain=True`` (and what they need) are not cancelled: they
+        may finish, queued ones included, for up to ``drain_timeout`` seconds; then
+        what is left is cancelled.
+
         Raises ``StopTimeout`` naming each task still running (with its stack) if they
         have not ended within ``timeout`` (default: the supervisor's ``stop_timeout``,
-        None meaning no limit), or at once on a second SIGINT/SIGTERM.
+        None meaning no limit), or at once when a further SIGINT/SIGTERM gives up.
         """
+        timeout = check_timeout("timeout", timeout)
         self._begin_stop(Stopped(f"supervisor {self.name!r} stopped"))
         if _within(self):
             # stop() from one of its own tasks (or a hook, or a task of a group inside
@@ -167,6 +191,7 @@ class Supervisor(Group):
         """Block until the supervisor is stopped and every task has ended. Returns at
         once if it was never started. Re-raises a KeyboardInterrupt/SystemExit that
         stopped it (once)."""
+        timeout = check_timeout("timeout", timeout)
         if not self._started and not self._stop_begun:
             return
         self._wait_stopped(timeout)
@@ -182,10 +207,13 @@ class Supervisor(Group):
             self.stop()
             raise
         finally:
-            if not self._stop_done:
+            # (Not after a stop that was given up: that would wait for the same tasks
+            # again and raise a second, chained StopTimeout.)
+            if not self._stop_done and not self._give_up:
                 self.stop()
 
     def __enter__(self) -> Supervisor:
+        self._enter_once()
         self.start()
         return self
 
@@ -218,6 +246,8 @@ class Supervisor(Group):
         previous, _busy.group = getattr(_busy, "group", None), self
         try:
             if run_sequence:
+                if isinstance(cause, Stopped):  # graceful: drain=True tasks may finish
+                    self._drain(cause)
                 self._stop_in_order(cause)
             self.token.cancel(cause)
             with self._cond:
@@ -227,6 +257,9 @@ class Supervisor(Group):
             # roots() no longer lists this supervisor.
             _signals.unsubscribe(self)
             self._unregister()
+            unlink, self._unlink_stop = self._unlink_stop, None
+            if unlink is not None:
+                unlink()
             if not any(isinstance(g, Supervisor) for g in roots()):
                 # The last supervisor has stopped: let idle workers go now rather than
                 # after their idle timeout. (Plain groups do not trim: a program that
@@ -239,12 +272,77 @@ class Supervisor(Group):
             self._stopped_event.set()
             _busy.group = previous
 
-    def _stop_in_order(self, cause: BaseException) -> None:
+    def _drain(self, cause: BaseException) -> None:
+        """The graceful part of a stop: cancel everything but the drain=True tasks and
+        what they need (in dependency order), then wait for the draining tasks, up to
+        ``drain_timeout`` (or a second signal)."""
+        with self._lock:
+            draining = [
+                t for t in self._unfinished
+                if t.drain and (t._state is TaskState.RUNNING or t._state is TaskState.PENDING)
+            ]
+            if not draining:
+                return
+            keep: set[Task[Any]] = set()
+            todo = list(draining)
+            while todo:  # what the draining tasks need, directly or not
+                t = todo.pop()
+                if t in keep:
+                    continue
+                keep.add(t)
+                todo.extend(dep for n in t.needs if (dep := self._live.get(n)) is not None)
+            self._draining = True
+        timeout = self.drain_timeout
+        log.info(
+            "supervisor %r: draining %d task%s, up to %s", self.name, len(draining),
+            "" if len(draining) == 1 else "s",
+            "no limit" if timeout is None else f"{timeout:g} s",
+        )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            self._stop_in_order(cause, keep=keep)
+
+            def drained() -> bool:
+                if self._drain_cut:
+                    return True
+                left = [t for t in draining if not t._done]
+                if not left:
+                    return True
+                # Parked on a needed task that is gone: nothing can release it now that
+                # the supervisor takes no new tasks.
+                stranded = self._stranded_locked()
+                return all(t in stranded for t in left)
+
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            with self._cond:
+                self._wait_locked(drained, remaining)
+            left = [t for t in draining if not t._done]
+            if left and not self._drain_cut:
+                log.warning(
+                    "supervisor %r: %d draining task%s still running after %s; cancelling",
+                    self.name, len(left), "" if len(left) == 1 else "s",
+                    "no limit" if timeout is None else f"{timeout:g} s",
+                )
+        finally:
+            with self._lock:
+                self._draining = False
+                self._notify_locked()
+
+    def _cut_drain(self) -> None:
+        """A second signal during the drain: cancel the draining tasks at once."""
+        with self._cond:
+            self._drain_cut = True
+            draining = [t for t in self._unfinished if t.drain]
+            self._notify_locked()
+        for t in draining:
+            t.cancel(Stopped(f"supervisor {self.name!r}: drain cut short by a second signal"))
+
+    def _stop_in_order(self, cause: BaseException, keep: set[Task[Any]] | None = None) -> None:
         # Reverse dependency order: cancel the tasks nothing live needs, wait for them,
-        # then the tasks they needed, and so on.
+        # then the tasks they needed, and so on. Tasks in ``keep`` are left running.
         while True:
             with self._lock:
-                live = list(self._unfinished)
+                live = [t for t in self._unfinished if keep is None or t not in keep]
                 if not live:
                     return
                 needed = {n for t in live for n in t.needs}
@@ -272,13 +370,8 @@ class Supervisor(Group):
             _signals.restore_if_idle()
 
     def _stop_timeout_error(self, why: str) -> StopTimeout:
-        frames = sys._current_frames()
         running: dict[str, str] = {}
-        for t in self.tasks:
-            if t._state is not TaskState.RUNNING:
-                continue
-            frame = frames.get(t._thread_ident) if t._thread_ident is not None else None
-            running[t.name] = "".join(traceback.format_stack(frame)) if frame else "(not started yet)\n"
+        _running_stacks(self, "", sys._current_frames(), running)
         names = ", ".join(repr(n) for n in running) or "none"
         return StopTimeout(f"supervisor {self.name!r}: {why}; still running: {names}", running)
 
@@ -291,7 +384,8 @@ class Supervisor(Group):
         raise fatal
 
     def _on_fatal(self, exc: BaseException) -> None:
-        self._begin_stop(exc)
+        if self._fatal_stops:
+            self._begin_stop(exc)
 
     def _on_cancelled(self) -> None:
         super()._on_cancelled()
@@ -300,15 +394,30 @@ class Supervisor(Group):
         self._begin_stop(cause)
 
     def _on_signal(self, signum: int) -> None:
+        # First signal: a graceful stop. Then, each further one: cut the drain short
+        # (if draining), give up waiting (StopTimeout), and last, exit at once.
         name = signal.Signals(signum).name
         if not self._stop_begun:
             log.info("received %s: stopping supervisor %r", name, self.name)
             self._begin_stop(Stopped(f"received {name}"))
-        else:
+        elif self._draining and not self._drain_cut:
+            log.warning(
+                "received %s again: cancelling the draining tasks of %r now", name, self.name
+            )
+            self._cut_drain()
+        elif not self._give_up:
             log.warning("received %s again: no longer waiting for %r", name, self.name)
             with self._cond:
                 self._give_up = True
                 self._notify_locked()
+        elif not self._stop_done:
+            log.critical("received %s again while %r will not stop: exiting now", name, self.name)
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            os._exit(128 + signum)
 
     def _join_collect(
         self, timeout: float | None, body_exc: BaseException | None = None
@@ -326,6 +435,35 @@ def _all_done(tasks: list[Task[Any]]) -> Callable[[], bool]:
     return lambda: all(t._done for t in tasks)
 
 
+_OWN_FILES = (os.path.dirname(os.path.abspath(__file__)) + os.sep, threading.__file__)
+
+
+def _user_stack(frame: Any) -> str:
+    """A thread's stack from the first frame of the user's code: the frames of the
+    worker pool and corral's attempt machinery above it say nothing to the reader."""
+    frames = traceback.extract_stack(frame)
+    start = 0
+    for i, fs in enumerate(frames):
+        if not fs.filename.startswith(_OWN_FILES[0]) and fs.filename != _OWN_FILES[1]:
+            start = i
+            break
+    return "".join(traceback.format_list(frames[start:]))
+
+
+def _running_stacks(group: Group, prefix: str, frames: dict[int, Any], out: dict[str, str]) -> None:
+    """Each running task of ``group``'s subtree, by path ("parent/child"), with its
+    stack: a task stuck joining a child group is named, and so is the grandchild that
+    ignores its token."""
+    for t in group.tasks:
+        if t._state is TaskState.RUNNING:
+            ident = t._thread_ident
+            frame = frames.get(ident) if ident is not None else None
+            out[prefix + t.name] = _user_stack(frame) if frame is not None else "(not started yet)\n"
+        for child in list(t._child_groups or ()):
+            if not child._closed:
+                _running_stacks(child, f"{prefix}{t.name}/", frames, out)
+
+
 # -- the process-wide default supervisor (corral.go) -----------------------------------
 
 _default: Supervisor | None = None
@@ -339,6 +477,9 @@ def _default_supervisor() -> Supervisor:
         if _default is None:
             sup = Supervisor("corral.go", detached=True, stop_timeout=DEFAULT_STOP_TIMEOUT)
             sup._signal_mode = "passthrough"
+            # A go() task that raises KeyboardInterrupt/SystemExit fails (logged at
+            # ERROR) like any failure: it must not stop go() for the rest of the process.
+            sup._fatal_stops = False
             sup.start()
             _default = sup
         return _default

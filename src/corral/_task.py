@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import contextvars
 import enum
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
 
-from ._errors import Cancelled, NotReady
+from ._errors import Cancelled, NotReady, describe, safe_repr
 from ._policy import Backoff, Restart
-from ._token import Token, _cancelled_from, _check_seconds, as_cause
+from ._token import Token, _cancelled_from, _check_seconds, as_cause, check_timeout
 
 if TYPE_CHECKING:
     from ._clock import TimerHandle
     from ._group import Group
     from ._lease import Coordinator, Lease
 
-__all__ = ["Task", "TaskState", "current_task", "current_token", "ready"]
+__all__ = [
+    "GroupSnapshot",
+    "LeaseSnapshot",
+    "Task",
+    "TaskSnapshot",
+    "TaskState",
+    "current_task",
+    "current_token",
+    "ready",
+]
 
 T = TypeVar("T")
 
@@ -43,6 +53,49 @@ class TaskState(enum.StrEnum):
 
 _FINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
 
+# The cause an attempt's token gets when the attempt ends by itself (so that on_cancel
+# callbacks release what it held). It is bookkeeping, not a reason: Task.cause hides it.
+ATTEMPT_ENDED = Cancelled("the attempt ended")
+
+
+class LeaseSnapshot(TypedDict):
+    """A singleton's lease in a snapshot."""
+
+    state: str | None  # campaigning, holding, lost, released (None before the first campaign)
+    coordinator: str
+    fence: int | None
+    owner: str | None  # who holds it: this process while holding, else the holder seen
+    remaining: float | None  # seconds of validity left while holding (None: unbounded)
+
+
+class TaskSnapshot(TypedDict, total=False):
+    """One task in a snapshot (JSON-safe: ``json.dumps(..., allow_nan=False)`` works)."""
+
+    name: str
+    state: str
+    attempts: int
+    started: float | None  # wall-clock time (epoch seconds) the current attempt began
+    waiting_for: str | None  # why a PENDING task waits
+    cause: str | None  # why it was cancelled
+    last_error: str | None
+    meta: dict[str, Any]
+    background: bool
+    drain: bool
+    draining: bool
+    children: list[GroupSnapshot]
+    lease: LeaseSnapshot
+
+
+class GroupSnapshot(TypedDict, total=False):
+    """A group (or supervisor) in a snapshot, with its tasks and their child groups."""
+
+    name: str
+    kind: str
+    state: str
+    limit: int | None
+    tasks: list[TaskSnapshot]
+    pool: dict[str, int]  # roots only: the worker pool's threads, idle and busy workers
+
 # What this thread is busy with for corral: ``group``, the group whose task attempt it
 # runs (or the supervisor it is stopping); ``finishing``, the task whose end hooks it
 # runs. A wait on either from this thread would wait for itself.
@@ -57,10 +110,11 @@ class Singleton:
     """What a singleton task carries besides a task's state: its coordinator, whether
     it campaigns (PENDING to the outside), the lease it holds, and the lease's state."""
 
-    __slots__ = ("campaigning", "coordinator", "lease", "state")
+    __slots__ = ("campaigning", "coordinator", "holder", "lease", "state")
 
     def __init__(self, coordinator: Coordinator) -> None:
         self.coordinator = coordinator
+        self.holder: str | None = None  # the owner of the lease elsewhere, as last seen
         self.campaigning = False
         self.lease: Lease | None = None
         self.state: str | None = None  # campaigning, holding, lost, released
@@ -78,6 +132,7 @@ class Task(Generic[T]):
         "_ctx",
         "_done",
         "_error",
+        "_started_at",
         "_ever_ready",
         "_hold",
         "_in_map",
@@ -98,6 +153,7 @@ class Task(Generic[T]):
         "attempts",
         "background",
         "backoff",
+        "drain",
         "fn",
         "group",
         "max_restarts",
@@ -126,6 +182,7 @@ class Task(Generic[T]):
         signals_ready: bool,
         in_map: bool = False,
         singleton: Coordinator | None = None,
+        drain: bool = False,
     ) -> None:
         self.group = group
         self.fn = fn
@@ -139,6 +196,8 @@ class Task(Generic[T]):
         self.needs = needs
         self.on_finish = on_finish
         self.signals_ready = signals_ready
+        self.drain = drain
+        self._started_at: float | None = None
         self._state = TaskState.PENDING
         self.attempts = 0
         self.token: Token = group._new_task_token()
@@ -148,7 +207,7 @@ class Task(Generic[T]):
         # latest attempt (so log context and tracing spans flow into them too).
         self._ctx = self._base_ctx
         self._cancel_cause: BaseException | None = None
-        self._child_groups: list[Group] | None = None
+        self._child_groups: dict[Group, None] | None = None  # groups it made, until closed
         self._consecutive = 0
         self._done = False
         # True while a thread runs this task's hooks between two lock sections (on_added
@@ -174,7 +233,7 @@ class Task(Generic[T]):
     def __repr__(self) -> str:
         extra = f" attempts={self.attempts}"
         if self._last_error is not None:
-            extra += f" last_error={self._last_error!r}"
+            extra += f" last_error={safe_repr(self._last_error)}"
         single = self._single
         if single is not None and single.state is not None:
             extra += f" lease={single.state}"
@@ -216,6 +275,26 @@ class Task(Generic[T]):
         """The error of the most recent failed attempt (even if it was restarted)."""
         return self._last_error
 
+    @property
+    def cause(self) -> BaseException | None:
+        """Why the task was cancelled (``corral.Stopped``, ``corral.Replaced``, the
+        failure that cancelled its group, a ``cancel()``'s cause...), or None if it was
+        not. Right in every state: a task cancelled while pending or backing off says
+        why, not that its last attempt ended."""
+        cause = self._cancel_cause
+        if cause is not None:
+            return cause
+        if self._state is TaskState.CANCELLED:
+            return self._error
+        cause = self.token._cause
+        return None if cause is ATTEMPT_ENDED else cause
+
+    @property
+    def draining(self) -> bool:
+        """True while a graceful stop waits for this task (spawned with ``drain=True``)
+        to finish instead of cancelling it."""
+        return self.drain and not self._done and self.group._draining
+
     def cancel(self, cause: BaseException | str | None = None) -> None:
         """Cancel the task: a pending or backing-off task ends at once without running;
         a running one has its token cancelled. Idempotent; restarts stop."""
@@ -226,9 +305,17 @@ class Task(Generic[T]):
 
         Raises ``TimeoutError`` if it is still running after ``timeout`` seconds.
         """
+        timeout = check_timeout("timeout", timeout)
         # (Inside its own end hooks the task has ended but is not yet done: return.)
         if not self._done and getattr(_busy, "finishing", None) is not self:
+            self._not_self("join")
             self.group._wait_for(lambda: self._done, timeout, f"task {self.name!r}")
+
+    def _not_self(self, what: str) -> None:
+        if _current.get() is self:
+            raise RuntimeError(
+                f"task {self.name!r} called {what}() on itself: it would wait for itself forever"
+            )
 
     def result(self, timeout: float | None = None) -> T:
         """The return value, or raise the task's error (``Cancelled`` if it was cancelled)."""
@@ -251,6 +338,9 @@ class Task(Generic[T]):
         A task not spawned with ``signals_ready=True`` is ready once it runs. Raises
         :class:`corral.NotReady` if the task ends before it is ready.
         """
+        timeout = check_timeout("timeout", timeout)
+        if not self._ever_ready and self._state not in _FINAL:
+            self._not_self("wait_ready")
         self.group._wait_for(
             lambda: self._ever_ready or self._state in _FINAL, timeout, f"task {self.name!r} ready"
         )
@@ -259,28 +349,53 @@ class Task(Generic[T]):
         err = NotReady(f"task {self.name!r} ended ({self._state.value}) before it was ready")
         raise err from (self._error or self.token.cause)
 
-    def _snapshot(self) -> dict[str, Any]:
+    def _snapshot(self) -> TaskSnapshot:
         groups = self._child_groups or ()
-        snap = {
+        state = self.state
+        cause = self.cause
+        error = self._last_error
+        snap: TaskSnapshot = {
             "name": self.name,
-            "state": self.state,
+            "state": state.value,
             "attempts": self.attempts,
-            "last_error": self._last_error,
-            "meta": dict(self.meta),
+            "started": self._started_at if state is TaskState.RUNNING else None,
+            "waiting_for": self.group._waiting_for(self) if state is TaskState.PENDING else None,
+            "cause": describe(cause) if cause is not None else None,
+            "last_error": describe(error) if error is not None else None,
+            "meta": {str(k): _json_safe(v) for k, v in self.meta.items()},
             "background": self.background,
-            "children": [g.snapshot() for g in groups if not g._closed],
+            "drain": self.drain,
+            "draining": self.draining,
+            "children": [g.snapshot() for g in list(groups) if not g._closed],
         }
         single = self._single
         if single is not None:
             lease = single.lease
+            owner = lease.owner if lease is not None else None
+            if owner is None and single.state == "campaigning":
+                owner = single.holder  # who holds it elsewhere, as last seen
+            remaining = lease.remaining() if lease is not None else None
             snap["lease"] = {
                 "state": single.state,
                 "coordinator": single.coordinator.describe(),
                 "fence": lease.fence if lease is not None else None,
-                "owner": lease.owner if lease is not None else None,
-                "remaining": lease.remaining() if lease is not None else None,
+                "owner": owner,
+                "remaining": remaining if remaining is None or math.isfinite(remaining) else None,
             }
         return snap
+
+
+def _json_safe(value: Any) -> Any:
+    """A snapshot's copy of a meta value: JSON types as they are, the rest as text."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    return safe_repr(value)
 
 
 def current_task() -> Task[Any] | None:
