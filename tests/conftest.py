@@ -67,3 +67,13 @@ def _no_default_coordinator_leaks() -> Iterator[None]:
     from corral._lease import _reset_default
 
     _reset_default()
+
+
+@pytest.fixture
+def fresh_default() -> Iterator[None]:
+    """corral.go()'s default supervisor, made fresh for the test and stopped after it."""
+    corral._supervisor._reset_default_for_tests()
+    try:
+        yield
+    finally:
+        corral._supervisor._reset_default_for_tests()

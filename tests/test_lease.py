@@ -90,9 +90,8 @@ def lost(lease: corral.Lease) -> LeaseLost | None:
 
 
 def snapshot_of(group: corral.Group, name: str) -> dict[str, Any]:
-    snaps: list[dict[str, Any]] = group.snapshot()["tasks"]
-    [snap] = [t for t in snaps if t["name"] == name]
-    return snap
+    [snap] = [t for t in group.snapshot()["tasks"] if t["name"] == name]
+    return dict(snap)
 
 
 class LeaseLog:
@@ -269,6 +268,26 @@ def fast_redis(server: RedisServer, **kwargs: Any) -> RedisCoordinator:
     return c
 
 
+def on_file(path: Path) -> tuple[int, str]:
+    """(fence, owner) from a lock file's record ``<fence> <owner> ino=<inode>``, checking
+    that the record was written in this very file (its inode)."""
+    text = path.read_text()
+    assert text.endswith("\n"), text
+    fence, owner, ino = text[:-1].split(" ")
+    assert ino == f"ino={path.stat().st_ino}", text
+    return int(fence), owner
+
+
+def grant(c: FileCoordinator, name: str, *, owner: str, secret: str) -> corral.Lease:
+    """try_acquire until granted: a new lock file is granted only ``c.settle`` after this
+    process first saw it (waiting out real time: polled, bounded)."""
+    deadline = time.monotonic() + WAIT
+    while (lease := c.try_acquire(name, owner=owner, secret=secret)) is None:
+        assert time.monotonic() < deadline, f"{name!r} was never granted"
+        time.sleep(c.poll_interval)
+    return lease
+
+
 @pytest.fixture
 def fresh_go() -> Iterator[None]:
     """corral.go()'s default supervisor made (and stopped) by this test alone."""
@@ -314,7 +333,7 @@ def test_two_supervisors_one_holds_and_the_other_takes_over_on_stop(
             "owner": OWNER,
         }
         if isinstance(coordinator, FileCoordinator):
-            assert remaining == math.inf
+            assert remaining is None  # unbounded (JSON has no Infinity)
         else:
             assert 0 < remaining <= coordinator.validity
         seen = coordinator.observe("leader")
@@ -497,7 +516,14 @@ def test_current_lease_inside_a_singleton_and_none_elsewhere(
     assert lease_state(t) == "released"
     assert lease_of(t) is None
     assert not lease.valid()
-    assert isinstance(lease.lost, LeaseLost)
+    # Released, not lost: a graceful release is never described as a loss.
+    assert lease.lost is None
+    assert repr(lease).endswith(" released>")
+    assert "lost" not in repr(lease)
+    with pytest.raises(corral.Cancelled) as raised:
+        lease.check()  # no longer held
+    assert "was released" in str(raised.value.cause)
+    assert "lost" not in str(raised.value.cause)
     assert lease.remaining() == 0.0
     # A plain task has no lease at all.
     assert not p.singleton
@@ -889,7 +915,7 @@ def test_file_lease_lost_when_the_lock_file_is_removed_or_replaced(
         sup.start()
         assert runs.wait_started(1)
         f1 = runs.fences[0]
-        assert path.read_text() == f"{f1} {OWNER}\n"
+        assert on_file(path) == (f1, OWNER)
         broken = time.monotonic()
         if how == "unlink":
             path.unlink()
@@ -907,7 +933,7 @@ def test_file_lease_lost_when_the_lock_file_is_removed_or_replaced(
         assert runs.wait_started(2)
         f2 = runs.fences[1]
         assert f2 > f1  # (a removed counter starts again from the wall clock)
-        assert path.read_text() == f"{f2} {OWNER}\n"
+        assert on_file(path) == (f2, OWNER)
         assert t.attempts == 2
         assert calls.items == []
         assert sup.failures == []
@@ -1052,7 +1078,7 @@ def test_the_task_notices_its_deadline_itself_when_renewals_stall(
 
 def test_file_fence_counter_content_and_observe(tmp_path: Path) -> None:
     d = tmp_path / "locks"
-    c1 = FileCoordinator(d)
+    c1 = FileCoordinator(d, poll_interval=0.01, check_interval=0.05)
     assert d.is_dir()
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
     assert c1.observe("job") is None  # no file yet
@@ -1063,14 +1089,13 @@ def test_file_fence_counter_content_and_observe(tmp_path: Path) -> None:
     assert c1.path("Job") != path  # names differing in case get different files
 
     before_us = time.time_ns() // 1000
-    l1 = c1.try_acquire("job", owner="me:1", secret="s1")
-    assert l1 is not None
+    l1 = grant(c1, "job", owner="me:1", secret="s1")  # (a new file: after c1.settle)
     assert (l1.name, l1.owner) == ("job", "me:1")
     f1 = l1.fence
     assert f1 >= before_us  # floored by the wall clock (microseconds): rises across reboots
     assert l1.deadline == math.inf
     assert l1.remaining() == math.inf
-    assert path.read_text() == f"{f1} me:1\n"
+    assert on_file(path) == (f1, "me:1")
     # Two opens in one process conflict: nobody else gets it, not even this process.
     assert c1.try_acquire("job", owner="other:2", secret="s2") is None
     seen = c1.observe("job")
@@ -1079,11 +1104,12 @@ def test_file_fence_counter_content_and_observe(tmp_path: Path) -> None:
     assert c1.renew(l1) is True
     c1.release(l1)
     assert path.exists()  # never unlinked
-    assert path.read_text() == f"{f1} me:1\n"
+    assert on_file(path) == (f1, "me:1")
     assert c1.observe("job") is None
     assert c1.renew(l1) is False  # released: nothing to renew
     c1.release(l1)  # twice: a no-op
 
+    # A file that holds its own record is granted at once.
     l2 = c1.try_acquire("job", owner="me:1", secret="s3")
     assert l2 is not None
     assert l2.fence > f1
@@ -1092,7 +1118,7 @@ def test_file_fence_counter_content_and_observe(tmp_path: Path) -> None:
     l3 = c2.try_acquire("job", owner="c2:3", secret="s4")
     assert l3 is not None
     assert l3.fence > l2.fence
-    assert path.read_text() == f"{l3.fence} c2:3\n"
+    assert on_file(path) == (l3.fence, "c2:3")
     seen = c1.observe("job")
     assert seen is not None
     assert (seen.fence, seen.owner) == (l3.fence, "c2:3")
@@ -1101,8 +1127,9 @@ def test_file_fence_counter_content_and_observe(tmp_path: Path) -> None:
     assert c1.observe("job") is None
 
     # The counter in the file wins while it is ahead of the clock: +1 per acquisition.
+    ino = path.stat().st_ino
     ahead = 10**17
-    path.write_text(f"{ahead} someone:9\n")
+    path.write_text(f"{ahead} someone:9 ino={ino}\n")  # (in place: the same file)
     l4 = c1.try_acquire("job", owner="me:1", secret="s5")
     assert l4 is not None
     assert l4.fence == ahead + 1
@@ -1111,22 +1138,22 @@ def test_file_fence_counter_content_and_observe(tmp_path: Path) -> None:
     assert l5 is not None
     assert l5.fence == ahead + 2
     c2.release(l5)
-    # A counter behind the clock (or damaged) is floored by the clock, never reset to 1.
-    for content in ("5 old:1\n", "garbage\n", ""):
+    # A counter behind the clock (or damaged, or an older record without the inode) is
+    # floored by the clock, never reset to 1.
+    for content in (f"5 old:1 ino={ino}\n", "5 old:1\n", "garbage\n", ""):
         path.write_text(content)
         floor = time.time_ns() // 1000
-        lease = c1.try_acquire("job", owner="me:1", secret="s7")
-        assert lease is not None
+        lease = grant(c1, "job", owner="me:1", secret="s7")
         assert lease.fence >= floor
+        assert on_file(path) == (lease.fence, "me:1")
         c1.release(lease)
-    other = c1.try_acquire("other", owner="me:1", secret="s8")  # a file per name
-    assert other is not None
+    other = grant(c1, "other", owner="me:1", secret="s8")  # a file per name
     c1.release(other)
     assert sorted(p.name for p in d.iterdir()) == sorted([path.name, c1.path("other").name])
 
 
 def test_file_coordinator_singletons_count_fences_in_the_file(tmp_path: Path) -> None:
-    c = FileCoordinator(tmp_path, poll_interval=0.05)
+    c = FileCoordinator(tmp_path, poll_interval=0.05, check_interval=0.05)
     fences: list[int] = []
 
     def note() -> None:
@@ -1139,7 +1166,7 @@ def test_file_coordinator_singletons_count_fences_in_the_file(tmp_path: Path) ->
             g.spawn(note, name="counted", singleton=True)
     assert len(fences) == 3
     assert fences == sorted(set(fences))  # strictly increasing
-    assert c.path("counted").read_text() == f"{fences[-1]} {OWNER}\n"
+    assert on_file(c.path("counted")) == (fences[-1], OWNER)
 
 
 def test_file_coordinator_refuses_a_directory_it_cannot_create(tmp_path: Path) -> None:
@@ -1161,12 +1188,11 @@ def test_file_coordinator_and_a_read_only_directory(tmp_path: Path) -> None:
     try:
         if os.geteuid() == 0:
             # root may write in it (os.access agrees), so the coordinator works there.
-            c = FileCoordinator(d)
-            lease = c.try_acquire("job", owner="me:1", secret="s")
-            assert lease is not None
+            c = FileCoordinator(d, poll_interval=0.01, check_interval=0.05)
+            lease = grant(c, "job", owner="me:1", secret="s")
             assert lease.fence > 0
             c.release(lease)
-            assert c.path("job").read_text() == f"{lease.fence} me:1\n"
+            assert on_file(c.path("job")) == (lease.fence, "me:1")
         else:
             with pytest.raises(CoordinatorError, match="not writable"):
                 FileCoordinator(d)
@@ -1200,9 +1226,8 @@ def test_file_coordinator_refuses_an_immutable_directory_even_as_root(tmp_path: 
 
 
 def test_a_forked_child_drops_the_inherited_lock(tmp_path: Path) -> None:
-    c = FileCoordinator(tmp_path)
-    lease = c.try_acquire("job", owner=OWNER, secret="parent")
-    assert lease is not None
+    c = FileCoordinator(tmp_path, poll_interval=0.01, check_interval=0.05)
+    lease = grant(c, "job", owner=OWNER, secret="parent")
     assert lease.fence > 0
     path = c.path("job")
     to_child_r, to_child_w = os.pipe()
@@ -1609,6 +1634,12 @@ def test_without_the_redis_package_asking_for_redis_says_how_to_install_it(
 def test_a_singleton_name_must_fit_a_key_and_a_file_name(tmp_path: Path, name: str) -> None:
     sup = make("s", FileCoordinator(tmp_path))
     try:
+        try:
+            sup.spawn(lambda: None, name=f"plain-{name}")
+        except ValueError:  # (control characters, length: no task may have that name)
+            with pytest.raises(ValueError, match="name"):
+                sup.spawn(lambda: None, name=name, singleton=True)
+            return
         with pytest.raises(ValueError, match=r"singleton task name .* cannot name a lease"):
             sup.spawn(lambda: None, name=name, singleton=True)
         sup.spawn(lambda: None, name=name)  # fine for a task that is not a singleton
@@ -1659,7 +1690,7 @@ def test_the_coordinator_argument(tmp_path: Path, redis_server: RedisServer) -> 
         tr.join(WAIT)
         assert tf.state is TaskState.SUCCEEDED
         assert tr.state is TaskState.SUCCEEDED
-        assert FileCoordinator(d).path("by-file").read_text().endswith(f" {OWNER}\n")
+        assert on_file(FileCoordinator(d).path("by-file"))[1] == OWNER
     finally:
         sup_f.stop(WAIT)
         sup_r.stop(WAIT)
@@ -1726,7 +1757,7 @@ def test_env_directory_selects_the_file_backend_for_go_and_supervisors(
 
     t = in_thread(lambda: corral.go(fence, name="env-job", singleton=True))
     first = t.result(WAIT)
-    assert default.path("env-job").read_text() == f"{first} {OWNER}\n"
+    assert on_file(default.path("env-job")) == (first, OWNER)
     sup = make("s", None)  # no coordinator: the process default
     try:
         t2 = sup.spawn(fence, name="env-job", singleton=True)

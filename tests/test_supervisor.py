@@ -842,15 +842,6 @@ def test_return_only_after_the_hooks_of_every_ended_task_ran(how: str) -> None:
 # -- corral.go() -----------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def fresh_default() -> Iterator[None]:
-    corral._supervisor._reset_default_for_tests()
-    try:
-        yield
-    finally:
-        corral._supervisor._reset_default_for_tests()
-
-
 @pytest.mark.usefixtures("fresh_default")
 def test_go_runs_a_task_on_the_default_supervisor() -> None:
     log = Log()

@@ -19,7 +19,8 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from types import CoroutineType
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Literal, ParamSpec, TypeVar, TypeVarTuple, Unpack
 
 from ._clock import SYSTEM_CLOCK, Clock
@@ -135,6 +136,21 @@ def check_bool(what: str, value: object) -> bool:
     if value is not True and value is not False:
         raise TypeError(f"{what} must be True or False, not {safe_repr(value)}")
     return value
+
+
+def _check_flags(
+    background: object, replace: object, signals_ready: object, singleton: object, drain: object
+) -> None:
+    if (
+        background.__class__ is not bool or replace.__class__ is not bool
+        or signals_ready.__class__ is not bool or singleton.__class__ is not bool
+        or drain.__class__ is not bool
+    ):
+        for what, value in (
+            ("background", background), ("replace", replace), ("signals_ready", signals_ready),
+            ("singleton", singleton), ("drain", drain),
+        ):
+            check_bool(what, value)
 
 
 def _check_clock(clock: object) -> Clock | None:
@@ -416,16 +432,7 @@ class Group:
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
         _check_not_generator(fn)
-        if (
-            background.__class__ is not bool or replace.__class__ is not bool
-            or signals_ready.__class__ is not bool or singleton.__class__ is not bool
-            or drain.__class__ is not bool
-        ):
-            for what, value in (
-                ("background", background), ("replace", replace), ("signals_ready", signals_ready),
-                ("singleton", singleton), ("drain", drain),
-            ):
-                check_bool(what, value)
+        _check_flags(background, replace, signals_ready, singleton, drain)
         if name is not None:
             _check_name(name)
         elif replace:
@@ -1082,6 +1089,12 @@ class Group:
     def _end_waiting_locked(self, task: Task[Any], cause: BaseException | None) -> None:
         """End a task that is PENDING or in BACKOFF: CANCELLED, without running."""
         self._waiting.pop(task, None)
+        if cause is not None and task.token._cause is not None:
+            # Its token is that of an attempt that ended (backing off, or parked after
+            # losing what it needed): give it one that says why the task ended.
+            token = Token._leaf(self.clock)
+            token._cancel(cause)
+            task.token = token
         self._set_final_locked(task, TaskState.CANCELLED, None, cause)
 
     def _finalize(self, task: Task[Any], last: bool = False) -> None:
@@ -1507,43 +1520,41 @@ class Group:
     # -- map ---------------------------------------------------------------------------
 
     def map(
-        self, fn: Callable[[T], R], iterable: Iterable[T], *, window: int | None = None
+        self,
+        fn: Callable[[T], R],
+        iterable: Iterable[T],
+        *,
+        window: int | None = None,
+        chunksize: int = 1,
     ) -> Iterator[R]:
         """Run ``fn(item)`` for each item as tasks of this group; yield results in input
-        order. Lazy: at most ``window`` items are in flight (default 2 x limit, or 64).
+        order. Lazy: at most ``window`` tasks are in flight (default 2 x limit, or 64),
+        each over ``chunksize`` consecutive items (default 1).
 
-        An item's exception is raised by the iterator at that item's place (and is not
-        also a group failure). Leaving the loop early cancels what is in flight.
+        An item's exception is raised by the iterator at that item's place, after the
+        items before it (and is not also a group failure); the rest of its chunk does
+        not run. Leaving the loop early cancels what is in flight.
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
         window = check_count("window", window)
         if window is None:
             window = 2 * self._limit if self._limit is not None else 64
+        if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+            raise TypeError(f"chunksize must be an int >= 1, not {type(chunksize).__name__}")
+        if chunksize < 1:
+            raise ValueError(f"chunksize must be >= 1, not {chunksize!r}")
         with self._lock:
             self._check_open_locked()
         it = iter(iterable)
-        return self._map(fn, it, window)
+        return self._map(fn, it, window, chunksize)
 
-    def _map(self, fn: Callable[[T], R], it: Iterator[T], window: int) -> Generator[R, None, None]:
-        inflight: deque[Task[R]] = deque()
-        spawn = self._spawn
-        name = _qualname(fn)
-        try:
-            for item in it:
-                inflight.append(spawn(
-                    fn, (item,), f"{name}[map#{next(self._seq)}]", None, False, Restart.NEVER,
-                    None, None, False, (), None, False, True,
-                ))
-                if len(inflight) >= window:
-                    yield inflight.popleft().result()
-            while inflight:
-                yield inflight.popleft().result()
-        finally:
-            for t in inflight:
-                t.cancel(Stopped("map abandoned"))
-            for t in inflight:
-                t.join()
+    def _map(
+        self, fn: Callable[[T], R], it: Iterator[T], window: int, chunksize: int
+    ) -> Iterator[R]:
+        from ._map import map_items  # (here: a group that never maps does not load it)
+
+        return map_items(self, fn, it, window, chunksize, f"{_qualname(fn)}[map#")
 
     # -- context manager -----------------------------------------------------------
 
@@ -1637,7 +1648,16 @@ def _call(task: Task[Any]) -> Any:
     on_started = task.group.hooks.on_started
     if on_started is not None:
         call_hook(on_started, task)
-    return task.fn(*task.args)
+    value = task.fn(*task.args)
+    if value.__class__ is CoroutineType:
+        # A plain function (a lambda, a partial of a wrapper) that returned a coroutine:
+        # its body never ran. Close it (no "never awaited" warning) and say so.
+        value.close()
+        raise TypeError(
+            f"task {task.name!r}: {_qualname(task.fn)} returned a coroutine instead of "
+            "running; corral runs coroutine functions only through its asyncio support"
+        )
+    return value
 
 
 def _failed_task_name(exc: BaseException) -> str | None:

@@ -78,8 +78,10 @@ class Backoff:
         if self.reset_after is not None:
             if isinstance(self.reset_after, bool) or not isinstance(self.reset_after, int | float):
                 raise TypeError("Backoff.reset_after must be a number of seconds or None")
-            if self.reset_after < 0:
-                raise ValueError(f"Backoff.reset_after must be >= 0, not {self.reset_after!r}")
+            if not self.reset_after >= 0:  # (NaN too: it would compare false for ever)
+                raise ValueError(
+                    f"Backoff.reset_after must be a number >= 0 or None, not {self.reset_after!r}"
+                )
 
     def delay(self, n: int, rand: Callable[[], float] = random.random) -> float:
         """The delay before restart ``n`` (0-based), jitter included."""

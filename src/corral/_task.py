@@ -132,7 +132,6 @@ class Task(Generic[T]):
         "_ctx",
         "_done",
         "_error",
-        "_started_at",
         "_ever_ready",
         "_hold",
         "_in_map",
@@ -145,6 +144,7 @@ class Task(Generic[T]):
         "_result",
         "_single",
         "_slot",
+        "_started_at",
         "_state",
         "_thread_ident",
         "_timer",
@@ -305,10 +305,13 @@ class Task(Generic[T]):
 
         Raises ``TimeoutError`` if it is still running after ``timeout`` seconds.
         """
+        self._join(timeout, "join")
+
+    def _join(self, timeout: float | None, what: str) -> None:
         timeout = check_timeout("timeout", timeout)
         # (Inside its own end hooks the task has ended but is not yet done: return.)
         if not self._done and getattr(_busy, "finishing", None) is not self:
-            self._not_self("join")
+            self._not_self(what)
             self.group._wait_for(lambda: self._done, timeout, f"task {self.name!r}")
 
     def _not_self(self, what: str) -> None:
@@ -319,7 +322,7 @@ class Task(Generic[T]):
 
     def result(self, timeout: float | None = None) -> T:
         """The return value, or raise the task's error (``Cancelled`` if it was cancelled)."""
-        self.join(timeout)
+        self._join(timeout, "result")
         if self._state is TaskState.SUCCEEDED:
             return self._result  # type: ignore[no-any-return]
         if self._state is TaskState.FAILED:
@@ -329,7 +332,7 @@ class Task(Generic[T]):
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """The task's failure, or None if it did not fail (waits like ``join``)."""
-        self.join(timeout)
+        self._join(timeout, "exception")
         return self._error if self._state is TaskState.FAILED else None
 
     def wait_ready(self, timeout: float | None = None) -> Any:
