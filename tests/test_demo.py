@@ -3,32 +3,40 @@
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
+import platform
 import re
 import signal
 import subprocess
 import sys
 import threading
+import time
 import tomllib
 from pathlib import Path
+from types import TracebackType
 
 import pytest
 
 import corral
 from corral.__main__ import main
-from corral._demo import run_demo
+from corral._demo import REDIS_TTL, WIDTH, Narrator, demo_coordinator, run_demo, short_fence
 from corral._tree import format_tree
+from redis_server import RedisServer
 
 SRC = Path(corral.__file__).resolve().parent.parent
 DEMO = [sys.executable, "-W", "error", "-m", "corral", "demo"]
+TASKS = {"printer", "flaky", "batch", "db", "web", "worker", "deploy", "demo-leader", "timer"}
+NARRATED = re.compile(r"^ *(\d+\.\d\d)s  (\S+) +(.*)$")  # "  1.02s  worker      v2 started"
 
 
-def _env(leases: Path | None = None) -> dict[str, str]:
+def _env(leases: Path | str | None = None) -> dict[str, str]:
     """The demo's environment; ``leases``: its own lease directory (the leader's lock
-    file), so that no other demo on the machine holds the lease."""
+    file) or Redis URL, so that no other demo on the machine holds the lease."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    env.pop("CORRAL_COORDINATOR", None)
     if leases is not None:
         env["CORRAL_COORDINATOR"] = str(leases)
     return env
@@ -42,19 +50,95 @@ def _index(lines: list[str], pattern: str) -> int:
     raise AssertionError(f"no line matches {pattern!r}:\n" + "\n".join(lines))
 
 
+def _check_fits(lines: list[str]) -> None:
+    """Every line the demo printed fits 80 columns."""
+    wide = [line for line in lines if len(line) > WIDTH]
+    assert not wide, "lines wider than 80 columns:\n" + "\n".join(wide)
+
+
+def _narration(lines: list[str]) -> list[tuple[float, str, str]]:
+    """(seconds, name, text) of each narrated line."""
+    return [(float(m[1]), m[2], m[3]) for m in map(NARRATED.match, lines) if m]
+
+
+class Demo:
+    """A demo subprocess whose output a thread reads, line by line, as it comes."""
+
+    def __init__(self, *args: str, cwd: Path, env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [*DEMO, *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._eof = False
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # ends with the process
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def wait_for(self, pattern: str, start: int = 0, timeout: float = 30) -> int:
+        """Index of the first line from ``start`` on that matches ``pattern``, once
+        printed; fails if the demo ends first (``timeout``: a backstop)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for i in range(start, len(self.lines)):
+                    if re.search(pattern, self.lines[i]):
+                        return i
+                start = len(self.lines)
+                left = deadline - time.monotonic()
+                if self._eof or left <= 0:
+                    raise AssertionError(
+                        f"the demo never printed {pattern!r}:\n" + "\n".join(self.lines)
+                    )
+                self._cond.wait(left)
+
+    def finish(self, timeout: float = 30) -> tuple[int, str, str]:
+        """Wait for the demo to exit: (status, stdout, stderr)."""
+        status = self.proc.wait(timeout)
+        self._reader.join(timeout)
+        assert self.proc.stderr is not None
+        return status, "\n".join(self.lines), self.proc.stderr.read()
+
+    def __enter__(self) -> Demo:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._reader.join(10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
 # -- the demo, start to end ------------------------------------------------------------
 
 
 @pytest.mark.slow
 def test_demo_runs_for_its_duration_and_shows_what_corral_does(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [*DEMO, "--duration", "3"], cwd=tmp_path, env=_env(tmp_path), stdin=subprocess.DEVNULL,
+        [*DEMO, "--duration", "4"], cwd=tmp_path, env=_env(tmp_path), stdin=subprocess.DEVNULL,
         capture_output=True, text=True, timeout=60,
     )
     out = proc.stdout
     assert proc.returncode == 0, f"{out}\n--- stderr ---\n{proc.stderr}"
     assert proc.stderr == ""
     lines = out.splitlines()
+    _check_fits(lines)
 
     # A flaky task restarted with backoff: three failed attempts, then it stays up.
     assert len([x for x in lines if re.search(r"flaky +failed: ConnectionError", x)]) == 3
@@ -70,124 +154,213 @@ def test_demo_runs_for_its_duration_and_shows_what_corral_does(tmp_path: Path) -
     assert _index(lines, r"\bdb +ready") < _index(lines, r"\bweb +started")
 
     # The replaced worker ends with Replaced, before its replacement starts.
-    replaced = _index(lines, r"worker v1 +stopping, cancelled by Replaced\(")
-    assert replaced < _index(lines, r"worker v2 +started")
-    _index(lines, r"worker v1 +ended: cancelled \(Replaced: ")
+    replaced = _index(lines, r"worker +v1 stopping after \d+ jobs: cancelled by Replaced$")
+    assert replaced < _index(lines, r"worker +v2 started")
+    _index(lines, r"worker +v1 ended: cancelled \(Replaced\)")
+    _index(lines, r"worker +v2 handled 10 jobs")
 
     # The tree, printed as it changes.
     _index(lines, r"^supervisor 'demo' \(running\)$")
     _index(lines, r"^\|-- flaky ")
 
     # The timer stops it; on stop, web has ended before db is cancelled.
-    stop = _index(lines, r"timer +3s elapsed: sup.stop\(\)")
+    stop = _index(lines, r"timer +4s elapsed: sup.stop\(\)")
     assert stop < _index(lines, r"\bweb +ended: cancelled \(Stopped") < _index(
         lines, r"\bdb +ended: cancelled \(Stopped"
     )
 
+    # Each task is narrated under one name, the one the tree shows (the two versions of
+    # the worker share theirs, and say which they are).
+    narrated = _narration(lines)
+    assert {name for _, name, _ in narrated} == TASKS
+    assert {m[1] for m in map(re.compile(r"^[|`]-- (\S+) ").match, lines) if m} == TASKS
+
+    # Fences are shown short; the full number once, where the lease is taken.
+    long_numbers = [line for line in lines if re.search(r"\d{10}", line)]
+    [holding] = long_numbers
+    m = re.search(r"demo-leader +holding the lease: fence (\d+) \(shown as \.\.(\d{4})\)$", holding)
+    assert m, holding
+    assert m[1].endswith(m[2])
+    assert f"lease=holding(fence ..{m[2]})" in out  # in the tree
+    _index(lines, rf"demo-leader +leading \(fence \.\.{m[2]}\), beat 1$")
+    _index(lines, rf"demo-leader +lease released \(fence \.\.{m[2]}\)$")
+    _index(lines, r"^fences are shown by their last 4 digits")
+
+    # Something happens to the end: no silent stretch (beats every second, the worker
+    # every two), until the timer's stop.
+    times = [t for t, _, _ in narrated[: [text for _, _, text in narrated].index(
+        "4s elapsed: sup.stop()"
+    ) + 1]]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert max(gaps) < 2.0, narrated
+
     summary = "\n".join(lines[_index(lines, r"^summary$"):])
     # The singleton leader: this demo is alone with its lease directory, so it leads.
-    assert _index(lines, r"corral-demo-leader campaigning") < _index(
-        lines, r"corral-demo-leader holding the lease: fence \d+, owner "
-    ) < _index(lines, r"leader +leading \(fence \d+\), beat 1")
-    _index(lines, r"corral-demo-leader lease released \(fence \d+\)")
-    assert re.search(r"leader: +led with fence \d+\n", summary), summary
+    assert _index(lines, r"demo-leader +campaigning") < _index(
+        lines, r"demo-leader +holding the lease"
+    ) < _index(lines, r"demo-leader +started$")
+    assert re.search(rf"leader: +led with fence \.\.{m[2]}\n", summary), summary
     assert re.search(r"tasks run: +10 \(13 attempts\), and 30 batch items", summary), summary
     assert re.search(r"restarts: +3\n", summary), summary
     assert re.search(r"failures seen: +3 failed attempts, 0 tasks failed for good", summary)
-    assert re.search(r"stopped by: +--duration 3s elapsed$", summary), summary
+    assert re.search(r"stopped by: +--duration 4s elapsed$", summary), summary
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_demo_stops_cleanly_on_a_signal(signum: signal.Signals, tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [*DEMO, "--duration", "30"], cwd=tmp_path, env=_env(tmp_path), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        seen: list[str] = []
-        for line in proc.stdout:  # the demo ends by itself after 30 s: this cannot hang
-            seen.append(line)
-            if line.startswith("supervisor 'demo'"):
-                break
-        else:
-            raise AssertionError("the demo never printed its tree:\n" + "".join(seen))
-        proc.send_signal(signum)
-        rest, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    out = "".join(seen) + rest
-    assert proc.returncode == 0, f"{out}\n--- stderr ---\n{err}"
+    with Demo("--duration", "30", cwd=tmp_path, env=_env(tmp_path)) as demo:
+        demo.wait_for(r"^supervisor 'demo'")  # the demo ends by itself after 30 s
+        demo.proc.send_signal(signum)
+        status, out, err = demo.finish()
+    assert status == 0, f"{out}\n--- stderr ---\n{err}"
     assert err == ""
+    lines = out.splitlines()
+    _check_fits(lines)
     assert re.search(rf"stopped by: +received {signum.name}$", out), out
     assert re.search(rf"\bprinter +ended: cancelled \(Stopped: received {signum.name}\)", out), out
+    # Every task that was cancelled says why: the signal.
+    ended = [text for _, _, text in _narration(lines) if text.startswith("ended: cancelled")]
+    assert ended
+    assert all(text.endswith(f"(Stopped: received {signum.name})") for text in ended), ended
     assert "elapsed: sup.stop()" not in out  # the signal stopped it, not the timer
 
 
 @pytest.mark.slow
-def test_two_demos_one_leads_and_the_other_takes_over_when_it_stops(tmp_path: Path) -> None:
+def test_a_second_signal_gives_up_in_one_line_not_a_traceback(tmp_path: Path) -> None:
+    # `timeout -s INT 3 python -m corral demo` signals the demo twice (the process, and
+    # its process group): the second one, while stopping, makes serve() give up.
+    with Demo("--duration", "30", cwd=tmp_path, env=_env(tmp_path)) as demo:
+        demo.wait_for(r"^supervisor 'demo'")
+        demo.proc.send_signal(signal.SIGINT)
+        demo.proc.send_signal(signal.SIGINT)
+        status, out, err = demo.finish()
+    assert err == "", err
+    lines = out.splitlines()
+    _check_fits(lines)
+    summary = "\n".join(lines[_index(lines, r"^summary$"):])
+    if re.search(r"demo +gave up waiting \(second signal\) for: ", out):
+        assert status == 1, out
+        assert re.search(r"stopped by: +received SIGINT, then gave up waiting$", summary), out
+    else:  # the stop was over before the second signal came
+        assert status == 0, out
+        assert re.search(r"stopped by: +received SIGINT$", summary), out
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_a_task_waits_to_restart_says_why_and_counts_restarts(
+    tmp_path: Path,
+) -> None:
+    # flaky's third restart waits about 0.4 s: Ctrl-C then cancels it in BACKOFF. It
+    # ends with the stop's cause (not "the attempt ended"), and the summary counts the
+    # restarts that happened.
+    with Demo("--duration", "30", cwd=tmp_path, env=_env(tmp_path)) as demo:
+        third = demo.wait_for(r"flaky +started \(attempt 3\)$")
+        demo.wait_for(r"flaky +restarting in", start=third)
+        demo.proc.send_signal(signal.SIGINT)
+        status, out, err = demo.finish()
+    assert status == 0, f"{out}\n--- stderr ---\n{err}"
+    assert err == ""
+    lines = out.splitlines()
+    _check_fits(lines)
+    _index(lines, r"flaky +ended: cancelled \(Stopped: received SIGINT\)$")
+    assert "attempt ended" not in out
+    ran = len([x for x in lines if re.search(r"flaky +started \(attempt \d\)$", x)])
+    summary = "\n".join(lines[_index(lines, r"^summary$"):])
+    if ran == 2:  # (as good as always: the signal came during the backoff)
+        assert re.search(r"restarts: +2 \(and 1 cancelled in its backoff\)\n", summary), summary
+    else:  # the machine was slow enough for the fourth attempt to start first
+        assert re.search(rf"restarts: +{ran}\n", summary), summary
+    assert re.search(r"stopped by: +received SIGINT$", summary), summary
+
+
+@pytest.mark.slow
+def test_two_demos_one_leads_the_other_says_who_and_takes_over(tmp_path: Path) -> None:
     # The README's "start two demos": both campaign for the leader's lease; one leads,
-    # and when it stops (SIGTERM: it releases the lease) the other takes over.
-    procs = [
-        subprocess.Popen(
-            [*DEMO, "--duration", "30"], cwd=tmp_path, env=_env(tmp_path / "leases"),
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for _ in range(2)
-    ]
+    # the other says who leads while it waits, and when the leader stops (SIGTERM: it
+    # releases the lease) the other takes over with a higher fence.
+    env = _env(tmp_path / "leases")
+    with Demo("--duration", "30", cwd=tmp_path, env=env) as first:
+        held = first.wait_for(r"demo-leader +holding the lease: fence (\d+)")
+        fence = re.search(r"fence (\d+)", first.lines[held])
+        assert fence
+        with Demo("--duration", "30", cwd=tmp_path, env=env) as other:
+            campaign = other.wait_for(r"demo-leader +campaigning for its lease")
+            waiting = other.wait_for(r"demo-leader +waiting: ", start=campaign)
+            who = f"{platform.node()}:{first.proc.pid}"
+            assert other.lines[waiting].endswith(
+                f"waiting: {who} leads (fence {short_fence(int(fence[1]))})"
+            ), other.lines[waiting]
+            first.proc.send_signal(signal.SIGTERM)
+            took = other.wait_for(r"demo-leader +holding the lease: fence (\d+)", start=waiting)
+            second = re.search(r"fence (\d+)", other.lines[took])
+            assert second
+            assert int(second[1]) > int(fence[1])
+            other.proc.send_signal(signal.SIGTERM)
+            results = [first.finish(), other.finish()]
+    for status, out, err in results:
+        assert status == 0, f"{out}\n--- stderr ---\n{err}"
+        assert err == ""
+        _check_fits(out.splitlines())
+    led, took_over = (out for _, out, _ in results)
+    assert re.search(rf"leader: +led with fence \.\.{fence[1][-4:]}$", led, re.M), led
+    assert re.search(rf"leader: +led with fence \.\.{second[1][-4:]}$", took_over, re.M)
+
+
+@pytest.mark.slow
+def test_demo_on_redis_leads_within_its_duration(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # A new lease name on Redis is first granted after one ttl: with the default ttl
+    # (10 s) a demo of the default duration (8 s) would never lead. The demo uses 2 s.
+    with Demo("--coordinator", redis_server.url, cwd=tmp_path, env=_env()) as demo:
+        demo.wait_for(rf"^demo-leader's lease: RedisCoordinator\(.*\), ttl {REDIS_TTL:g}s$")
+        held = demo.wait_for(r"demo-leader +holding the lease")  # before the 8 s are up
+        demo.wait_for(r"demo-leader +leading \(fence \.\.\d{4}\), beat 1$", start=held)
+        demo.proc.send_signal(signal.SIGTERM)
+        status, out, err = demo.finish()
+    assert status == 0, f"{out}\n--- stderr ---\n{err}"
+    assert err == ""
+    lines = out.splitlines()
+    _check_fits(lines)
+    [(seconds, _, _)] = [n for n in _narration(lines) if n[2].startswith("holding the lease")]
+    assert seconds < 8
+    _index(lines, r"leader: +led with fence \.\.\d{4}$")
+
+
+def test_demo_coordinator_takes_a_directory_or_a_redis_url_with_a_short_ttl(
+    redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert 2 * REDIS_TTL < 8  # leads, and can take over, within the default duration
+    monkeypatch.delenv("CORRAL_COORDINATOR", raising=False)
+    for spec in (redis_server.url, None):
+        if spec is None:
+            monkeypatch.setenv("CORRAL_COORDINATOR", redis_server.url)
+        leases = demo_coordinator(spec)
+        try:
+            assert isinstance(leases, corral.RedisCoordinator)
+            assert leases.ttl == REDIS_TTL
+        finally:
+            leases.close()
+    files = demo_coordinator(str(tmp_path))
+    assert isinstance(files, corral.FileCoordinator)
+    assert files.directory == tmp_path
+    with pytest.raises(ValueError, match="unknown coordinator URL scheme 'foo'"):
+        demo_coordinator("foo://x")
+
+
+def test_a_bad_coordinator_is_one_line_not_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logger = logging.getLogger("corral")
+    level = logger.level
     try:
-        lines: list[list[str]] = [[], []]
-        leads: list[int] = []
-        done = threading.Event()
-
-        def read(i: int) -> None:
-            out = procs[i].stdout
-            assert out is not None
-            for line in out:  # ends with the process (at most 30 s)
-                lines[i].append(line)
-                if "holding the lease" in line:
-                    leads.append(i)
-                    done.set()
-
-        readers = [threading.Thread(target=read, args=(i,), daemon=True) for i in (0, 1)]
-        for r in readers:
-            r.start()
-        assert done.wait(20), "no demo took the lease"
-        first = leads[0]
-        other = 1 - first
-        done.clear()
-        procs[first].send_signal(signal.SIGTERM)
-        assert done.wait(20), "the other demo did not take over:\n" + "".join(lines[other])
-        assert leads == [first, other]
-        procs[other].send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(30)
-        for r in readers:
-            r.join(30)
+        assert main(["demo", "--coordinator", "foo://x"]) == 2
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-            for stream in (p.stdout, p.stderr):
-                if stream is not None:
-                    stream.close()
-    assert [p.returncode for p in procs] == [0, 0]
-    led = "".join(lines[first])
-    took_over = "".join(lines[other])
-    first_fence = re.search(r"leader: +led with fence (\d+)$", led, re.M)
-    assert first_fence, led
-    assert f"holding the lease: fence {first_fence[1]}, " in led
-    # The other one waited (campaigning), then took over with a higher fence.
-    second_fence = re.search(r"leader: +led with fence (\d+)$", took_over, re.M)
-    assert second_fence, took_over
-    assert int(second_fence[1]) > int(first_fence[1])
-    assert took_over.index("campaigning for its lease") < took_over.index(
-        f"holding the lease: fence {second_fence[1]}"
-    )
+        logger.setLevel(level)
+    err = capsys.readouterr().err
+    assert err.startswith("corral demo: unknown coordinator URL scheme 'foo'")
+    assert err.count("\n") == 1
 
 
 def test_main_runs_the_demo_in_process(
@@ -208,21 +381,41 @@ def test_main_runs_the_demo_in_process(
     assert not runner.is_alive()
     text = capsys.readouterr().out
     assert status == [0], text
+    _check_fits(text.splitlines())
     assert re.search(r"\bdb +ready", text), text
     assert re.search(r"stopped by: +--duration 1.5s elapsed$", text), text
     assert not any(isinstance(g, corral.Supervisor) for g in corral.roots())
 
 
-def test_run_demo_writes_to_the_output_it_is_given() -> None:
+def test_run_demo_writes_to_the_output_it_is_given(tmp_path: Path) -> None:
     out = io.StringIO()
     status: list[int] = []
-    runner = threading.Thread(target=lambda: status.append(run_demo(0.2, out)))
+    runner = threading.Thread(target=lambda: status.append(run_demo(0.2, out, str(tmp_path))))
     runner.start()
     runner.join(30)
     assert not runner.is_alive()
     assert status == [0]
     assert out.getvalue().startswith("corral demo: a supervisor for 0.2s")
     assert re.search(r"stopped by: +--duration 0.2s elapsed$", out.getvalue())
+
+
+def test_narrator_cuts_a_line_to_80_columns() -> None:
+    out = io.StringIO()
+    narrator = Narrator(out)
+    narrator.say("web", "x" * 200)
+    narrator.write("short\n" + "y" * 81)
+    first, short, last = out.getvalue().splitlines()
+    assert len(first) == WIDTH
+    assert first.endswith("x...")
+    assert re.match(r"^ +\d+\.\d\ds  web {9}xxx", first), first
+    assert short == "short"
+    assert last == "y" * 77 + "..."
+
+
+def test_short_fences_keep_the_last_four_digits() -> None:
+    assert short_fence(1796153546637312) == "..7312"
+    assert short_fence(1234) == "1234"
+    assert short_fence(7) == "7"
 
 
 @pytest.mark.slow
@@ -255,6 +448,14 @@ def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert out.startswith("usage: corral")
     assert re.search(r"^ +demo +run a small supervised service", out, re.MULTILINE), out
+    assert "--version" in out
+
+
+def test_version_prints_corral_and_its_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"corral {corral.__version__}\n"
 
 
 def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
@@ -280,13 +481,16 @@ def test_the_corral_script_is_main() -> None:
 
 
 @pytest.mark.slow
-def test_python_m_corral_help_runs(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "corral", "--help"], cwd=tmp_path, env=_env(),
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "demo" in proc.stdout
+def test_python_m_corral_help_and_version_run(tmp_path: Path) -> None:
+    for flag, expected in (("--help", "demo"), ("--version", f"corral {corral.__version__}\n")):
+        proc = subprocess.run(
+            [sys.executable, "-W", "error", "-m", "corral", flag], cwd=tmp_path, env=_env(),
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert expected in proc.stdout
+        assert proc.stderr == ""
+    assert proc.stdout == expected  # --version prints exactly "corral <version>"
 
 
 # -- format_tree -----------------------------------------------------------------------

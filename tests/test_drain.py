@@ -320,3 +320,45 @@ def test_a_further_signal_after_giving_up_exits_at_once() -> None:
     proc = run(script)
     assert proc.returncode == 128 + 15, describe(proc)
     assert "StopTimeout ['stubborn'] chained: False" in lines(proc)
+
+
+def test_one_signal_delivered_twice_at_once_is_one_signal() -> None:
+    # `timeout -s INT cmd` signals the process, then its process group: two deliveries
+    # microseconds apart must not count as a second signal (which gives up the stop).
+    script = """
+import logging
+seen_twice = threading.Event()
+class Spy(logging.Handler):
+    def emit(self, record):
+        if "delivered twice at once" in record.getMessage():
+            seen_twice.set()
+logging.getLogger("corral").addHandler(Spy())
+logging.getLogger("corral").setLevel(logging.DEBUG)
+
+sup = corral.Supervisor("svc")
+running = threading.Event()
+gate = threading.Event()
+
+def worker():
+    running.set()
+    corral.current_token().wait()
+    gate.wait(10)  # winds down only once the test has looked
+
+def release_after_the_double():
+    seen_twice.wait(10)
+    out("give up:", sup._give_up)
+    gate.set()
+
+sup.spawn(worker, name="w")
+sup.start()
+running.wait(10)
+threading.Thread(target=release_after_the_double, daemon=True).start()
+watchdog(10, "serving")
+os.kill(PID, signal.SIGTERM)
+os.kill(PID, signal.SIGTERM)
+sup.wait()
+out("stopped", sup.is_stopped)
+"""
+    proc = run(script)
+    assert_clean_exit(proc)
+    assert lines(proc) == ["give up: False", "stopped True"], describe(proc)

@@ -71,5 +71,10 @@ def test_quick_start_begins_with_the_two_commands() -> None:
     text = README.read_text(encoding="utf-8")
     quick_start = text.split("## Quick start", 1)[1]
     first_block = quick_start.split("```sh\n", 1)[1].split("```", 1)[0]
-    assert first_block == "pip install . && python -m corral demo\n./scripts/check.sh\n"
+    # The first command works as written on a fresh machine, Debian's system Python
+    # included (it refuses `pip install` outside a virtual environment).
+    assert first_block == (
+        "python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/python -m corral demo\n"
+        "./scripts/check.sh\n"
+    )
     assert (README.parent / "scripts" / "check.sh").exists()

@@ -7,40 +7,70 @@ Read it as an example. The supervisor runs:
 - ``batch``: works through 30 items in a group that runs at most 3 at a time;
 - ``db`` and ``web``: web ``needs`` db, so it starts only once db called
   ``corral.ready()``; on stop, web is cancelled (and has ended) before db;
-- ``worker``: after a second, ``deploy`` replaces it with version 2
-  (``replace=True``): version 1 ends with ``Replaced``, then version 2 starts;
-- ``leader``: a singleton (``singleton=True``): it runs in one demo process at a time.
-  Start two demos at once (in two terminals): one leads, the other campaigns; stop the
-  leader (Ctrl-C) and the other takes over within a poll interval. The lease is a
-  file lock in the per-user runtime directory, or what ``--coordinator`` /
-  ``CORRAL_COORDINATOR`` name (a directory, or a ``redis://`` URL);
-- ``printer``: prints the supervisor's tree whenever it changed (twice a second at most);
+- ``worker``: handles a job every 0.2 s; after a second, ``deploy`` replaces version 1
+  with version 2 (``replace=True``): v1 ends with ``Replaced``, then v2 starts;
+- ``demo-leader``: a singleton (``singleton=True``): it runs in one demo process at a
+  time. Start two demos at once (in two terminals): one leads, the other campaigns
+  and says who leads; stop the leader (Ctrl-C) and the other takes over within a poll
+  interval. The lease is a file lock in the per-user runtime directory, or what
+  ``--coordinator`` / ``CORRAL_COORDINATOR`` name (a directory, or a ``redis://`` URL:
+  then with a ttl of 2 s, so that a new lease name is granted within the run);
+- ``printer``: prints the supervisor's tree whenever it changed (twice a second at
+  most), and while the leader campaigns, who holds its lease (once a second);
 - ``timer``: stops the supervisor after ``--duration`` seconds.
 
 Ctrl-C (SIGINT) or SIGTERM stops it sooner: the supervisor handles them itself.
-Lifecycle hooks narrate what happens; a summary ends the run.
+Lifecycle hooks narrate what happens, one line per event, each task under its name;
+a summary ends the run. Every line fits 80 columns.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 import corral
 
 from ._tree import format_tree
 
-__all__ = ["run_demo"]
+__all__ = ["demo_coordinator", "run_demo"]
 
 BATCH_ITEMS = 30
+LEADER = "demo-leader"  # the singleton's name, and so its lease's name
+WIDTH = 80  # every line printed fits this many columns
+NAME_WIDTH = len(LEADER)  # the longest task name: the narration's name column
+FENCE_DIGITS = 4  # fences are microsecond timestamps: show their last digits
+# On Redis the first grant of a lease name waits one ttl (corral cannot tell a new name
+# from one whose data was lost), so the default ttl (10 s) would outlast the demo.
+REDIS_TTL = 2.0
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def short_fence(fence: int) -> str:
+    """A fence as the demo prints it: its last digits (``..7312``)."""
+    text = str(fence)
+    return text if len(text) <= FENCE_DIGITS else ".." + text[-FENCE_DIGITS:]
+
+
+def why(cause: BaseException | None, room: int) -> str:
+    """A cancellation cause in at most ``room`` characters: ``Type: message``, or
+    just the type if the message does not fit."""
+    if cause is None:
+        return "no cause"
+    name = type(cause).__name__
+    text = f"{name}: {cause}"
+    return text if len(text) <= room else name
 
 
 class Narrator:
-    """Prints timestamped lines (from any thread, whole lines only) and counts what
-    the supervisor's hooks saw. Its methods are the hooks."""
+    """Prints timestamped lines (from any thread, whole lines only, each cut to
+    ``WIDTH`` columns) and counts what the supervisor's hooks saw. Its methods are
+    the hooks."""
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
@@ -49,18 +79,27 @@ class Narrator:
         self.tasks_run: set[corral.Task[Any]] = set()
         self.attempts = 0
         self.failed_attempts = 0
-        self.restarts = 0
+        self.restarts = 0  # restarts that happened (a new attempt started)
+        self.restarts_cancelled = 0  # restarts announced, then cancelled in backoff
+        self._restart_due: set[corral.Task[Any]] = set()
         self.items_processed = 0
         self.stop_reason: str | None = None  # set by whatever asks for the stop
+        self.stop_cause: corral.Stopped | None = None  # the first graceful stop seen
         self.reader_gone = False
         self.fences: list[int] = []  # the leader's lease fences, one per time it led
+        self.campaigning_since: float | None = None  # when our leader began to wait
+        self.holder: str | None = None  # who held the lease while ours waited
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._t0
 
     def write(self, text: str) -> None:
+        lines = [x if len(x) <= WIDTH else x[: WIDTH - 3] + "..." for x in text.split("\n")]
         with self._lock:
             if self.reader_gone:
                 return
             try:
-                self._out.write(text + "\n")
+                self._out.write("\n".join(lines) + "\n")
                 self._out.flush()  # a pipe would otherwise hold the lines back
             except BrokenPipeError:
                 # The reader went away (`python -m corral demo | head`): go quiet (the
@@ -70,7 +109,14 @@ class Narrator:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), self._out.fileno())
 
     def say(self, name: str, what: str) -> None:
-        self.write(f"{time.monotonic() - self._t0:6.2f}s  {name:<10} {what}")
+        """One line about ``name`` (a task's name, always the same for one task)."""
+        self.write(f"{self.elapsed():6.2f}s  {name:<{NAME_WIDTH}} {what}")
+
+    def tell(self, task: corral.Task[Any], what: str) -> None:
+        """One line about ``task``, under its name; a task with a version (the two
+        workers share a name) says which one it is first: ``worker      v2 started``."""
+        version = task.meta.get("version")
+        self.say(task.name, what if version is None else f"v{version} {what}")
 
     # -- hooks: each gets the Task handle (name, meta, state, attempts, ...) --------
 
@@ -78,40 +124,56 @@ class Narrator:
         with self._lock:
             self.tasks_run.add(task)
             self.attempts += 1
-        self.say(who(task), "started" if task.attempts == 1 else f"started (attempt {task.attempts})")
+            if task in self._restart_due:  # the restart announced by on_restart
+                self._restart_due.discard(task)
+                self.restarts += 1
+        self.tell(task, "started" if task.attempts == 1 else f"started (attempt {task.attempts})")
 
     def on_failed(self, task: corral.Task[Any], exc: BaseException) -> None:
         with self._lock:
             self.failed_attempts += 1
-        self.say(who(task), f"failed: {exc!r}")
+        self.tell(task, f"failed: {exc!r}")
 
     def on_restart(self, task: corral.Task[Any], delay: float) -> None:
+        # Announces a restart after `delay`; a stop during the delay cancels it, so it
+        # counts once the new attempt starts.
         with self._lock:
-            self.restarts += 1
-        self.say(who(task), f"restarting in {delay:.2f}s (restart={task.restart})")
+            self._restart_due.add(task)
+        self.tell(task, f"restarting in {delay:.2f}s (restart={task.restart})")
 
     def on_finished(self, task: corral.Task[Any]) -> None:
-        # Runs once per task, when it has ended for good. (Do not call task.result()
-        # here: it waits until the task is done, which is after this hook.)
+        # Runs once per task, when it has ended for good (task.result() would return
+        # at once here, or raise the task's error).
+        with self._lock:
+            if task in self._restart_due:  # cancelled while it waited to restart
+                self._restart_due.discard(task)
+                self.restarts_cancelled += 1
         if task.state is corral.TaskState.CANCELLED:
-            cause = task.token.cause  # why: corral.Stopped, corral.Replaced...
-            how = f"cancelled ({type(cause).__name__}: {cause})"
+            # task.cause: why (corral.Stopped, corral.Replaced...), whatever state the
+            # task was in, running or waiting to restart.
+            cause = task.cause
+            if isinstance(cause, corral.Stopped) and self.stop_cause is None:
+                self.stop_cause = cause
+            how = f"cancelled ({why(cause, 34)})"
         elif task.state is corral.TaskState.FAILED:
             how = f"failed for good: {task.last_error!r}"
         else:
             how = str(task.state)
-        self.say(who(task), f"ended: {how}")
+        self.tell(task, f"ended: {how}")
 
     def on_lease(self, task: corral.Task[Any], state: str, lease: corral.Lease | None) -> None:
         # A singleton's lease: campaigning -> holding -> released (or lost).
         if state == "campaigning":
-            self.say(who(task), "campaigning for its lease (one process leads at a time)")
+            with self._lock:
+                self.campaigning_since = self.elapsed()
+            self.tell(task, "campaigning for its lease (one process leads at a time)")
         elif lease is not None and state == "holding":
             with self._lock:
+                self.campaigning_since = None
                 self.fences.append(lease.fence)
-            self.say(who(task), f"holding the lease: fence {lease.fence}, owner {lease.owner}")
+            self.tell(task, f"holding the lease: fence {lease.fence} (shown as {short_fence(lease.fence)})")
         elif lease is not None:
-            self.say(who(task), f"lease {state} (fence {lease.fence})")
+            self.tell(task, f"lease {state} (fence {short_fence(lease.fence)})")
 
     def hooks(self) -> corral.Hooks:
         return corral.Hooks(
@@ -121,12 +183,6 @@ class Narrator:
             on_finished=self.on_finished,
             on_lease=self.on_lease,
         )
-
-
-def who(task: corral.Task[Any]) -> str:
-    """A task's name for the narration: ``worker v2`` for a task with a version."""
-    version = task.meta.get("version")
-    return task.name if version is None else f"{task.name} v{version}"
 
 
 # -- the tasks -------------------------------------------------------------------------
@@ -141,8 +197,8 @@ def flaky_upstream(narrator: Narrator) -> None:
     if not corral.sleep(0.1):  # connecting... (False at once if the stop came first)
         return  # cancelled: not a failure
     if task.attempts <= 3:
-        raise ConnectionError("upstream refused the connection")
-    narrator.say(who(task), "connected")
+        raise ConnectionError("refused")
+    narrator.tell(task, "connected")
     corral.current_token().wait()  # until the supervisor stops
 
 
@@ -180,16 +236,21 @@ def web_server(narrator: Narrator, db: corral.Task[None]) -> None:
     corral.current_token().wait()
 
 
-def worker(narrator: Narrator, version: int) -> None:
-    """Handles jobs until cancelled (by the stop, or by its replacement)."""
+def worker(narrator: Narrator) -> None:
+    """Handles a job every 0.2 s until cancelled (by the stop, or by its replacement)."""
+    task = corral.current_task()
+    assert task is not None
     token = corral.current_token()
+    jobs = 0
     while token.sleep(0.2):
-        pass  # handle a job
-    narrator.say(f"worker v{version}", f"stopping, cancelled by {token.cause!r}")
+        jobs += 1  # handle a job
+        if jobs % 10 == 0:
+            narrator.tell(task, f"handled {jobs} jobs")
+    narrator.tell(task, f"stopping after {jobs} jobs: cancelled by {type(token.cause).__name__}")
 
 
 def leader(narrator: Narrator) -> None:
-    """A singleton: runs only while this process holds the lease "corral-demo-leader".
+    """A singleton: runs only while this process holds the lease named ``LEADER``.
 
     Before each side effect it checks the lease (a process paused past its lease
     finds out here); real code would also pass ``lease.fence`` to what it writes.
@@ -200,7 +261,7 @@ def leader(narrator: Narrator) -> None:
     while corral.sleep(1.0):  # False once cancelled: stop, or the lease was lost
         lease.check()
         beats += 1
-        narrator.say("leader", f"leading (fence {lease.fence}), beat {beats}")
+        narrator.say(LEADER, f"leading (fence {short_fence(lease.fence)}), beat {beats}")
 
 
 def deploy(sup: corral.Supervisor, narrator: Narrator) -> None:
@@ -210,25 +271,63 @@ def deploy(sup: corral.Supervisor, narrator: Narrator) -> None:
         return
     narrator.say("deploy", "spawning worker v2 with replace=True")
     try:
-        sup.spawn(worker, narrator, 2, name="worker", meta={"version": 2}, replace=True)
+        sup.spawn(worker, narrator, name="worker", meta={"version": 2}, replace=True)
     except corral.SupervisorStopped:
         pass  # the stop came first: nothing to deploy into
 
 
-def print_tree(sup: corral.Supervisor, narrator: Narrator) -> None:
-    """Prints the supervisor's tree whenever it changed, at most twice a second."""
+def report_leader(sup: corral.Supervisor, narrator: Narrator, leases: corral.Coordinator) -> None:
+    """While our leader campaigns, say who holds its lease (once a second)."""
+    task = sup.get(LEADER)
+    since = narrator.campaigning_since
+    if task is None or task.lease_state != "campaigning" or since is None:
+        return
+    if narrator.elapsed() - since < 1.0:
+        return
+    narrator.campaigning_since = narrator.elapsed()  # the next report in a second
+    try:
+        holder = leases.observe(LEADER)  # a Lease without its secret, or None
+    except corral.CoordinatorError as e:
+        narrator.say(LEADER, f"waiting; cannot ask who leads: {e}")
+        return
+    if holder is not None:
+        narrator.holder = holder.owner
+        narrator.say(LEADER, f"waiting: {holder.owner} leads (fence {short_fence(holder.fence)})")
+    elif isinstance(leases, corral.RedisCoordinator):
+        narrator.say(LEADER, f"waiting: a new name's first lease waits one ttl ({leases.ttl:g}s)")
+    else:
+        narrator.say(LEADER, "waiting: nobody holds the lease (taking it)")
+
+
+def print_tree(sup: corral.Supervisor, narrator: Narrator, leases: corral.Coordinator) -> None:
+    """Prints the supervisor's tree whenever it changed, at most twice a second, and
+    while the leader campaigns, who holds its lease."""
     last = ""
     while True:
         if narrator.reader_gone:
             narrator.stop_reason = "the output was closed"
             sup.stop()
             return
-        tree = format_tree(sup.snapshot())
+        tree = format_tree(short_fences(sup.snapshot()))
         if tree != last:
             narrator.write(f"\n{tree}\n")
             last = tree
+        report_leader(sup, narrator, leases)
         if not corral.sleep(0.5):
             return
+
+
+def short_fences(group: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a snapshot with each lease's fence shortened (for the tree)."""
+    tasks = []
+    for task in group.get("tasks") or ():
+        task = dict(task)
+        lease = task.get("lease")
+        if lease and lease.get("fence") is not None:
+            task["lease"] = {**lease, "fence": short_fence(lease["fence"])}
+        task["children"] = [short_fences(child) for child in task.get("children") or ()]
+        tasks.append(task)
+    return {**group, "tasks": tasks}
 
 
 def timer(sup: corral.Supervisor, narrator: Narrator, seconds: float) -> None:
@@ -239,13 +338,33 @@ def timer(sup: corral.Supervisor, narrator: Narrator, seconds: float) -> None:
         sup.stop()  # from one of its own tasks: starts the stop, does not wait for it
 
 
-def _led(fences: list[int]) -> str:
-    if not fences:
-        return "never led (another process held the lease)"
-    return "led with fence " + ", ".join(str(f) for f in fences)
+def _led(narrator: Narrator) -> str:
+    if narrator.fences:
+        return "led with fence " + ", ".join(short_fence(f) for f in narrator.fences)
+    if narrator.holder is not None:
+        return f"never led: {narrator.holder} held the lease"
+    return "never led (stopped while it campaigned)"
 
 
 # -- the service -----------------------------------------------------------------------
+
+
+def demo_coordinator(spec: str | None = None) -> corral.Coordinator:
+    """Where the leader's lease lives: ``spec``, else ``$CORRAL_COORDINATOR``, names
+    a directory (file locks, one host) or a ``redis://`` URL; else file locks in the
+    per-user runtime directory. On Redis the ttl is ``REDIS_TTL`` (see there)."""
+    spec = spec or os.environ.get("CORRAL_COORDINATOR", "").strip() or None
+    if spec is None:
+        return corral.FileCoordinator()
+    scheme, sep, _ = spec.partition("://")
+    if not sep:
+        return corral.FileCoordinator(spec)
+    if scheme.lower() in REDIS_SCHEMES:
+        return corral.RedisCoordinator(spec, ttl=REDIS_TTL)
+    raise ValueError(
+        f"unknown coordinator URL scheme {scheme!r} in {spec!r}: use redis://, rediss:// "
+        "or unix:// (Redis), or a directory path (file locks)"
+    )
 
 
 def run_demo(
@@ -255,11 +374,23 @@ def run_demo(
 ) -> int:
     """Run the demo for ``duration`` seconds (or until SIGINT/SIGTERM); 0 if it
     stopped cleanly with no task failed for good. ``coordinator`` holds the leader's
-    lease (default: ``CORRAL_COORDINATOR``, else a file lock)."""
+    lease (a Coordinator, or a spec for :func:`demo_coordinator`)."""
     narrator = Narrator(out if out is not None else sys.stdout)
-    sup = corral.Supervisor("demo", hooks=narrator.hooks(), coordinator=coordinator)
+    if isinstance(coordinator, corral.Coordinator):
+        leases, ours = coordinator, False
+    else:
+        leases, ours = demo_coordinator(coordinator), True
+    try:
+        return _serve(duration, narrator, leases)
+    finally:
+        if ours:
+            leases.close()  # (Redis: its connections)
+
+
+def _serve(duration: float, narrator: Narrator, leases: corral.Coordinator) -> int:
+    sup = corral.Supervisor("demo", hooks=narrator.hooks(), coordinator=leases)
     # Spawned before start(): queued, then started in this order by serve().
-    sup.spawn(print_tree, sup, narrator, name="printer")
+    sup.spawn(print_tree, sup, narrator, leases, name="printer")
     sup.spawn(
         flaky_upstream, narrator, name="flaky",
         restart=corral.Restart.ON_FAILURE,
@@ -269,25 +400,43 @@ def run_demo(
     sup.spawn(batch, narrator, BATCH_ITEMS, name="batch")
     db = sup.spawn(database, narrator, name="db", signals_ready=True)
     sup.spawn(web_server, narrator, db, name="web", needs=("db",))
-    sup.spawn(worker, narrator, 1, name="worker", meta={"version": 1})
+    sup.spawn(worker, narrator, name="worker", meta={"version": 1})
     sup.spawn(deploy, sup, narrator, name="deploy")
-    sup.spawn(leader, narrator, name="corral-demo-leader", singleton=True,
-              restart=corral.Restart.ON_FAILURE)
+    sup.spawn(leader, narrator, name=LEADER, singleton=True, restart=corral.Restart.ON_FAILURE)
     sup.spawn(timer, sup, narrator, duration, name="timer")
 
-    narrator.write(f"corral demo: a supervisor for {duration:g}s (Ctrl-C stops it sooner)\n")
-    sup.serve()  # start, block until stopped (timer, SIGINT, SIGTERM), stop
+    ttl = f", ttl {leases.ttl:g}s" if leases.ttl is not None else ""
+    narrator.write(
+        f"corral demo: a supervisor for {duration:g}s (Ctrl-C stops it sooner)\n"
+        f"this process: {platform.node()}:{os.getpid()}\n"
+        f"{LEADER}'s lease: {leases.describe()}{ttl}\n"
+        f"fences are shown by their last {FENCE_DIGITS} digits (..1234)\n"
+    )
+    gave_up = False
+    try:
+        sup.serve()  # start, block until stopped (timer, SIGINT, SIGTERM), stop
+    except corral.StopTimeout as e:
+        # A second SIGINT/SIGTERM while stopping: serve() stops waiting for the tasks
+        # (e.running: each one's name and stack). Say who was still running, and go.
+        gave_up = True
+        narrator.say("demo", "gave up waiting (second signal) for: " + ", ".join(e.running))
 
-    how = narrator.stop_reason or str(sup.token.cause)
+    # (After a give-up the supervisor's token may not be cancelled yet: its tasks' is.)
+    how = narrator.stop_reason or str(sup.token.cause or narrator.stop_cause or "a signal")
+    if gave_up:
+        how += ", then gave up waiting"
     lost = sup.failures  # tasks that failed for good (restarted attempts are not here)
+    restarts = f"{narrator.restarts}"
+    if narrator.restarts_cancelled:
+        restarts += f" (and {narrator.restarts_cancelled} cancelled in its backoff)"
     narrator.write(
         "\nsummary\n"
         f"  tasks run:      {len(narrator.tasks_run)} ({narrator.attempts} attempts)"
         f", and {narrator.items_processed} batch items, 3 at a time\n"
-        f"  restarts:       {narrator.restarts}\n"
-        f"  leader:         {_led(narrator.fences)}\n"
+        f"  restarts:       {restarts}\n"
+        f"  leader:         {_led(narrator)}\n"
         f"  failures seen:  {narrator.failed_attempts} failed attempts"
         f", {len(lost)} tasks failed for good\n"
         f"  stopped by:     {how}"
     )
-    return 0 if not lost else 1
+    return 0 if not lost and not gave_up else 1

@@ -15,10 +15,12 @@ thread calls into a supervisor (``stop``/``wait``/``serve``) or the handler fire
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import signal
 import threading
+import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +36,11 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _lock = threading.RLock()
 _subscribers: list[Supervisor] = []
 _previous: dict[int, Any] = {}
-_queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+_queue: queue.SimpleQueue[tuple[int, float] | None] = queue.SimpleQueue()
+# One signal delivered twice at once is one signal: `timeout -s INT cmd` (and a kill of
+# the process group) signal the process and then its group within microseconds, and a
+# "second signal" would give the stop up. No person presses Ctrl-C twice this fast.
+_SAME_SIGNAL_WINDOW = 0.02
 _dispatcher: threading.Thread | None = None
 
 
@@ -88,10 +94,16 @@ def restore_if_idle() -> None:
 
 
 def _dispatch() -> None:
+    last: tuple[int, float] = (0, -math.inf)
     while True:
-        signum = _queue.get()
-        if signum is None:
+        item = _queue.get()
+        if item is None:
             return
+        signum, when = item
+        if signum == last[0] and when - last[1] < _SAME_SIGNAL_WINDOW:
+            log.debug("signal %s delivered twice at once: handled once", signum)
+            continue
+        last = item
         with _lock:
             subs = list(_subscribers)
         for sup in subs:
@@ -111,7 +123,7 @@ def _handler(signum: int, frame: FrameType | None) -> None:
         restore_if_idle()
         _redeliver(signum, prev, frame)
         return
-    _queue.put(signum)
+    _queue.put((signum, time.monotonic()))
     go_sup = None
     for sup in _subscribers:
         if sup._signal_mode == "passthrough":

@@ -475,7 +475,12 @@ def _default_supervisor() -> Supervisor:
     global _default
     with _default_lock:
         if _default is None:
-            sup = Supervisor("corral.go", detached=True, stop_timeout=DEFAULT_STOP_TIMEOUT)
+            # Its drain=True tasks may finish within the stop's bound, leaving a fifth
+            # of it for what is cancelled then to wind down.
+            sup = Supervisor(
+                "corral.go", detached=True, stop_timeout=DEFAULT_STOP_TIMEOUT,
+                drain_timeout=DEFAULT_STOP_TIMEOUT * 0.8,
+            )
             sup._signal_mode = "passthrough"
             # A go() task that raises KeyboardInterrupt/SystemExit fails (logged at
             # ERROR) like any failure: it must not stop go() for the rest of the process.

@@ -54,13 +54,18 @@ def _task_line(task: Mapping[str, Any], width: int) -> str:
         parts.append(f"attempts={task['attempts']}")
     error = task.get("last_error")
     if error is not None:
-        text = repr(error)
+        text = error if isinstance(error, str) else repr(error)  # ("Type: message")
         if len(text) > _ERROR_WIDTH:
             text = text[: _ERROR_WIDTH - 3] + "..."
         parts.append(f"last_error={text}")
     parts.extend(f"{key}={value}" for key, value in (task.get("meta") or {}).items())
     if task.get("background"):
         parts.append("background")
+    if task.get("draining"):
+        parts.append("draining")
+    waiting = task.get("waiting_for")
+    if waiting and task.get("state") == "pending" and not waiting.endswith("not started"):
+        parts.append(f"waiting for {waiting}")  # (the group's line says "not started")
     lease = task.get("lease")
     if lease:
         text = f"lease={lease['state']}" if lease.get("state") else "singleton"
