@@ -305,7 +305,18 @@ def file_ops(directory: Path, n: int, rounds: int) -> dict[str, float]:
     coordinator = corral.FileCoordinator(directory)
     owner = f"{socket.gethostname()}:{os.getpid()}"
     raw_path = directory / "raw.lock"
-    record = f"1 {owner}\n".encode()
+    record = f"1 {owner} ino=1\n".encode()
+
+    def first_grant(name: str) -> corral.Lease:
+        # A new lock file is granted only coordinator.settle after it was first seen.
+        deadline = time.monotonic() + TIMEOUT
+        while (lease := coordinator.try_acquire(name, owner=owner, secret="-")) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the lock file of {name!r} was never granted")
+            time.sleep(coordinator.poll_interval)
+        return lease
+
+    coordinator.release(first_grant("cycle"))
 
     def corral_cycle() -> None:
         for _ in range(n):
@@ -341,8 +352,7 @@ def file_ops(directory: Path, n: int, rounds: int) -> dict[str, float]:
             finally:
                 os.close(fd)
 
-    held = coordinator.try_acquire("held", owner=owner, secret="-")
-    assert held is not None
+    held = first_grant("held")
     raw_held = directory / "raw-held.lock"
     raw_fd = os.open(raw_held, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     fcntl.flock(raw_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -15,6 +15,7 @@ import fcntl
 import logging
 import math
 import os
+import pwd
 import re
 import select
 import shutil
@@ -23,6 +24,7 @@ import socket
 import stat
 import struct
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -199,8 +201,10 @@ class ErrorSeen(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.ERROR)
         self.event = threading.Event()
+        self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
         self.event.set()
 
 
@@ -278,7 +282,7 @@ def on_file(path: Path) -> tuple[int, str]:
     return int(fence), owner
 
 
-def grant(c: FileCoordinator, name: str, *, owner: str, secret: str) -> corral.Lease:
+def grant(c: corral.Coordinator, name: str, *, owner: str, secret: str) -> corral.Lease:
     """try_acquire until granted: a new lock file is granted only ``c.settle`` after this
     process first saw it (waiting out real time: polled, bounded)."""
     deadline = time.monotonic() + WAIT
@@ -413,8 +417,8 @@ def test_many_campaigners_in_one_process_take_turns(coordinator: corral.Coordina
 
 
 def test_one_run_of_a_name_per_process_even_with_two_coordinators(tmp_path: Path) -> None:
-    one = FileCoordinator(tmp_path / "one", poll_interval=0.05)
-    two = FileCoordinator(tmp_path / "two", poll_interval=0.05)
+    one = FileCoordinator(tmp_path / "one", poll_interval=0.05, check_interval=0.05)
+    two = FileCoordinator(tmp_path / "two", poll_interval=0.05, check_interval=0.05)
     runs, log = Runs(), LeaseLog()
     sup1 = make("one", one)
     sup2 = make("two", two, hooks=Hooks(on_lease=log))
@@ -532,6 +536,51 @@ def test_current_lease_inside_a_singleton_and_none_elsewhere(
     assert "lease" not in p._snapshot()
     assert "lease=" not in repr(p)
     assert coordinator.observe("one") is None
+
+
+def test_a_campaigner_says_who_holds_the_lease(
+    coordinator: corral.Coordinator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """For a snapshot of a campaigning singleton: ``seen(name)`` is who held the lease
+    when the campaign last asked (owner "host:pid", fence), without I/O; ``observe``
+    asks the backend. Both are None once nobody holds it."""
+    saw = threading.Event()
+    record = coordinator._saw
+
+    def spy(name: str, holder: corral.Lease | None) -> None:  # passes every call through
+        record(name, holder)
+        if holder is not None:
+            saw.set()
+
+    monkeypatch.setattr(coordinator, "_saw", spy)
+    assert coordinator.seen("leader") is None
+    # Held by "another process" (a direct acquisition: no run of the name here).
+    held = grant(coordinator, "leader", owner="elsewhere:4242", secret="theirs")
+    log = LeaseLog()
+    sup = make("s", coordinator, hooks=Hooks(on_lease=log))
+    try:
+        t = sup.spawn(lambda: None, name="leader", singleton=True)
+        sup.start()
+        wait(saw)
+        seen = coordinator.seen("leader")
+        assert seen is not None
+        assert (seen.name, seen.owner, seen.fence) == ("leader", "elsewhere:4242", held.fence)
+        assert seen._secret is None
+        observed = coordinator.observe("leader")
+        assert observed is not None
+        assert (observed.owner, observed.fence) == ("elsewhere:4242", held.fence)
+        assert lease_state(t) == "campaigning"
+        snap = snapshot_of(sup, "leader")
+        assert snap["state"] == "pending"
+        assert snap["waiting_for"] == "lease (campaigning)"
+        assert snap["lease"]["owner"] == "elsewhere:4242"  # who holds it, for operators
+        coordinator.release(held)
+        t.join(WAIT)
+        assert t.state is TaskState.SUCCEEDED
+        assert coordinator.seen("leader") is None  # no campaign asks any more
+        assert coordinator.observe("leader") is None
+    finally:
+        sup.stop(WAIT)
 
 
 def test_lease_valid_check_and_remaining() -> None:
@@ -930,6 +979,7 @@ def test_file_lease_lost_when_the_lock_file_is_removed_or_replaced(
         ok, cause = runs.ends[0]
         assert ok is False
         assert isinstance(cause, LeaseLost)
+        assert "is gone: its lock file was removed or replaced" in str(cause)
         assert runs.wait_started(2)
         f2 = runs.fences[1]
         assert f2 > f1  # (a removed counter starts again from the wall clock)
@@ -1225,6 +1275,241 @@ def test_file_coordinator_refuses_an_immutable_directory_even_as_root(tmp_path: 
         os.close(fd)
 
 
+def nobody() -> int:
+    """Another user's uid, for files and directories "made by someone else"."""
+    try:
+        return pwd.getpwnam("nobody").pw_uid
+    except KeyError:  # pragma: no cover - every Debian has nobody
+        return 65534
+
+
+@pytest.fixture
+def default_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the default lease directory goes: no XDG_RUNTIME_DIR, ``tmp_path`` as the
+    temporary directory (so <tmp>/corral-<uid> is ``tmp_path/corral-<uid>``)."""
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def test_file_coordinator_needs_an_existing_parent_and_a_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(CoordinatorError, match=r"its parent '.*/no/such' does not exist"):
+        FileCoordinator(tmp_path / "no" / "such" / "locks")  # a mistyped path
+    assert not (tmp_path / "no").exists()  # not made from the top down
+    with pytest.raises(ValueError, match="names no directory"):
+        FileCoordinator("")  # not the current directory
+    with pytest.raises(ValueError, match="names no directory"):
+        make("empty", "")
+    with pytest.raises(TypeError, match="must be a path"):
+        FileCoordinator(b"locks")  # type: ignore[arg-type]
+    # A relative path is made absolute at once: a later chdir does not move the locks.
+    monkeypatch.chdir(tmp_path)
+    c = FileCoordinator("rel", poll_interval=0.01, check_interval=0.05)
+    assert c.directory == tmp_path / "rel"
+    monkeypatch.chdir(tmp_path / "rel")
+    lease = grant(c, "job", owner="me:1", secret="s")
+    c.release(lease)
+    assert on_file(tmp_path / "rel" / c.path("job").name) == (lease.fence, "me:1")
+    assert list((tmp_path / "rel").iterdir()) == [c.path("job")]
+
+
+def test_the_default_directory_is_made_private(default_parent: Path) -> None:
+    c = FileCoordinator()
+    d = default_parent / f"corral-{os.getuid()}"
+    assert c.directory == d
+    st = d.lstat()
+    assert stat.S_ISDIR(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o700
+    assert st.st_uid == os.getuid()
+
+
+def test_a_default_directory_someone_else_made_or_opened_is_refused(
+    default_parent: Path,
+) -> None:
+    """A /tmp/corral-<uid> made first by another user (mode 0777) was used as it was:
+    they could plant, remove or read the lock files. Refused, as is one this user made
+    that is writable by others or its group, and a symbolic link."""
+    if os.geteuid() != 0:
+        pytest.skip("simulating another user's directory needs chown (root)")
+    d = default_parent / f"corral-{os.getuid()}"
+    d.mkdir()
+    os.chown(d, nobody(), nobody())
+    d.chmod(0o777)
+    with pytest.raises(CoordinatorError, match=rf"belongs to uid {nobody()}, not to this user"):
+        FileCoordinator()
+    _reset_default()
+    with pytest.raises(CoordinatorError, match="belongs to uid"):
+        default_coordinator()
+    sup = make("s", None)
+    try:
+        with pytest.raises(CoordinatorError, match="belongs to uid"):
+            sup.spawn(lambda: None, name="job", singleton=True)
+    finally:
+        sup.stop(WAIT)
+    assert list(d.iterdir()) == []  # no lock file made in it
+    os.chown(d, os.getuid(), os.getgid())
+    with pytest.raises(CoordinatorError, match=r"writable by others \(mode 0777\).*chmod 700"):
+        FileCoordinator()
+    d.chmod(0o770)
+    with pytest.raises(CoordinatorError, match=r"writable by its group \(mode 0770\)"):
+        FileCoordinator()
+    d.rmdir()
+    real = default_parent / "real"
+    real.mkdir(mode=0o700)
+    d.symlink_to(real)  # even to a private directory of this user's: not followed
+    with pytest.raises(CoordinatorError, match=r"is a symbolic link \(to '.*/real'\)"):
+        FileCoordinator()
+    d.unlink()
+    assert stat.S_IMODE(FileCoordinator().directory.lstat().st_mode) == 0o700  # made again
+
+
+def test_the_runtime_directory_is_used_only_if_it_is_this_users(
+    default_parent: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = default_parent / "run"
+    run.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+    assert FileCoordinator().directory == run / "corral"
+    if os.geteuid() == 0:  # another user's runtime directory (passed on by sudo -E): not used
+        os.chown(run, nobody(), nobody())
+        assert FileCoordinator().directory == default_parent / f"corral-{os.getuid()}"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "relative/run")
+    assert FileCoordinator().directory == default_parent / f"corral-{os.getuid()}"
+
+
+def test_a_directory_given_must_not_be_a_link_or_writable_by_everyone(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp: anyone could plant or remove lock files
+    with pytest.raises(CoordinatorError, match=r"writable by every user \(mode 1777\)"):
+        FileCoordinator(shared)
+    group = tmp_path / "group"
+    group.mkdir()
+    group.chmod(0o2770)  # a group of trusted service users: a directory you chose
+    assert FileCoordinator(group).directory == group
+    link = tmp_path / "link"
+    link.symlink_to(group)
+    with pytest.raises(CoordinatorError, match="is a symbolic link"):
+        FileCoordinator(link)
+
+
+def test_a_planted_or_damaged_fence_is_bounded(
+    tmp_path: Path, corral_log: pytest.LogCaptureFixture
+) -> None:
+    """A lock file planted with a 61-digit fence made every later fence a 61-digit
+    number: a record is read only as a decimal below 2**63 - 1 (the next fence must fit
+    a signed 64-bit column), else the fence comes from the wall clock again (logged)."""
+    c = FileCoordinator(tmp_path, poll_interval=0.01, check_interval=0.05)
+    path = c.path("job")
+    c.release(grant(c, "job", owner="me:1", secret="s"))
+    ino = path.stat().st_ino
+    for planted in ["9" * 61, str(2**63 - 1), str(2**64), "١٢٣", "-5", "+5", "0x10", "1e30"]:
+        path.write_text(f"{planted} evil:1 ino={ino}\n")
+        floor = time.time_ns() // 1000
+        lease = grant(c, "job", owner="me:1", secret="s")
+        assert floor <= lease.fence < floor + 10**9, planted
+        assert on_file(path) == (lease.fence, "me:1")
+        c.release(lease)
+    damaged = [r for r in corral_log.records if "holds no valid fence record" in r.getMessage()]
+    assert len(damaged) == 8
+    assert {r.levelno for r in damaged} == {logging.WARNING}
+    path.write_text(f"{2**63 - 2} me:1 ino={ino}\n")  # the largest that leaves room for +1
+    top = c.try_acquire("job", owner="me:1", secret="s")
+    assert top is not None
+    assert top.fence == 2**63 - 1
+    c.release(top)
+    # Held with a planted record: observe names no holder rather than a bogus one.
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.pwrite(fd, f"{'9' * 61} evil:1 ino={ino}\n".encode(), 0)
+        assert c.observe("job") is None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"12 h\x1b[2J:1 ino={ino}\n".encode(), 0)  # control characters
+        seen = c.observe("job")
+        assert seen is not None
+        assert (seen.fence, seen.owner) == (12, "h?[2J:1")
+    finally:
+        os.close(fd)
+
+
+def test_a_planted_hard_link_symlink_or_fifo_is_refused_and_its_target_untouched(
+    tmp_path: Path,
+) -> None:
+    """A hard link planted at the lock path had the file it names overwritten with the
+    fence record (where fs.protected_hardlinks=0): a lock file with more than one link,
+    a symbolic link and anything but a regular file are refused, never written."""
+    c = FileCoordinator(tmp_path / "locks", poll_interval=0.01, check_interval=0.05)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    os.link(victim, c.path("linked"))
+    with pytest.raises(CoordinatorError, match=r"has 2 links: another path names the same file"):
+        c.try_acquire("linked", owner="me:1", secret="s")
+    c.path("symlinked").symlink_to(victim)
+    with pytest.raises(CoordinatorError, match="is a symbolic link"):
+        c.try_acquire("symlinked", owner="me:1", secret="s")
+    assert victim.read_text() == "precious\n"
+    os.mkfifo(c.path("fifo"))
+    with pytest.raises(CoordinatorError, match="not a regular file"):
+        c.try_acquire("fifo", owner="me:1", secret="s")  # (and does not hang)
+    for name in ("linked", "symlinked", "fifo"):
+        assert c.observe(name) is None
+    # As a singleton: logged (ERROR), and it never runs.
+    ran, errors = threading.Event(), ErrorSeen()
+    logging.getLogger("corral").addHandler(errors)
+    sup = make("s", c)
+    try:
+        t = sup.spawn(ran.set, name="linked", singleton=True)
+        sup.start()
+        assert errors.event.wait(WAIT)
+        assert not ran.is_set()
+        assert state(t) is TaskState.PENDING
+    finally:
+        logging.getLogger("corral").removeHandler(errors)
+        sup.stop(WAIT)
+    assert victim.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("how", ["unlink", "rename", "replace"])
+def test_a_new_lock_file_is_granted_only_once_the_holder_of_the_old_one_has_noticed(
+    tmp_path: Path, how: str, corral_log: pytest.LogCaptureFixture
+) -> None:
+    """Replacing the lock file while a holder ran let a contender lock the new file at
+    once: two holders until the old one's next check (up to 1 s). Now a new file (no
+    record of its own inode) is granted only ``settle`` (2 x check_interval) after the
+    contender first saw it, and the holder notices within one check_interval."""
+    d = tmp_path / "locks"
+    mine = FileCoordinator(d, poll_interval=0.01, check_interval=0.05)
+    theirs = FileCoordinator(d, poll_interval=0.01, check_interval=0.05)
+    held = grant(mine, "job", owner="a:1", secret="a")
+    path = mine.path("job")
+    corral_log.clear()
+    if how == "unlink":
+        path.unlink()
+    elif how == "rename":
+        path.rename(tmp_path / "moved.lock")
+    else:  # a copy, with the same record, on another inode
+        shutil.copyfile(path, tmp_path / "copy")
+        os.replace(tmp_path / "copy", path)
+    first_seen = lease_clock()
+    assert theirs.try_acquire("job", owner="b:2", secret="b") is None  # not yet
+    assert theirs.observe("job") is None
+    assert mine.renew(held) is False  # what the holder's next check finds
+    taken = grant(theirs, "job", owner="b:2", secret="b")
+    assert lease_clock() - first_seen >= theirs.settle == 0.1
+    assert taken.fence > held.fence
+    assert on_file(path) == (taken.fence, "b:2")
+    waits = [r for r in corral_log.records if "is new" in r.getMessage()]
+    assert len(waits) == 1  # once per new file
+    assert waits[0].levelno == logging.INFO
+    assert "waiting 0.1s (2 x check_interval) before the first grant" in waits[0].getMessage()
+    theirs.release(taken)
+    mine.release(held)
+
+
 def test_a_forked_child_drops_the_inherited_lock(tmp_path: Path) -> None:
     c = FileCoordinator(tmp_path, poll_interval=0.01, check_interval=0.05)
     lease = grant(c, "job", owner=OWNER, secret="parent")
@@ -1372,10 +1657,12 @@ def test_redis_acquire_renew_release_observe(redis_server: RedisServer, raw: red
         c.close()
 
 
-def test_redis_first_acquisition_of_a_name_waits_one_ttl(redis_server: RedisServer) -> None:
+def test_redis_first_acquisition_of_a_name_waits_one_ttl(
+    redis_server: RedisServer, corral_log: pytest.LogCaptureFixture
+) -> None:
     """A Redis that has no fence counter for a name (it never saw it, or lost its data)
     grants it to nobody for one ttl: a holder from before a loss may still trust its
-    lease that long."""
+    lease that long. The wait is logged once, saying why."""
     c = RedisCoordinator(redis_server.url, prefix="fresh", ttl=FAST_TTL, poll_interval=0.05)
     ran, log = threading.Event(), LeaseLog()
     sup = make("s", c, hooks=Hooks(on_lease=log))
@@ -1391,6 +1678,14 @@ def test_redis_first_acquisition_of_a_name_waits_one_ttl(redis_server: RedisServ
         assert FAST_TTL - 0.05 <= time.monotonic() - began < FAST_TTL + SLACK
         assert t.state is TaskState.SUCCEEDED
         assert log.states() == ["campaigning", "holding", "released"]
+        waits = [r for r in corral_log.records if "no fence record" in r.getMessage()]
+        assert len(waits) == 1, [r.getMessage() for r in waits]
+        assert waits[0].levelno == logging.WARNING
+        assert waits[0].getMessage() == (
+            f"lease 'new-name': no fence record on {c.describe()} (a new name, or its data "
+            "was lost); waiting one ttl (1s) before the first grant, so that no earlier "
+            "holder overlaps"
+        )
     finally:
         sup.stop(WAIT)
         c.close()
@@ -1498,6 +1793,204 @@ def test_unreachable_redis_at_construction_is_a_prompt_error_naming_it() -> None
         RedisCoordinator("unix:///nonexistent/redis.sock")
     assert time.monotonic() - began < SLACK
     assert not [g for g in corral.roots() if g.name == "no-redis"]
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("redis://127.0.0.1:1/notadb", r"'notadb' is not a database number"),
+        ("redis://127.0.0.1:1/0/1", r"'0/1' is not a database number"),
+        ("redis://127.0.0.1:port/0", r"not a Redis URL: .*Port could not be cast"),
+        ("redis://127.0.0.1:99999/0", r"not a Redis URL: .*out of range"),
+        ("redis:///0", "names no host"),
+        ("redis://127.0.0.1:1/0#x", r"has a fragment \('#x'\)"),
+        ("redis://127.0.0.1:1/0?db=x", r"db='x' is not a database number"),
+        ("redis://127.0.0.1:1/1?db=2", r"names two databases: /1 and db=2"),
+        ("redis://127.0.0.1:1?db=1&db=1", "gives db= twice"),
+        ("redis://127.0.0.1:1/0?a", "bad query field"),
+        ("redis://127.0.0.1:1/0?socket_timeout=30", r"sets socket_timeout=: lease connections"),
+        ("redis://127.0.0.1:1/0?retry_on_timeout=yes", "sets retry_on_timeout="),
+        ("redis://127.0.0.1:1/0?decode_responses=True", "sets decode_responses="),
+        ("redis://127.0.0.1:1/0?no_such_option=1", "no_such_option"),
+        ("unix://", "names no socket"),
+        ("redis:/127.0.0.1:1/0", "not a Redis URL"),
+        ("http://127.0.0.1:1/0", "not a Redis URL"),
+    ],
+)
+def test_a_redis_url_must_parse_whole(url: str, match: str) -> None:
+    """redis-py takes redis://host:port/notadb for db 0, and lets a query override the
+    lease connections' timeouts: refused, naming the bad part, before any traffic."""
+    with pytest.raises(ValueError, match=match):
+        RedisCoordinator(url, ttl=1.0)
+
+
+@pytest.mark.parametrize(
+    ("url", "where"),
+    [
+        ("redis://127.0.0.1:1", "redis://127.0.0.1:1/0"),
+        ("redis://127.0.0.1:1/", "redis://127.0.0.1:1/0"),
+        ("redis://127.0.0.1:1/3", "redis://127.0.0.1:1/3"),
+        ("redis://127.0.0.1:1?db=2", "redis://127.0.0.1:1/2"),
+        ("redis://127.0.0.1:1/2?db=2", "redis://127.0.0.1:1/2"),
+        ("redis://u:p@127.0.0.1:1/0?client_name=x", "redis://127.0.0.1:1/0"),
+        ("rediss://127.0.0.1:1/0?ssl_cert_reqs=none", "rediss://127.0.0.1:1/0"),
+        ("unix:///run/redis.sock?db=1", "unix:///run/redis.sock"),
+    ],
+)
+def test_redis_urls_that_parse(url: str, where: str) -> None:
+    c = RedisCoordinator(url, ttl=1.0, check=False)
+    try:
+        assert c.describe() == f"RedisCoordinator({where})"
+    finally:
+        c.close()
+
+
+def test_a_bad_redis_url_is_shown_without_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "redis://lease:hunter2@127.0.0.1:1/notadb"
+    with pytest.raises(ValueError, match=re.escape("'redis://lease:***@127.0.0.1:1/notadb'")) as raised:
+        RedisCoordinator(url)
+    assert "hunter2" not in str(raised.value)
+    for spec in [url, "redis:/lease:hunter2@127.0.0.1:1/0", "redis://127.0.0.1:1/x?password=hunter2"]:
+        monkeypatch.setenv(ENV, spec)
+        _reset_default()
+        with pytest.raises(ValueError, match=ENV) as raised:
+            default_coordinator()
+        assert "hunter2" not in str(raised.value)
+
+
+def acl(raw: redis.Redis, *args: str) -> None:
+    raw.execute_command("ACL", *args)  # type: ignore[no-untyped-call]
+
+
+def acl_user(raw: redis.Redis, user: str, *rules: str) -> str:
+    """Make (or remake) a Redis user with password ``pw`` and ``rules``; its name."""
+    acl(raw, "SETUSER", user, "reset", "on", ">pw", *rules)
+    return user
+
+
+def as_user(server: RedisServer, user: str, password: str = "pw") -> str:
+    return f"redis://{user}:{password}@127.0.0.1:{server.port}/0"
+
+
+def test_a_redis_user_without_permission_for_the_scripts_is_refused_at_construction(
+    redis_server: RedisServer, raw: redis.Redis
+) -> None:
+    """Such a user passed the constructor's check (INFO), then campaigned forever with
+    "auth:NoPermissionError" as its only word. The constructor runs the scripts' commands
+    once, and says which permission is missing and how to grant it."""
+    where = rf"redis://127\.0\.0\.1:{redis_server.port}/0"
+    acl_user(raw, "noscript", "~*", "+@all", "-evalsha", "-eval", "-script")
+    with pytest.raises(
+        CoordinatorError,
+        match=rf"permission denied at Redis {where} for user 'noscript': .*'evalsha'",
+    ) as raised:
+        RedisCoordinator(as_user(redis_server, "noscript"), ttl=1.0)
+    message = str(raised.value)
+    assert "misconfiguration, not an outage" in message
+    assert "cannot reach" not in message
+    hint = message[message.index("ACL SETUSER "):].split()
+    assert hint[:4] == ["ACL", "SETUSER", "noscript", "~corral:*"]
+    assert "+evalsha" in hint
+
+    acl_user(raw, "notime", "~*", "+@all", "-time")  # a command inside the scripts
+    with pytest.raises(
+        CoordinatorError, match=r"for user 'notime': the lease scripts run TIME, which this user"
+    ):
+        RedisCoordinator(as_user(redis_server, "notime"), ttl=1.0)
+    acl_user(raw, "elsewhere", "~other:*", "+@all")  # keys outside its patterns
+    with pytest.raises(CoordinatorError, match=r"permission denied .* 'elsewhere': .*keys"):
+        RedisCoordinator(as_user(redis_server, "elsewhere"), ttl=1.0)
+
+    # What the message says to grant is enough (INFO, the version check, is optional),
+    # and the check leaves nothing behind.
+    acl_user(raw, "lease", *hint[3:])
+    c = RedisCoordinator(as_user(redis_server, "lease"), ttl=1.0)
+    try:
+        raw.set(c.keys("job")[1], 1)
+        lease = c.try_acquire("job", owner="me:1", secret="s")
+        assert lease is not None
+        assert c.renew(lease) is True
+        seen = c.observe("job")
+        assert seen is not None
+        assert (seen.owner, seen.fence) == ("me:1", lease.fence)
+        c.release(lease)
+        assert c.observe("job") is None
+        assert raw.keys("*probe*") == []
+    finally:
+        c.close()
+
+
+def test_a_permission_lost_while_campaigning_is_logged_as_a_misconfiguration(
+    redis_server: RedisServer, raw: redis.Redis, error_seen: ErrorSeen
+) -> None:
+    acl_user(raw, "lease", "~test:*", "+@all")
+    c = RedisCoordinator(
+        as_user(redis_server, "lease"), prefix="test", ttl=FAST_TTL, poll_interval=0.05
+    )
+    seed(c, redis_server, "job")
+    acl(raw, "SETUSER", "lease", "-evalsha")
+    ran = threading.Event()
+    sup = make("s", c)
+    try:
+        t = sup.spawn(ran.set, name="job", singleton=True)
+        sup.start()
+        assert error_seen.event.wait(WAIT)
+        message = error_seen.records[0].getMessage()
+        assert "permission denied at Redis" in message
+        assert "for user 'lease'" in message
+        assert "misconfiguration, not an outage" in message
+        assert "ACL SETUSER lease ~test:* +evalsha" in message
+        assert "cannot reach" not in message
+        assert "NoPermissionError" not in message
+        assert not ran.is_set()
+        assert state(t) is TaskState.PENDING
+    finally:
+        sup.stop(WAIT)
+        c.close()
+
+
+def test_a_wrong_redis_password_says_authentication_failed(
+    redis_server: RedisServer, raw: redis.Redis
+) -> None:
+    """It said "cannot reach Redis"."""
+    acl_user(raw, "lease", "~*", "+@all")
+    where = rf"redis://127\.0\.0\.1:{redis_server.port}/0"
+    with pytest.raises(
+        CoordinatorError, match=rf"authentication failed at Redis {where} as user 'lease'"
+    ) as raised:
+        RedisCoordinator(as_user(redis_server, "lease", "hunter2"), ttl=1.0)
+    assert "cannot reach" not in str(raised.value)
+    assert "hunter2" not in str(raised.value)
+    acl(raw, "SETUSER", "default", ">secret")  # a password, none given
+    with pytest.raises(CoordinatorError, match=rf"authentication failed at Redis {where} as user 'default'"):
+        RedisCoordinator(redis_server.url, ttl=1.0)
+
+
+def test_rediss_against_a_plain_server_says_tls(redis_server: RedisServer) -> None:
+    """It said "Timeout"."""
+    began = time.monotonic()
+    with pytest.raises(
+        CoordinatorError,
+        match=rf"TLS handshake with rediss://127\.0\.0\.1:{redis_server.port}/0 failed .*"
+        "use redis:// for a plain one",
+    ):
+        RedisCoordinator(f"rediss://127.0.0.1:{redis_server.port}/0", ttl=1.0)
+    assert time.monotonic() - began < 1.0 + SLACK  # (the check waits up to 1 s)
+
+
+def test_observe_never_raises(tmp_path: Path, redis_server: RedisServer) -> None:
+    """Observing is for status pages and snapshots: None when the backend cannot say."""
+    c = RedisCoordinator(redis_server.url, prefix="p", ttl=1.0)
+    redis_server.kill()
+    began = time.monotonic()
+    assert c.observe("job") is None
+    assert time.monotonic() - began < SLACK
+    c.close()
+    f = FileCoordinator(tmp_path / "locks")
+    f.path("job").symlink_to(tmp_path)
+    assert f.observe("job") is None
+    shutil.rmtree(f.directory)
+    assert f.observe("job") is None
 
 
 class CountingRedis(RedisCoordinator):
@@ -1703,7 +2196,8 @@ def test_the_coordinator_argument(tmp_path: Path, redis_server: RedisServer) -> 
 def test_groups_use_the_nearest_coordinator_else_the_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    outer, default_dir = FileCoordinator(tmp_path / "outer"), tmp_path / "default"
+    outer = FileCoordinator(tmp_path / "outer", check_interval=0.05)
+    default_dir = tmp_path / "default"
     monkeypatch.setenv(ENV, str(default_dir))
     _reset_default()
     described: dict[str, str] = {}
@@ -1828,7 +2322,14 @@ def test_env_errors_surface_at_spawn(tmp_path: Path, monkeypatch: pytest.MonkeyP
         sup.stop(WAIT)
 
 
-@pytest.mark.parametrize("spec", ["http://127.0.0.1:1/0", "REDIS://127.0.0.1:1/0"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "http://127.0.0.1:1/0", "REDIS://127.0.0.1:1/0", "redis:/127.0.0.1:1/0",
+        "redis:127.0.0.1:1", "rediss:/127.0.0.1:1/0", "unix:/run/redis.sock",
+        "leases", "./leases", "leases/sub",
+    ],
+)
 def test_env_with_an_unknown_url_scheme_is_an_error_not_a_relative_lock_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spec: str
 ) -> None:
@@ -1845,3 +2346,25 @@ def test_env_with_an_unknown_url_scheme_is_an_error_not_a_relative_lock_director
         error = e
     assert list(tmp_path.iterdir()) == [], f"{spec!r} made a lock directory: {made!r}"
     assert error is not None, f"{spec!r} was taken for a directory: {made!r}"
+    if not spec.upper().startswith("REDIS://"):  # (that one is a URL: its Redis is down)
+        assert isinstance(error, ValueError)
+        assert str(error).startswith(f"{ENV}={spec!r}: ")
+        assert re.search(r"not a Redis URL|unknown coordinator URL scheme|absolute path", str(error))
+
+
+def test_a_url_lookalike_is_not_a_directory_in_code_either(tmp_path: Path) -> None:
+    """coordinator= "redis:/host:port" (one slash) is an error; a relative directory is
+    fine in code (made absolute), and one whose first part has a colon is written ./a:b."""
+    with pytest.raises(ValueError, match=r"'redis:/127\.0\.0\.1:1/0' is not a Redis URL: write "
+                       r"redis://host:port/db"):
+        make("bad", "redis:/127.0.0.1:1/0")
+    with pytest.raises(ValueError, match=r"unknown coordinator URL scheme 'a'.*\./a:b"):
+        make("bad", "a:b")
+    assert not [g for g in corral.roots() if g.name == "bad"]
+    d = tmp_path / "a:b"
+    sup = make("s", str(d))
+    try:
+        assert isinstance(sup._coordinator, FileCoordinator)
+        assert sup._coordinator.directory == d
+    finally:
+        sup.stop(WAIT)

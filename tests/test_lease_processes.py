@@ -24,6 +24,7 @@ import json
 import math
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -348,6 +349,41 @@ def test_many_processes_hold_each_name_one_at_a_time(
     # The non-caller: it held b at some point, and never ran a.
     assert [e for e in events if e.pid == b_only and e.name == "b" and e.ev == "acquired"]
     assert not [e for e in events if e.pid == b_only and e.name == "a"]
+
+
+def test_a_lock_file_removed_or_replaced_under_its_holder_never_gives_two_holders(
+    tmp_path: Path,
+) -> None:
+    """Removing the lock file (or renaming a copy over it) while a holder ran gave two
+    holders at once for up to 0.9 s: a contender locked the new file at once, and the
+    holder found out at its next check. A new file is now granted only 2 x
+    check_interval after a contender first saw it; the holder notices within one."""
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    path = corral.FileCoordinator(locks).path("a")
+    with Cluster(tmp_path, str(locks)) as cluster:
+        cluster.start("a", 3, poll=FILE_POLL)
+        log = cluster.log
+        replaced: list[Ev] = []
+        seen = -1
+        for how in ("unlink", "replace", "unlink"):
+            holder = log.wait_holder("a", seen)
+            if how == "unlink":
+                path.unlink()
+            else:
+                shutil.copyfile(path, tmp_path / "copy")
+                os.replace(tmp_path / "copy", path)
+            replaced.append(holder)
+            log.wait_holder("a", holder.fence)
+            seen = holder.fence
+        cluster.stop(*cluster.alive())
+        events = log.refresh()
+
+    check_one_holder_at_a_time(events, "a")
+    for holder in replaced:  # each holder lost its lease (it did not stop for a signal)
+        [stop] = [e for e in events if e.ev == "stop" and e.fence == holder.fence]
+        assert stop.lost is True, stop
+        assert stop.cause == "LeaseLost", stop
 
 
 # -- takeover after the holder ends --------------------------------------------------------

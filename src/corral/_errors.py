@@ -118,7 +118,7 @@ def safe_repr(obj: object) -> str:
     """
     try:
         return repr(obj)
-    except BaseException as e:  # noqa: BLE001 - any failure of a user's __repr__
+    except BaseException as e:
         return f"<{type(obj).__qualname__} (its repr raised {type(e).__qualname__})>"
 
 
@@ -127,7 +127,7 @@ def describe(exc: BaseException) -> str:
     name = type(exc).__qualname__
     try:
         text = str(exc)
-    except BaseException as e:  # noqa: BLE001 - any failure of a user's __str__
+    except BaseException as e:
         text = f"(its str raised {type(e).__qualname__})"
     return f"{name}: {text}" if text else name
 

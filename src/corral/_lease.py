@@ -17,12 +17,14 @@ group calls them around a singleton's attempt. See ``notes/leases.md`` for the p
 from __future__ import annotations
 
 import abc
+import errno
 import functools
 import logging
 import math
 import os
 import random
 import re
+import stat
 import sys
 import threading
 import time
@@ -109,6 +111,7 @@ class Lease:
         "_lock",
         "_lost",
         "_on_lost",
+        "_released",
         "_secret",
         "deadline",
         "fence",
@@ -135,19 +138,22 @@ class Lease:
         self._coordinator = coordinator
         self._handle = handle
         self._lock = threading.Lock()
+        # Set when the lease stops being valid: lost, or released (then _released too).
         self._lost: LeaseLost | None = None
+        self._released = False
         self._on_lost: Callable[[LeaseLost], object] | None = None
 
     def __repr__(self) -> str:
         left = self.remaining()
         until = "no expiry" if left == math.inf else f"{left:.3g}s left"
-        state = " lost" if self._lost is not None else ""
+        state = " released" if self._released else " lost" if self._lost is not None else ""
         return f"<corral.Lease {self.name!r} fence={self.fence} owner={self.owner!r} {until}{state}>"
 
     @property
     def lost(self) -> LeaseLost | None:
-        """Why the lease was lost (a :class:`corral.LeaseLost`), or None."""
-        return self._lost
+        """Why the lease was lost (a :class:`corral.LeaseLost`), or None (also once it
+        was released: a graceful release is not a loss)."""
+        return None if self._released else self._lost
 
     def remaining(self) -> float:
         """Seconds until the deadline (``math.inf`` for a lease with no expiry; 0 if lost)."""
@@ -214,6 +220,7 @@ class Coordinator(abc.ABC):
     validity: float = math.inf
     renew_interval: float = 1.0
     poll_interval: float = 0.1
+    _seen_holders: dict[str, Lease]  # (made on first use: see seen())
 
     @abc.abstractmethod
     def try_acquire(self, name: str, *, owner: str, secret: str) -> Lease | None:
@@ -235,13 +242,40 @@ class Coordinator(abc.ABC):
 
     @abc.abstractmethod
     def observe(self, name: str) -> Lease | None:
-        """Who holds ``name`` now (a :class:`Lease` without its secret), or None."""
+        """Who holds ``name`` now (a :class:`Lease` without its secret, ``owner`` is
+        ``"host:pid"``), or None. Asks the backend (FileCoordinator: a few system calls;
+        RedisCoordinator: one round trip, at most ``op_timeout``). The built-in
+        coordinators never raise here: None also when the backend cannot be asked."""
+
+    def seen(self, name: str) -> Lease | None:
+        """Who held ``name`` when this process's campaign for it last asked (a
+        :class:`Lease` without its secret: ``owner`` is ``"host:pid"``, and ``fence``),
+        or None: nobody, no campaign of this process is asking, or the backend does not
+        say. No I/O, never raises: for snapshots and status pages. (A coordinator of
+        your own can report what its ``try_acquire`` saw with ``self._saw(name, lease)``.)"""
+        seen: dict[str, Lease] | None = getattr(self, "_seen_holders", None)
+        return None if seen is None else seen.get(name)
+
+    def _saw(self, name: str, holder: Lease | None) -> None:
+        """Remember who holds ``name`` (None: forget), for :meth:`seen`."""
+        seen: dict[str, Lease] | None = getattr(self, "_seen_holders", None)
+        if seen is None:
+            if holder is None:
+                return
+            seen = self._seen_holders = {}
+        if holder is None:
+            seen.pop(name, None)
+        else:
+            seen[name] = holder
 
     def close(self) -> None:  # noqa: B027 - optional for backends
         """Release the backend's resources (connections)."""
 
     def describe(self) -> str:
         return type(self).__name__
+
+    # Why a renewal that returned False means the lease is gone (the Keeper's message).
+    _gone = "the coordinator refused its renewal (it expired or was taken over)"
 
 
 # Leases held by this process, so that a forked child can drop what it inherited.
@@ -295,60 +329,168 @@ if hasattr(os, "register_at_fork"):
 
 
 def _default_lock_dir() -> Path:
+    """``$XDG_RUNTIME_DIR/corral`` if that runtime directory is this user's (as the XDG
+    spec requires: a ``sudo`` may pass on another user's), else ``<tmp>/corral-<uid>``."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isabs(runtime):
+        try:
+            st = os.lstat(runtime)
+        except OSError:
+            pass
+        else:
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o022:
+                return Path(runtime) / "corral"
     import tempfile  # (here: it imports shutil, bz2 and lzma, which corral needs nowhere else)
 
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isdir(runtime):
-        return Path(runtime) / "corral"
     return Path(tempfile.gettempdir()) / f"corral-{os.getuid()}"
+
+
+# Fences fit a signed 64-bit integer (a BIGINT column): a record whose fence is not a
+# decimal number below this (a damaged or planted file) is ignored, and the next fence
+# comes from the wall clock.
+_FENCE_MAX = 2**63 - 1
+_FENCE_RE = re.compile(rb"[0-9]{1,19}")
+# "<fence> <owner> ino=<inode>\n": the inode says which file the record was written in.
+_RECORD_RE = re.compile(rb"([0-9]{1,19}) (\S{1,200}) ino=([0-9]{1,20})\n")
+_OWNER_CLEAN = re.compile(r"[^\x21-\x7e]")  # shown in logs and snapshots: printable ASCII
+
+
+def _clean_owner(owner: str) -> str:
+    return _OWNER_CLEAN.sub("?", owner)[:200] or "?"
+
+
+def _read_record(data: bytes) -> tuple[int | None, str | None, int | None]:
+    """(fence, owner, inode) from a lock file's bytes; None for what is not there."""
+    m = _RECORD_RE.fullmatch(data)
+    if m is not None:
+        fence = int(m[1])
+        if fence >= _FENCE_MAX:
+            return None, None, None
+        return fence, _clean_owner(m[2].decode("ascii", "replace")), int(m[3])
+    # An older record ("<fence> <owner>"), or a damaged one: its fence, if it has one.
+    head = data.split(maxsplit=1)
+    if head and _FENCE_RE.fullmatch(head[0]) and int(head[0]) < _FENCE_MAX:
+        return int(head[0]), None, None
+    return None, None, None
 
 
 class FileCoordinator(Coordinator):
     """Leases on one host: ``flock`` on a lock file per name in ``directory``.
 
     The default directory is ``$XDG_RUNTIME_DIR/corral`` (or ``<tmp>/corral-<uid>``),
-    made with mode 0700. The kernel releases a dead holder's lock at once, so another
-    process takes over within one ``poll_interval``. Lock files are never unlinked
-    (that would let two processes hold "the" lock); each holds ``<fence> <owner>``.
-    Fences rise with every acquisition and are floored by the wall clock in
-    microseconds, so they keep rising across reboots (a tmpfs forgets the file).
+    made with mode 0700; it must be this user's and writable by nobody else (one that
+    another user made first is refused). A directory you name is made too (not its
+    parents), and must not be writable by every user; neither may be a symbolic link.
+
+    The kernel releases a dead holder's lock at once, so another process takes over
+    within one ``poll_interval``. Lock files are never unlinked (that would let two
+    processes hold "the" lock); each holds ``<fence> <owner> ino=<inode>``. Fences rise
+    with every acquisition and are floored by the wall clock in microseconds, so they
+    keep rising across reboots (a tmpfs forgets the file).
+
+    A lock file that is removed or replaced under its holder breaks the lock: the
+    holder finds out within ``check_interval`` and is cancelled. So a lock file that
+    is new (no record of its own inode: the first use of a name, or a file that was
+    removed or replaced) is granted only ``settle`` = 2 x ``check_interval`` after this
+    process first saw it: by then any holder of the old file has stopped. Processes
+    sharing a directory should use the same ``check_interval``.
 
     There is no TTL: a paused but live holder keeps its lease. Local filesystems only
     (``flock`` over NFS is emulated and unreliable).
     """
+
+    _gone = "its lock file was removed or replaced"
 
     def __init__(
         self,
         directory: str | os.PathLike[str] | None = None,
         *,
         poll_interval: float = 0.1,
-        check_interval: float = 1.0,
+        check_interval: float = 0.5,
     ) -> None:
         if sys.platform == "win32":  # pragma: no cover
             raise CoordinatorError("FileCoordinator needs flock (POSIX); use RedisCoordinator")
         _check_positive("poll_interval", poll_interval)
         _check_positive("check_interval", check_interval)
-        if directory is not None and not isinstance(directory, str | os.PathLike):
-            raise TypeError(f"directory must be a path or None, not {type(directory).__name__}")
-        self.directory = Path(directory) if directory is not None else _default_lock_dir()
+        private = directory is None
+        if directory is None:
+            self.directory = _default_lock_dir()
+        else:
+            if not isinstance(directory, str | os.PathLike):
+                raise TypeError(f"directory must be a path or None, not {type(directory).__name__}")
+            raw = os.fspath(directory)
+            if not isinstance(raw, str):
+                raise TypeError(f"directory must be a str path, not {type(raw).__name__}")
+            if not raw:
+                raise ValueError(
+                    "FileCoordinator(directory='') names no directory: give a path "
+                    "(or None for the per-user default)"
+                )
+            # Absolute now: a later chdir must not move the locks (two holders).
+            self.directory = Path(os.path.abspath(raw))
         self.poll_interval = float(poll_interval)
         self.renew_interval = float(check_interval)
+        self.settle = 2 * self.renew_interval
         import hashlib  # (here: it loads OpenSSL, a few MiB that only file leases need)
 
         self._sha256 = hashlib.sha256
+        # name -> (device, inode) of a new lock file, and when this process first saw it
+        self._new: dict[str, tuple[tuple[int, int], float]] = {}
+        self._make_directory(private)
+
+    def _make_directory(self, private: bool) -> None:
+        d = self.directory
+        hint = "give FileCoordinator(directory=...) (or CORRAL_COORDINATOR) a writable directory"
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            pass
+        except FileNotFoundError as e:
+            raise CoordinatorError(
+                f"cannot create the lease directory {str(d)!r}: its parent {str(d.parent)!r} "
+                "does not exist (corral makes only the last component: check the path)"
+            ) from e
         except OSError as e:
             raise CoordinatorError(
-                f"cannot create the lease directory {str(self.directory)!r}: {e.strerror or e}; "
-                "give FileCoordinator(directory=...) (or CORRAL_COORDINATOR) a writable directory"
+                f"cannot create the lease directory {str(d)!r}: {e.strerror or e}; {hint}"
             ) from e
-        if not self.directory.is_dir():
-            raise CoordinatorError(f"lease directory {str(self.directory)!r} is not a directory")
-        if not os.access(self.directory, os.W_OK | os.X_OK):
+        try:
+            st = os.lstat(d)
+        except OSError as e:
+            raise CoordinatorError(f"lease directory {str(d)!r}: {e.strerror or e}") from e
+        if stat.S_ISLNK(st.st_mode):
             raise CoordinatorError(
-                f"lease directory {str(self.directory)!r} is not writable by this user; "
-                "give FileCoordinator(directory=...) (or CORRAL_COORDINATOR) a writable directory"
+                f"lease directory {str(d)!r} is a symbolic link (to {os.readlink(d)!r}): "
+                "corral does not follow links there; give the directory itself"
+            )
+        if not stat.S_ISDIR(st.st_mode):
+            raise CoordinatorError(f"lease directory {str(d)!r} is not a directory")
+        mode = stat.S_IMODE(st.st_mode)
+        if private:
+            if st.st_uid != os.getuid():
+                raise CoordinatorError(
+                    f"the default lease directory {str(d)!r} belongs to uid {st.st_uid}, not "
+                    f"to this user (uid {os.getuid()}): someone else made it and could tamper "
+                    "with the leases in it. Remove it (corral makes it again, private), or "
+                    "give FileCoordinator(directory=...) (or CORRAL_COORDINATOR) a directory "
+                    "of your own"
+                )
+            if mode & 0o022:
+                raise CoordinatorError(
+                    f"the default lease directory {str(d)!r} is writable by "
+                    f"{'others' if mode & 0o002 else 'its group'} (mode {mode:04o}): it must "
+                    f"be private to this user (chmod 700 {d}), or give "
+                    "FileCoordinator(directory=...) (or CORRAL_COORDINATOR) another directory"
+                )
+        elif mode & 0o002:
+            raise CoordinatorError(
+                f"lease directory {str(d)!r} is writable by every user (mode {mode:04o}): "
+                "anyone could plant or remove its lock files; use a directory that only "
+                "this user (or a group of trusted users) can write, such as a new one inside it"
+            )
+        if not os.access(d, os.W_OK | os.X_OK):
+            raise CoordinatorError(
+                f"lease directory {str(d)!r} is not writable by this user; {hint}"
             )
 
     def __repr__(self) -> str:
@@ -363,38 +505,60 @@ class FileCoordinator(Coordinator):
         digest = self._sha256(name.encode()).hexdigest()[:12]
         return self.directory / f"{name}-{digest}.lock"
 
-    def _open(self, name: str) -> tuple[int, Path]:
-        path = self.path(name)
+    def _open(self, path: Path) -> int:
+        # No O_TRUNC: a hard link planted at the path must not truncate the file it
+        # names; the record is written in place once the lock is held and checked.
+        # O_NONBLOCK: opening a FIFO planted there must not hang.
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            return os.open(path, flags, 0o600)
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise CoordinatorError(
+                    f"lock file {str(path)!r} is a symbolic link: corral does not follow "
+                    "links there (remove it)"
+                ) from e
             raise CoordinatorError(f"cannot open lock file {str(path)!r}: {e.strerror or e}") from e
-        return fd, path
 
     def try_acquire(self, name: str, *, owner: str, secret: str) -> Lease | None:
-        fd, path = self._open(name)
+        path = self.path(name)
+        fd = self._open(path)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                self._saw(name, _holder_in(fd, name))
                 os.close(fd)
                 return None
             except OSError as e:
                 raise CoordinatorError(f"cannot lock {str(path)!r}: {e.strerror or e}") from e
-            if not _same_file(fd, path):
-                # The file was unlinked or replaced under us: this lock guards nothing.
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise CoordinatorError(f"lock file {str(path)!r} is not a regular file (remove it)")
+            if st.st_nlink > 1:
+                raise CoordinatorError(
+                    f"lock file {str(path)!r} has {st.st_nlink} links: another path names the "
+                    "same file (a planted hard link?); corral writes only to a lock file of "
+                    "its own (remove it)"
+                )
+            if st.st_nlink == 0 or not _names(path, st):
+                # Removed or replaced between our open and our lock: this lock guards
+                # nothing. (The next poll opens whatever the path names now.)
                 os.close(fd)
                 return None
-            data = os.pread(fd, 256, 0).split()
-            try:
-                last = int(data[0]) if data else 0
-            except ValueError:
-                last = 0
+            data = os.pread(fd, 512, 0)
+            last, _, ino = _read_record(data)
+            damaged = last is None and bool(data.strip())
+            if ino != st.st_ino and not self._settled(name, path, st, damaged):
+                os.close(fd)
+                return None
+            self._new.pop(name, None)
             # Floored by the wall clock in microseconds, as on Redis: the default
             # directory is usually a tmpfs, and a counter that starts again at 1 after a
             # reboot would make every fenced write look stale.
-            fence = max(last + 1, time.time_ns() // 1000)
-            record = f"{fence} {owner}\n".encode()
+            fence = max((last or 0) + 1, time.time_ns() // 1000)
+            owner = _clean_owner(owner)
+            record = f"{fence} {owner} ino={st.st_ino}\n".encode()
             os.pwrite(fd, record, 0)
             os.ftruncate(fd, len(record))
             os.fsync(fd)
@@ -404,17 +568,47 @@ class FileCoordinator(Coordinator):
             except OSError:
                 pass
             raise
+        self._saw(name, None)
         lease = Lease(name, fence, owner, math.inf, secret=secret, coordinator=self, handle=fd)
         with _held_lock:
             _held.add(lease)
         return lease
+
+    def _settled(self, name: str, path: Path, st: os.stat_result, damaged: bool) -> bool:
+        """Whether a new lock file (no record of its own inode) may be granted: only
+        ``settle`` after this process first saw it, so that a holder of a file that was
+        removed or replaced (which new contenders cannot see) has noticed by its next
+        check (every ``check_interval``) and stopped. On the process's own clock."""
+        key, now = (st.st_dev, st.st_ino), lease_clock()
+        first = self._new.get(name)
+        if first is None or first[0] != key:
+            self._new[name] = (key, now)
+            self._saw(name, None)
+            if damaged:
+                log.warning(
+                    "lease %r: lock file %s holds no valid fence record (damaged, or not "
+                    "written by corral): the next fence comes from the wall clock", name,
+                    str(path),
+                )
+            log.info(
+                "lease %r: lock file %s is new (the name's first use here, or the file was "
+                "removed or replaced); waiting %.3gs (2 x check_interval) before the first "
+                "grant, so that a holder of a removed file has stopped", name, str(path),
+                self.settle,
+            )
+            return False
+        return now - first[1] >= self.settle
 
     def renew(self, lease: Lease) -> bool:
         fd = lease._handle
         if fd is None:
             return False
         # There is nothing to extend; check that the lock still guards the named file.
-        return _same_file(fd, self.path(lease.name))
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            return False
+        return st.st_nlink > 0 and _names(self.path(lease.name), st)
 
     def release(self, lease: Lease) -> None:
         with _held_lock:
@@ -424,34 +618,44 @@ class FileCoordinator(Coordinator):
             os.close(fd)  # closing drops the flock; the file stays (never unlinked)
 
     def observe(self, name: str) -> Lease | None:
-        path = self.path(name)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            raise CoordinatorError(f"cannot open lock file {str(path)!r}: {e.strerror or e}") from e
+            fd = os.open(
+                self.path(name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+            )
+        except OSError:
+            return None  # no file (nobody ever held it), or it cannot be read
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                data = os.pread(fd, 256, 0).decode(errors="replace").split(maxsplit=1)
-                fence = int(data[0]) if data and data[0].isdigit() else 0
-                owner = data[1].strip() if len(data) > 1 else "?"
-                return Lease(name, fence, owner, math.inf)
+                return _holder_in(fd, name)
+            except OSError:
+                return None
             return None  # nobody holds it (closing our fd drops the shared lock)
         finally:
             os.close(fd)
 
 
-def _same_file(fd: int, path: Path) -> bool:
+def _holder_in(fd: int, name: str) -> Lease | None:
+    """The holder recorded in a locked lock file; None unless the record was written
+    in this very file (a contender checking a new file holds the lock for a moment)."""
     try:
         st = os.fstat(fd)
-        if st.st_nlink == 0:
-            return False
-        return os.stat(path).st_ino == st.st_ino
+        fence, owner, ino = _read_record(os.pread(fd, 512, 0))
+    except OSError:
+        return None
+    if fence is None or owner is None or ino != st.st_ino:
+        return None
+    return Lease(name, fence, owner, math.inf)
+
+
+def _names(path: Path, st: os.stat_result) -> bool:
+    """Whether ``path`` (not following a link) names the file whose status is ``st``."""
+    try:
+        now = os.lstat(path)
     except OSError:
         return False
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
 
 
 def _check_positive(what: str, value: float) -> float:
@@ -468,11 +672,16 @@ local ttl = tonumber(ARGV[2])
 if not ttl or ttl <= 0 then return redis.error_reply('ttl must be > 0') end
 local cur = redis.call('HGET', KEYS[1], 'token')
 if cur then
-  if cur == ARGV[1] and cur ~= '' then
+  if cur == '' then
+    -- the wait of one ttl below (no fence record): nobody holds the name
+    return {2, redis.call('PTTL', KEYS[1])}
+  end
+  if cur == ARGV[1] then
     redis.call('PEXPIRE', KEYS[1], ttl)
     return {1, tonumber(redis.call('HGET', KEYS[1], 'fence'))}
   end
-  return {0, redis.call('PTTL', KEYS[1])}
+  return {0, redis.call('PTTL', KEYS[1]), redis.call('HGET', KEYS[1], 'owner') or '',
+          redis.call('HGET', KEYS[1], 'fence') or '0'}
 end
 local t = redis.call('TIME')
 if redis.call('EXISTS', KEYS[2]) == 0 then
@@ -484,7 +693,7 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('SET', KEYS[2], string.format('%.0f', floor0))
   redis.call('HSET', KEYS[1], 'token', '', 'fence', '0', 'owner', '')
   redis.call('PEXPIRE', KEYS[1], ttl)
-  return {0, ttl}
+  return {2, ttl}
 end
 local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local fence = redis.call('INCR', KEYS[2])
@@ -514,27 +723,149 @@ end
 return 0
 """
 
+# One script rather than MULTI/HGETALL/PTTL/EXEC: the user needs no more commands.
+_OBSERVE = """
+local tok = redis.call('HGET', KEYS[1], 'token')
+if not tok or tok == '' then return {0} end
+return {1, redis.call('PTTL', KEYS[1]), redis.call('HGET', KEYS[1], 'owner') or '',
+        redis.call('HGET', KEYS[1], 'fence') or '0'}
+"""
+
+# Run at construction on a name no task can have (it starts with "."): every command
+# the scripts above use, checked first where Redis can say which one is refused (7.0+:
+# redis.acl_check_cmd), then run once, so a refused permission, a read-only replica or
+# a server that cannot run the scripts shows now and not as a campaign that never
+# ends. It leaves nothing behind (what it makes expires even if the DEL is refused).
+_PROBE = """
+local used = {
+  {'time'}, {'exists', KEYS[2]}, {'hget', KEYS[1], 'token'}, {'pttl', KEYS[1]},
+  {'pexpire', KEYS[1], '10000'}, {'set', KEYS[2], '1'}, {'incr', KEYS[2]},
+  {'hset', KEYS[1], 'token', ''}, {'del', KEYS[1]},
+}
+if redis.acl_check_cmd then
+  for _, c in ipairs(used) do
+    if not redis.acl_check_cmd(unpack(c)) then return {0, c[1]} end
+  end
+end
+redis.call('TIME')
+redis.call('EXISTS', KEYS[2])
+redis.call('HGET', KEYS[1], 'token')
+redis.call('PTTL', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], 10000)
+redis.call('SET', KEYS[2], '1', 'PX', 10000)
+redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'token', '', 'fence', '0', 'owner', '')
+redis.call('PEXPIRE', KEYS[1], 10000)
+redis.call('DEL', KEYS[1], KEYS[2])
+return {1}
+"""
+_PROBE_NAME = ".probe"  # not a valid task name: no lease of a task is ever touched
+
+# What a Redis user needs (ACL): the scripts, and the commands they run, on the keys
+# under the prefix. (INFO, for the version check, is optional.)
+_ACL_COMMANDS = "+evalsha +script|load +time +exists +hget +hset +pttl +pexpire +set +incr +del"
+
 _PREFIX_RE = re.compile(r"[A-Za-z0-9_.:@+=-]{1,100}")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+_URL_DB_RE = re.compile(r"/?|/[0-9]{1,5}/?")
+# Connection settings that lease traffic sets itself (op_timeout, no hidden retries,
+# bytes): a URL must not change them.
+_URL_FIXED = frozenset({
+    "socket_timeout", "socket_connect_timeout", "timeout", "retry_on_timeout",
+    "retry_on_error", "health_check_interval", "decode_responses", "encoding",
+    "encoding_errors",
+})
+_URL_PASSWORD_RE = re.compile(r":[^@/?#]*@")
+_URL_QUERY_PASSWORD_RE = re.compile(r"(password=)[^&#]*")
+
+
+def _redact(url: str) -> str:
+    """The URL with its password hidden (for messages)."""
+    return _URL_QUERY_PASSWORD_RE.sub(r"\1***", _URL_PASSWORD_RE.sub(":***@", url, count=1))
+
+
+def _check_redis_url(url: str) -> None:
+    """Refuse a URL that does not parse whole: redis-py takes ``/notadb`` for db 0 and
+    lets a query override the lease connections' timeouts. (Its own checks follow.)"""
+    from urllib.parse import parse_qsl, urlsplit
+
+    shown = _redact(url)
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme not in _REDIS_SCHEMES:
+        raise ValueError(
+            f"not a Redis URL: {shown!r} (use redis://host:port/db, rediss://host:port/db "
+            "or unix:///path/to/redis.sock)"
+        )
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number raises here
+        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
+    except ValueError as e:
+        raise ValueError(f"not a Redis URL: {shown!r} ({e})") from None
+    if parts.fragment:
+        raise ValueError(f"Redis URL {shown!r} has a fragment ('#{parts.fragment}'): remove it")
+    db: str | None = None
+    if scheme == "unix":
+        if not parts.path:
+            raise ValueError(f"Redis URL {shown!r} names no socket: unix:///path/to/redis.sock")
+    else:
+        if not parts.hostname:
+            raise ValueError(f"Redis URL {shown!r} names no host: {scheme}://host:port/db")
+        if not _URL_DB_RE.fullmatch(parts.path):
+            raise ValueError(
+                f"Redis URL {shown!r}: {parts.path.lstrip('/')!r} is not a database number "
+                f"(the path after host:port is one: {scheme}://host:port/0)"
+            )
+        db = parts.path.strip("/") or None
+    keys: set[str] = set()
+    for key, value in query:
+        if key in keys:
+            raise ValueError(f"Redis URL {shown!r} gives {key}= twice")
+        keys.add(key)
+        if key in _URL_FIXED:
+            raise ValueError(
+                f"Redis URL {shown!r} sets {key}=: lease connections set their own timeouts "
+                "and retries (give RedisCoordinator(op_timeout=...) instead)"
+            )
+        if key == "db":
+            if not re.fullmatch(r"[0-9]{1,5}", value):
+                raise ValueError(f"Redis URL {shown!r}: db={value!r} is not a database number")
+            if db is not None and int(db) != int(value):
+                raise ValueError(f"Redis URL {shown!r} names two databases: /{db} and db={value}")
 
 
 def _import_redis() -> Any:
     try:
         import redis
-    except ImportError:
+        import redis.backoff
+        import redis.connection
+        import redis.retry
+    except ImportError as e:
+        if e.name not in (None, "redis") and not (e.name or "").startswith("redis."):
+            raise ImportError(
+                f"corral.RedisCoordinator needs the redis package, which failed to import "
+                f"({e}): pip install 'corral[redis]'"
+            ) from None
         raise ImportError(
             "corral.RedisCoordinator needs the redis package: pip install 'corral[redis]'"
         ) from None
     return redis
 
 
+def _is_denied(text: str) -> bool:
+    # NOPERM from a command, and the wording Redis 7 uses for a command inside a script
+    return "no permissions" in text or "The user executing the script can't" in text
+
+
 class RedisCoordinator(Coordinator):
     """Leases across hosts on one Redis (or a primary with replicas).
 
-    ``url_or_client`` is a ``redis://`` URL or a ``redis.Redis`` whose connection
-    settings are copied: lease traffic always gets its own connections, with
-    ``op_timeout`` as socket timeouts and no hidden retries. Keys:
-    ``<prefix>:{<name>}:lock`` (a hash: token, fence, owner; with a TTL) and
-    ``<prefix>:{<name>}:fence`` (a counter, never deleted).
+    ``url_or_client`` is a ``redis://`` (``rediss://``, ``unix://``) URL or a
+    ``redis.Redis`` whose connection settings are copied: lease traffic always gets its
+    own connections, with ``op_timeout`` as socket timeouts and no hidden retries. A URL
+    must parse whole (a path that is not a database number, or a timeout in the query,
+    is a ``ValueError``). Keys: ``<prefix>:{<name>}:lock`` (a hash: token, fence, owner;
+    with a TTL) and ``<prefix>:{<name>}:fence`` (a counter, never deleted).
 
     The first acquisition of a name on a Redis without its fence counter (a name it
     never saw, or data lost in a restart without persistence) waits one ``ttl``: a
@@ -543,8 +874,12 @@ class RedisCoordinator(Coordinator):
 
     Defaults follow ``ttl``: renew every ``ttl/3``, stop ``ttl/5`` (``stop_margin``)
     before the lease could expire, poll every ``ttl/5``, ``op_timeout`` 1 s (at most
-    half the renew interval). The server is pinged at construction: an unreachable
-    Redis is a :class:`corral.CoordinatorError` here, not a task that runs anyway.
+    half the renew interval). The server is checked at construction (``check=False``
+    skips it): an unreachable Redis, a failed authentication, a user whose ACL does
+    not allow the lease scripts (it needs ``+evalsha +script|load`` and the commands
+    the scripts run, on ``~<prefix>:*``), a TLS URL against a plain port: each is a
+    :class:`corral.CoordinatorError` here, worded for what it is, not a task that
+    never runs.
     """
 
     def __init__(
@@ -588,23 +923,33 @@ class RedisCoordinator(Coordinator):
                 f"({renew_interval / 2:g}s)"
             )
         poll_interval = ttl / 5 if poll_interval is None else _check_positive("poll_interval", poll_interval)
+        if not isinstance(url_or_client, str) and not hasattr(url_or_client, "connection_pool"):
+            raise TypeError(
+                "url_or_client must be a redis:// URL or a redis.Redis, "
+                f"not {type(url_or_client).__name__}"
+            )
+        if isinstance(url_or_client, str):
+            _check_redis_url(url_or_client)  # (before the import: no redis needed to say so)
         redis = _import_redis()
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
 
         settings = {
             "socket_timeout": op_timeout,
             "socket_connect_timeout": op_timeout,
-            "retry": Retry(NoBackoff(), 0),
+            "retry": redis.retry.Retry(redis.backoff.NoBackoff(), 0),
             "retry_on_timeout": False,
             "health_check_interval": 0,
             "decode_responses": False,
         }
         if isinstance(url_or_client, str):
+            shown = _redact(url_or_client)
             try:
                 pool = redis.ConnectionPool.from_url(url_or_client, **settings)
             except ValueError as e:
-                raise ValueError(f"not a Redis URL: {url_or_client!r} ({e})") from None
+                raise ValueError(f"not a Redis URL: {shown!r} ({e})") from None
+            try:  # an option the connection does not take fails now, not at the first call
+                pool.connection_class(**pool.connection_kwargs)
+            except (TypeError, ValueError, redis.RedisError) as e:
+                raise ValueError(f"Redis URL {shown!r}: {e}") from None
         elif isinstance(url_or_client, redis.Redis):
             source = url_or_client.connection_pool
             kwargs = dict(source.connection_kwargs)
@@ -629,10 +974,16 @@ class RedisCoordinator(Coordinator):
         self._acquire = self._client.register_script(_ACQUIRE)
         self._renew = self._client.register_script(_RENEW)
         self._release = self._client.register_script(_RELEASE)
+        self._observe = self._client.register_script(_OBSERVE)
+        self._waiting: set[str] = set()  # names whose wait of one ttl was logged
         kw = pool.connection_kwargs
+        self._tls = issubclass(pool.connection_class, redis.connection.SSLConnection)
+        self._user = str(kw.get("username") or "default")
+        self._db = int(kw.get("db", 0) or 0)
         self._where = (
             f"unix://{kw['path']}" if "path" in kw
-            else f"redis://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+            else f"{'rediss' if self._tls else 'redis'}://{kw.get('host', 'localhost')}:"
+            f"{kw.get('port', 6379)}/{self._db}"
         )
         if check:
             self.ping()
@@ -644,17 +995,91 @@ class RedisCoordinator(Coordinator):
         return f"RedisCoordinator({self._where})"
 
     def ping(self) -> None:
-        """Raise :class:`corral.CoordinatorError` unless the server answers (Redis >= 5)."""
+        """Check that the server answers (Redis >= 5) and lets this coordinator do its
+        work: authentication, and the ACL permissions the lease scripts need (run once
+        on a probe name). Raise :class:`corral.CoordinatorError` saying what is wrong.
+
+        It uses a connection of its own, with a timeout of at least 1 s: a check made
+        once need not fit lease traffic's ``op_timeout``, and a loaded machine must not
+        fail it."""
+        source = self._client.connection_pool
+        kwargs = dict(source.connection_kwargs)
+        patience = max(1.0, self.op_timeout)
+        kwargs.update(socket_timeout=patience, socket_connect_timeout=patience)
+        client = self._redis.Redis(connection_pool=self._redis.ConnectionPool(
+            connection_class=source.connection_class, **kwargs
+        ))
         try:
-            info = self._client.info("server")
+            self._check(client)
+        finally:
+            client.close()
+            client.connection_pool.disconnect()
+
+    def _check(self, client: Any) -> None:
+        try:
+            info: dict[str, Any] | None = client.info("server")
+        except self._redis.exceptions.NoPermissionError:
+            info = None  # (an ACL, so Redis >= 6) the probe below says what matters
         except self._redis.RedisError as e:
-            raise CoordinatorError(f"cannot reach Redis at {self._where}: {e}") from e
-        version = str(info.get("redis_version", "0"))
-        major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
-        if major < 5:
-            raise CoordinatorError(
-                f"Redis at {self._where} is version {version}; leases need Redis >= 5"
+            raise CoordinatorError(self._explain(e, patience=True)) from e
+        if info is not None:
+            version = str(info.get("redis_version", "0"))
+            major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
+            if major < 5:
+                raise CoordinatorError(
+                    f"Redis at {self._where} is version {version}; leases need Redis >= 5"
+                )
+        try:
+            reply = client.register_script(_PROBE)(keys=list(self.keys(_PROBE_NAME)))
+        except self._redis.RedisError as e:
+            raise CoordinatorError(self._explain(e, patience=True)) from e
+        if int(reply[0]) != 1:
+            command = reply[1].decode(errors="replace") if isinstance(reply[1], bytes) else reply[1]
+            raise CoordinatorError(self._denied(
+                f"the lease scripts run {command.upper()}, which this user may not run"
+            ))
+
+    def _denied(self, text: str) -> str:
+        select = " +select" if self._db else ""
+        return (
+            f"permission denied at Redis {self._where} for user {self._user!r}: {text}. "
+            "A misconfiguration, not an outage: no lease is granted until it is fixed. "
+            f"The user needs: ACL SETUSER {self._user} ~{self.prefix}:* {_ACL_COMMANDS}{select}"
+        )
+
+    def _explain(self, e: BaseException, *, patience: bool = False) -> str:
+        """One sentence for what went wrong, with where (never the password)."""
+        exc = self._redis.exceptions
+        text = str(e) or type(e).__name__
+        if isinstance(e, exc.AuthenticationError):
+            return (
+                f"authentication failed at Redis {self._where} as user {self._user!r}: {text} "
+                "(check the user name and password: redis://user:password@host:port/db)"
             )
+        if isinstance(e, exc.ResponseError) and _is_denied(text):
+            return self._denied(text)
+        cause = e.__cause__ or e.__context__
+        if (
+            self._tls and isinstance(e, exc.ConnectionError | exc.TimeoutError)
+            and cause is not None
+            and ("handshake" in str(cause).lower() or type(cause).__module__ == "ssl")
+        ):
+            return (
+                f"TLS handshake with {self._where} failed ({cause or type(cause).__name__}): "
+                "does that port speak TLS? rediss:// needs a TLS port; use redis:// for a "
+                "plain one"
+            )
+        if isinstance(e, exc.TimeoutError):
+            return (
+                f"cannot reach Redis at {self._where}: no answer within "
+                f"{max(1.0, self.op_timeout) if patience else self.op_timeout:g}s "
+                f"({text})"
+            )
+        if isinstance(e, exc.ConnectionError):
+            return f"cannot reach Redis at {self._where}: {text}"
+        if isinstance(e, exc.ReadOnlyError):
+            return f"Redis at {self._where} is a read-only replica: leases need the primary ({text})"
+        return f"Redis at {self._where}: {type(e).__name__}: {text}"
 
     def keys(self, name: str) -> tuple[str, str]:
         """The lock and fence keys of ``name`` (one hash tag: one cluster slot)."""
@@ -664,17 +1089,36 @@ class RedisCoordinator(Coordinator):
         try:
             return fn()
         except self._redis.RedisError as e:
-            raise CoordinatorError(f"Redis at {self._where}: {what} of lease {name!r} failed: {e!r}") from e
+            raise CoordinatorError(f"{what} of lease {name!r} failed: {self._explain(e)}") from e
 
     def try_acquire(self, name: str, *, owner: str, secret: str) -> Lease | None:
         if not isinstance(secret, str) or not secret:
             raise ValueError("secret must be a non-empty str (an empty one marks no holder)")
         lock, fence_key = self.keys(name)
+        owner = _clean_owner(owner)
         sent = lease_clock()
         reply = self._call("acquire", name, lambda: self._acquire(
             keys=[lock, fence_key], args=[secret, self._ttl_ms, owner]
         ))
-        if int(reply[0]) != 1:
+        code = int(reply[0])
+        if code == 2:  # nobody may hold it yet: the wait of one ttl (no fence record)
+            self._saw(name, None)
+            if name not in self._waiting:
+                self._waiting.add(name)
+                log.warning(
+                    "lease %r: no fence record on %s (a new name, or its data was lost); "
+                    "waiting one ttl (%gs) before the first grant, so that no earlier holder "
+                    "overlaps", name, self.describe(), self.ttl,
+                )
+            return None
+        self._waiting.discard(name)
+        if code != 1:
+            if len(reply) >= 4:
+                held_for = max(0, int(reply[1])) / 1000
+                self._saw(name, Lease(
+                    name, int(reply[3]), _clean_owner(reply[2].decode(errors="replace")),
+                    lease_clock() + held_for,
+                ))
             return None
         return Lease(
             name, int(reply[1]), owner, sent + self.validity, secret=secret, coordinator=self
@@ -697,20 +1141,16 @@ class RedisCoordinator(Coordinator):
 
     def observe(self, name: str) -> Lease | None:
         lock, _ = self.keys(name)
-
-        def read() -> Any:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.hgetall(lock)
-            pipe.pttl(lock)
-            return pipe.execute()
-
-        fields, pttl = self._call("observe", name, read)
-        if not fields or pttl is None or int(pttl) < 0 or not fields.get(b"token"):
-            return None  # (an empty token: the wait of one ttl after data loss; no holder)
-        return Lease(
-            name, int(fields.get(b"fence", b"0")), fields.get(b"owner", b"?").decode(errors="replace"),
-            lease_clock() + int(pttl) / 1000,
-        )
+        try:
+            reply = self._observe(keys=[lock])
+            if int(reply[0]) != 1 or int(reply[1]) < 0:
+                return None
+            return Lease(
+                name, int(reply[3]), _clean_owner(reply[2].decode(errors="replace")),
+                lease_clock() + int(reply[1]) / 1000,
+            )
+        except Exception:  # never raises: None when Redis cannot be asked
+            return None
 
     def close(self) -> None:
         self._client.close()
@@ -722,17 +1162,35 @@ class RedisCoordinator(Coordinator):
 _default: Coordinator | None = None
 _default_lock = threading.Lock()
 _ENV = "CORRAL_COORDINATOR"
+_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 
 
-def coordinator_from(spec: str) -> Coordinator:
-    """A coordinator from a ``redis://``/``rediss://``/``unix://`` URL or a directory."""
-    scheme, sep, rest = spec.partition("://")
-    if sep:
-        if scheme.lower() in ("redis", "rediss", "unix"):
-            return RedisCoordinator(f"{scheme.lower()}://{rest}")
+def coordinator_from(spec: str, *, from_env: bool = False) -> Coordinator:
+    """A coordinator from a ``redis://``/``rediss://``/``unix://`` URL or a directory.
+
+    Anything that starts like a URL (``word:``) must be a Redis URL that parses: a
+    mistyped one must not become a lock directory, one per host. ``from_env``: a
+    directory must be an absolute path (a relative one depends on each process's
+    working directory)."""
+    m = _SCHEME_RE.match(spec)
+    if m is not None:
+        scheme = m[1].lower()
+        if scheme not in _REDIS_SCHEMES:
+            raise ValueError(
+                f"unknown coordinator URL scheme {m[1]!r} in {_redact(spec)!r}: use redis://, "
+                "rediss:// or unix:// (Redis), or a directory path (file locks; write a "
+                f"relative one with a colon as ./{spec})"
+            )
+        rest = spec[m.end():]
+        if not rest.startswith("//"):
+            example = "unix:///path/to/redis.sock" if scheme == "unix" else f"{scheme}://host:port/db"
+            raise ValueError(f"{_redact(spec)!r} is not a Redis URL: write {example}")
+        return RedisCoordinator(f"{scheme}:{rest}")
+    if from_env and not os.path.isabs(spec):
         raise ValueError(
-            f"unknown coordinator URL scheme {scheme!r} in {spec!r}: use redis://, rediss:// "
-            "or unix:// (Redis), or a directory path (file locks)"
+            "a lock directory here must be an absolute path (a relative one would depend "
+            "on each process's working directory); or give a redis://, rediss:// or "
+            "unix:// URL"
         )
     return FileCoordinator(spec)
 
@@ -740,8 +1198,10 @@ def coordinator_from(spec: str) -> Coordinator:
 def check_coordinator(value: object) -> Coordinator | None:
     if value is None or isinstance(value, Coordinator):
         return value
-    if isinstance(value, str | os.PathLike):
-        return coordinator_from(os.fspath(value))
+    if isinstance(value, str):
+        return coordinator_from(value)
+    if isinstance(value, os.PathLike):  # a path object is a directory, never a URL
+        return FileCoordinator(value)
     raise TypeError(
         "coordinator must be a corral.Coordinator, a redis:// URL, a directory or None, "
         f"not {type(value).__name__}"
@@ -750,15 +1210,21 @@ def check_coordinator(value: object) -> Coordinator | None:
 
 def default_coordinator() -> Coordinator:
     """The process-wide coordinator: from ``CORRAL_COORDINATOR`` (a ``redis://`` URL or
-    a directory), else a :class:`FileCoordinator` in the per-user runtime directory."""
+    an absolute directory), else a :class:`FileCoordinator` in the per-user runtime
+    directory."""
     global _default
     with _default_lock:
         if _default is None:
             spec = os.environ.get(_ENV, "").strip()
+            if not spec:
+                _default = FileCoordinator()
+                return _default
             try:
-                _default = coordinator_from(spec) if spec else FileCoordinator()
+                _default = coordinator_from(spec, from_env=True)
             except (ValueError, TypeError) as e:
-                raise ValueError(f"{_ENV}={spec!r}: {e}") from None
+                raise ValueError(f"{_ENV}={_redact(spec)!r}: {e}") from None
+            except CoordinatorError as e:
+                raise CoordinatorError(f"{_ENV}={_redact(spec)!r}: {e}") from e
         return _default
 
 
@@ -788,6 +1254,19 @@ def campaign(
     first)`` (``first``: the first error of its kind since the last success). Never
     runs without a lease: an error is "not held".
     """
+    try:
+        return _campaign(name, coordinator, token, on_error, rand)
+    finally:
+        coordinator._saw(name, None)  # seen() is about a campaign that is asking
+
+
+def _campaign(
+    name: str,
+    coordinator: Coordinator,
+    token: Token,
+    on_error: Callable[[CoordinatorError, bool], object],
+    rand: Callable[[], float],
+) -> Lease | None:
     secret = os.urandom(16).hex()
     errors = 0
     last_kind: tuple[object, ...] = ()
@@ -909,8 +1388,8 @@ class Keeper:
                 self._next = sent + interval
             else:
                 lease._lose(LeaseLost(
-                    f"lease {lease.name!r} (fence {lease.fence}) is gone: the coordinator "
-                    "refused its renewal (it expired or was taken over)"
+                    f"lease {lease.name!r} (fence {lease.fence}) is gone: "
+                    f"{getattr(coordinator, '_gone', Coordinator._gone)}"
                 ))
                 return
 
@@ -923,8 +1402,12 @@ def release_after_run(coordinator: Coordinator, lease: Lease) -> None:
     that is someone else's, and a file lease's descriptor must be closed either way."""
     try:
         with lease._lock:
-            if lease._lost is None:  # from here on, the lease is not valid
-                lease._lost = LeaseLost(f"lease {lease.name!r} released")
+            if lease._lost is None:  # from here on, the lease is not valid (not "lost")
+                lease._lost = LeaseLost(
+                    f"lease {lease.name!r} (fence {lease.fence}) was released: its task "
+                    "ended, so it is no longer held"
+                )
+                lease._released = True
                 lease._on_lost = None
         _release_quietly(coordinator, lease)
     finally:

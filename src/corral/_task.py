@@ -110,11 +110,10 @@ class Singleton:
     """What a singleton task carries besides a task's state: its coordinator, whether
     it campaigns (PENDING to the outside), the lease it holds, and the lease's state."""
 
-    __slots__ = ("campaigning", "coordinator", "holder", "lease", "state")
+    __slots__ = ("campaigning", "coordinator", "lease", "state")
 
     def __init__(self, coordinator: Coordinator) -> None:
         self.coordinator = coordinator
-        self.holder: str | None = None  # the owner of the lease elsewhere, as last seen
         self.campaigning = False
         self.lease: Lease | None = None
         self.state: str | None = None  # campaigning, holding, lost, released
@@ -376,7 +375,7 @@ class Task(Generic[T]):
             lease = single.lease
             owner = lease.owner if lease is not None else None
             if owner is None and single.state == "campaigning":
-                owner = single.holder  # who holds it elsewhere, as last seen
+                owner = _holder_seen(single.coordinator, self.name)
             remaining = lease.remaining() if lease is not None else None
             snap["lease"] = {
                 "state": single.state,
@@ -386,6 +385,16 @@ class Task(Generic[T]):
                 "remaining": remaining if remaining is None or math.isfinite(remaining) else None,
             }
         return snap
+
+
+def _holder_seen(coordinator: Coordinator, name: str) -> str | None:
+    """Who holds a lease this process campaigns for, as its campaign last saw it (no
+    I/O). None while nobody holds it, or while a run of this process still does."""
+    try:
+        seen = coordinator.seen(name)
+    except Exception:  # a coordinator of one's own: a snapshot must not fail for it
+        return None
+    return seen.owner if seen is not None else None
 
 
 def _json_safe(value: Any) -> Any:
