@@ -423,6 +423,7 @@ class Supervisor(Group):
         self, timeout: float | None, body_exc: BaseException | None = None
     ) -> BaseException | None:
         # join() of a supervisor waits until it is stopped (it does not end by itself).
+        timeout = check_timeout("timeout", timeout)
         with self._cond:
             if not self._wait_locked(lambda: self._stop_done, timeout):
                 raise TimeoutError(f"supervisor {self.name!r} still running after {timeout}s")
@@ -524,3 +525,11 @@ def _at_exit() -> None:
 
 
 Supervisor.__module__ = "corral"
+
+
+def _forget_default_after_fork() -> None:
+    """In a forked child (see _fork): the default supervisor is the parent's, and
+    ``corral.go()`` in the child makes its own."""
+    global _default, _default_lock
+    _default = None
+    _default_lock = threading.Lock()
