@@ -7,7 +7,8 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -816,6 +817,189 @@ def test_shortcut_sleep_in_a_task_checks_its_argument() -> None:
     assert info.group_contains(ValueError)
 
 
+# -- what a parent and a clock keep (memory of a long-running service) -----------------
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """Reference counting alone must free what these tests drop: no gc pass runs."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@pytest.mark.usefixtures("no_gc")
+def test_a_dropped_child_is_freed_at_once_with_its_deadline_timer() -> None:
+    # Regression: a parent held every child strongly until the child was cancelled, and
+    # a deadline timer held its token until it fired: 200,000 per-request
+    # root.child(timeout=...) tokens dropped uncancelled took RSS from 15 to 71 MB.
+    clock = MockClock()
+    root = corral.Token(clock=clock)
+    child = root.child(timeout=60)
+    grandchild = child.child(timeout=30)
+    assert clock.pending == 2
+    refs = [weakref.ref(child), weakref.ref(grandchild)]
+    del child, grandchild
+    assert [r() for r in refs] == [None, None]  # freed by refcounting, no gc pass
+    assert clock.pending == 0  # their timers were cancelled with them
+    assert not root._children  # and the parent forgot them
+    clock.advance(60)
+    assert not root.cancelled
+
+
+@pytest.mark.usefixtures("no_gc")
+def test_a_dropped_child_on_the_system_clock_leaves_its_heap() -> None:
+    clock = SystemClock()  # private: other tests' timers stay out of its heap
+    root = corral.Token(clock=clock)
+    refs = [weakref.ref(root.child(timeout=3600)) for _ in range(1000)]
+    assert all(r() is None for r in refs)
+    assert not root._children
+    assert sum(1 for _, _, h in clock._heap if not h.cancelled) == 0
+    assert len(clock._heap) <= 64  # the few a small heap may keep (_PURGE_MIN)
+
+
+def test_a_live_child_is_still_cancelled_by_its_parent() -> None:
+    root = corral.Token()
+    for _ in range(1000):
+        root.child(timeout=3600)  # dropped: freed
+    live = root.child(timeout=3600)
+    # Only the grandchild is held: it holds its parent, so the chain stays linked.
+    grandchild = root.child().child()
+    for _ in range(1000):
+        root.child()
+    root.cancel("stop")
+    assert is_cancelled(live)
+    assert is_cancelled(grandchild)
+    assert live.cause is root.cause
+    assert grandchild.cause is root.cause
+
+
+def test_children_made_and_dropped_while_the_parent_is_cancelled_are_all_reached() -> None:
+    # A child freed on one thread unregisters itself without the parent's lock, while
+    # another thread walks the parent's children to cancel them: every child still
+    # held when cancel() returns is cancelled, whatever the interleaving.
+    root = corral.Token()
+    kept: list[list[corral.Token]] = [[] for _ in range(4)]
+    go = threading.Barrier(5)
+    churning = threading.Event()
+
+    def churn(mine: list[corral.Token]) -> None:
+        go.wait(BACKSTOP)
+        for i in range(1_000_000):
+            tok = root.child(timeout=3600 if i % 2 else None)
+            if i % 10 == 0:
+                mine.append(tok)
+            if i == 2000:
+                churning.set()
+            if tok.cancelled:
+                return
+
+    runners = [Background(functools.partial(churn, mine)) for mine in kept]
+    go.wait(BACKSTOP)
+    assert churning.wait(BACKSTOP)
+    root.cancel("stop")
+    for r in runners:
+        r.result()
+    assert all(is_cancelled(t) for mine in kept for t in mine)
+    assert sum(map(len, kept)) > 200  # (the first runner kept 201 before the cancel)
+
+
+def test_a_dropped_child_with_on_cancel_callbacks_is_kept_until_they_run() -> None:
+    # Dropping an unobservable token is safe; one with callbacks is observable, so its
+    # parent (and its deadline) keep it, and the callbacks run as promised.
+    clock = MockClock()
+    root = corral.Token(clock=clock)
+    log: list[str] = []
+    root.child().on_cancel(lambda: log.append("child of root"))
+    corral.Token(clock=clock, timeout=5).on_cancel(lambda: log.append("deadline"))
+    removed = root.child(timeout=60)
+    remove = removed.on_cancel(lambda: log.append("removed"))
+    remove()  # no callback left: it may be freed again
+    ref = weakref.ref(removed)
+    del removed, remove  # (a remover holds its token)
+    assert ref() is None
+    clock.advance(5)
+    assert log == ["deadline"]
+    root.cancel()
+    assert log == ["deadline", "child of root"]
+    assert clock.pending == 0
+
+
+def test_dropping_a_very_deep_chain_of_children_frees_it_all() -> None:
+    # Each freed token releases its parent from a weakref callback: a long chain must
+    # not overflow anything (pytest reports an exception raised in such a callback).
+    root = corral.Token()
+    tok = root
+    for _ in range(100_000):
+        tok = tok.child()
+    ref = weakref.ref(tok)
+    del tok
+    assert ref() is None
+    assert not root._children
+
+
+def test_cancelled_deadlines_leave_the_mock_clocks_heap_and_live_ones_fire_in_order() -> None:
+    # Regression: a token with a deadline cancelled early kept its timer entry until the
+    # deadline passed. Cancelled entries are purged once they outnumber the live ones;
+    # the purge must keep the live timers, due in order.
+    clock = MockClock()
+    root = corral.Token(clock=clock)
+    fired: list[float] = []
+    keep: list[corral.Token] = []
+    cancelled: list[corral.Token] = []
+    for i in range(1000):
+        tok = root.child(timeout=1 + i % 97)
+        (keep if i % 10 == 0 else cancelled).append(tok)
+    for tok in keep:
+        tok.on_cancel(lambda: fired.append(clock.monotonic()))
+    for tok in cancelled:
+        tok.cancel()
+    assert clock.pending == len(keep) == 100
+    assert len(clock._heap) <= 2 * len(keep) + 64
+    clock.advance(100)
+    assert fired == sorted(fired)
+    assert len(fired) == 100
+    assert all(isinstance(t.cause, TimeoutError) for t in keep)
+    assert all(isinstance(t.cause, corral.Cancelled) for t in cancelled)
+
+
+# -- with: a token as a context manager ---------------------------------------------
+
+
+def test_with_cancels_the_child_at_exit_and_not_its_parent() -> None:
+    clock = MockClock()
+    root = corral.Token(clock=clock)
+    with root.child(timeout=5) as t:
+        below = t.child()
+        assert not t.cancelled
+        assert clock.pending == 1
+    assert is_cancelled(t)
+    assert isinstance(t.cause, corral.Cancelled)
+    assert t.cause.args == ("its with block ended",)
+    assert below.cause is t.cause  # its own children go with it
+    assert clock.pending == 0  # the deadline timer is dropped
+    assert not root._children  # the parent no longer holds it
+    assert not root.cancelled
+    clock.advance(10)
+    assert not root.cancelled
+
+
+def test_with_lets_the_blocks_exception_through_and_keeps_an_earlier_cause() -> None:
+    clock = MockClock()
+    root = corral.Token(clock=clock)
+    with pytest.raises(KeyError), root.child(timeout=5) as t:
+        raise KeyError("x")
+    assert isinstance(t.cause, corral.Cancelled)
+    with root.child(timeout=5) as expired:
+        clock.advance(5)
+    assert isinstance(expired.cause, TimeoutError)  # the first cause wins
+    assert not root.cancelled
+
+
 # -- bad input --------------------------------------------------------------------------
 
 
@@ -915,3 +1099,37 @@ def test_repr_shows_the_state() -> None:
     tok.cancel("done")
     assert "cancelled" in repr(tok)
     assert "done" in repr(tok)
+
+
+def test_timeouts_beyond_what_threading_can_wait_mean_no_timeout() -> None:
+    # Regression: wait(1e10) and sleep(1e10) raised OverflowError from threading. One
+    # rule for every timeout (check_timeout): >= threading.TIMEOUT_MAX waits until
+    # cancelled, like inf. (The token's own short deadline is what ends these waits.)
+    huge = 1e10
+    assert huge > threading.TIMEOUT_MAX
+    assert corral.Token(timeout=huge).deadline is None
+    assert corral.Token().child(timeout=float("inf")).deadline is None
+    tok = corral.Token(timeout=0.1)
+    assert tok.wait(huge) is True
+    assert isinstance(tok.cause, TimeoutError)
+    tok = corral.Token(timeout=0.1)
+    assert tok.sleep(huge) is False
+    assert isinstance(tok.cause, TimeoutError)
+
+
+def test_clock_must_be_a_clock() -> None:
+    # Regression: Token(clock='x') was accepted and failed later with AttributeError.
+    with pytest.raises(TypeError, match=r"clock must be None or a Clock .*not str"):
+        corral.Token(clock="x")  # type: ignore[arg-type]
+
+    class NoTimers:
+        def monotonic(self) -> float:
+            return 0.0
+
+    with pytest.raises(TypeError, match="call_at"):
+        corral.Token(clock=NoTimers())  # type: ignore[arg-type]
+    parent = corral.Token()
+    with pytest.raises(TypeError):
+        corral.Token(parent, clock=42)  # type: ignore[arg-type]
+    assert not parent._children  # refused before it registered
+    assert corral.Token(clock=MockClock()).clock is not None

@@ -11,7 +11,6 @@ cancellation never run under it.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import itertools
 import logging
@@ -21,7 +20,7 @@ import time
 from collections import deque
 from types import CoroutineType
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Literal, ParamSpec, TypeVar, TypeVarTuple, Unpack
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, TypeVarTuple, Unpack
 
 from ._clock import SYSTEM_CLOCK, Clock
 from ._errors import (
@@ -37,22 +36,34 @@ from ._errors import (
     describe,
     safe_repr,
 )
-from ._lease import (
-    Coordinator,
-    Keeper,
-    Lease,
-    campaign,
-    check_coordinator,
-    check_lease_name,
-    default_coordinator,
-    lease_clock,
-    release_after_run,
-)
 from ._policy import NO_HOOKS, Backoff, Hooks, Restart, call_hook, check_max_restarts
 from ._pool import get_pool, will_be_idle
 from ._sync import YieldingLock
 from ._task import _FINAL, ATTEMPT_ENDED, GroupSnapshot, Singleton, Task, TaskState, _busy, _current
 from ._token import Token, as_cause, check_timeout
+
+if TYPE_CHECKING:
+    from ._lease import (
+        Coordinator,
+        Keeper,
+        Lease,
+        campaign,
+        check_coordinator,
+        check_lease_name,
+        default_coordinator,
+        lease_clock,
+        release_after_run,
+    )
+else:  # the lease module loads when a group first needs it (a plain group never does)
+    from ._lazy import (
+        Keeper,
+        campaign,
+        check_coordinator,
+        check_lease_name,
+        default_coordinator,
+        lease_clock,
+        release_after_run,
+    )
 
 __all__ = ["Group", "roots"]
 
@@ -249,7 +260,7 @@ class Group:
                 raise TypeError(f"on_finish must be callable, not {type(on_finish).__name__}")
             if hooks is not None and hooks.on_finished is not None:
                 raise TypeError("give either on_finish= or hooks=Hooks(on_finished=...), not both")
-            hooks = dataclasses.replace(hooks or NO_HOOKS, on_finished=on_finish)
+            hooks = (hooks or NO_HOOKS).__replace__(on_finished=on_finish)
         if token is not None and not isinstance(token, Token):
             raise TypeError(f"token must be a corral.Token or None, not {type(token).__name__}")
         self.name: str = name if name is not None else f"{self._kind}-{next(_group_ids)}"
@@ -302,7 +313,7 @@ class Group:
         self._seq = itertools.count(1)
         self._qualnames: dict[Callable[..., Any], str] = {}  # fn -> its name base
         self._submit = get_pool().submit
-        self.token.on_cancel(self._on_cancelled)
+        self._unlink_self: Callable[[], None] | None = self.token.on_cancel(self._on_cancelled)
         if parent_task is not None:
             if parent_task._child_groups is None:
                 parent_task._child_groups = {}
@@ -1415,9 +1426,10 @@ class Group:
             groups = task._child_groups
             if groups is not None:
                 groups.pop(self, None)
-        unlink, self._unlink_token = self._unlink_token, None
-        if unlink is not None:
-            unlink()
+        for unlink in (self._unlink_token, self._unlink_self):
+            if unlink is not None:
+                unlink()  # (a token with callbacks is held by its parent: see Token)
+        self._unlink_token = self._unlink_self = None
         self._given_token = None
 
     def _cancel_from_given_token(self) -> None:
@@ -1708,3 +1720,14 @@ def _replaced(name: str) -> BaseException:
 _ATTEMPT_ENDED = ATTEMPT_ENDED
 
 Group.__module__ = "corral"
+
+
+# -- fork (see _fork) -----------------------------------------------------------------
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: the registry of roots starts empty, with a fresh lock (the
+    inherited groups are the parent's; _fork closes them)."""
+    global _roots_lock
+    _roots_lock = threading.Lock()
+    _roots.clear()

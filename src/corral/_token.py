@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-import math
 import threading
+import weakref
 from collections.abc import Callable, Iterator
+from types import TracebackType
 
 from ._clock import SYSTEM_CLOCK, Clock, TimerHandle
-from ._errors import Cancelled
+from ._errors import Cancelled, safe_repr
 
 __all__ = ["Token"]
 
@@ -22,6 +23,14 @@ class Token:
     Threads cannot be killed, so work checks its token (``check()``, ``cancelled``) or
     sleeps on it (``sleep()``, ``wait()``). Cancellation is sticky and the first cause
     wins.
+
+    A parent and a deadline timer hold a token only weakly: a per-request
+    ``root.child(timeout=...)`` that is dropped without being cancelled is freed at once
+    (by reference counting), and its timer leaves the clock. Nothing is lost by this,
+    since nobody could observe its cancellation -- except through ``on_cancel``
+    callbacks: while it has some, its parent and its deadline keep it, so they run.
+    Used as a context manager, a token is cancelled when the block exits (see
+    :meth:`__exit__`).
     """
 
     __slots__ = (
@@ -30,12 +39,10 @@ class Token:
         "_cause",
         "_children",
         "_clock",
-        "_deadline",
         "_event",
         "_keys",
+        "_link",
         "_lock",
-        "_parent",
-        "_timer",
     )
 
     def __init__(
@@ -47,39 +54,67 @@ class Token:
     ) -> None:
         if parent is not None and not isinstance(parent, Token):
             raise TypeError(f"parent must be a Token or None, not {type(parent).__name__}")
-        if timeout is not None:
-            _check_seconds("timeout", timeout)  # before registering with the parent
+        # (checked before registering with the parent)
+        seconds = None if timeout is None else check_timeout("timeout", timeout)
+        if clock is not None and clock is not SYSTEM_CLOCK:
+            _check_clock(clock)
         self._clock: Clock = clock if clock is not None else (
             parent._clock if parent is not None else SYSTEM_CLOCK
         )
-        # Each token has its own lock, never held while user code runs, and never
-        # together with another token's: no lock order to get wrong.
+        # Each token has its own lock, never held while user code runs; _cancel_tree
+        # holds several, always a parent's before its child's.
         self._lock = threading.Lock()
         self._cause: BaseException | None = None
-        self._children: dict[Token, None] | None = None
+        self._children: dict[_Link, None] | None = None
         self._callbacks: dict[int, Callable[[], object]] | None = None
         self._event: threading.Event | None = None
-        self._parent: Token | None = None
-        self._timer: TimerHandle | None = None
-        self._deadline: float | None = None
         self._keys = 0
+        self._link: _Link | None = None
+        if parent is None and seconds is None:
+            return  # nothing can cancel it but cancel(): it needs no link
+        link = self._link = _Link(self, _forget)
+        link.parent = None
+        link.timer = None
+        link.anchor = None
+        link.deadline = None if seconds is None else self._clock.monotonic() + seconds
         if parent is not None:
             with parent._lock:
                 if parent._cause is None:
                     if parent._children is None:
                         parent._children = {}
-                    parent._children[self] = None
-                    self._parent = parent
+                    parent._children[link] = None
+                    link.parent = parent
                 else:
                     self._cause = parent._cause
-        if timeout is not None and timeout != math.inf:  # an infinite timeout: no deadline
-            self._deadline = self._clock.monotonic() + timeout
-            if self._cause is None:
-                self._timer = self._clock.call_at(self._deadline, self._expire)
+        if link.deadline is not None and self._cause is None:
+            link.timer = self._clock.call_at(link.deadline, link.expire)
+            if self.cancelled:
+                # A parent cancelled us meanwhile: its _wake may have missed the timer.
+                self._drop_timer()
 
     def __repr__(self) -> str:
         state = f"cancelled cause={self._cause!r}" if self._cause is not None else "active"
         return f"<corral.Token {state}>"
+
+    def __enter__(self) -> Token:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Cancel this token (cause ``Cancelled("its with block ended")``, unless it was
+        cancelled before), not its parent.
+
+        Cancelling, rather than only detaching, is what ``with`` promises here: the
+        deadline timer is dropped, the parent forgets the token, its own children are
+        cancelled with it, and work that was handed the token and outlives the block
+        sees it cancelled (as Go's ``defer cancel()`` does) instead of holding a token
+        that nothing will ever cancel. An exception from the block propagates.
+        """
+        self._cancel(Cancelled("its with block ended"))
 
     # -- state ---------------------------------------------------------------------
 
@@ -96,7 +131,8 @@ class Token:
     @property
     def deadline(self) -> float | None:
         """When this token cancels itself (on its clock), if it has a timeout."""
-        return self._deadline
+        link = self._link
+        return link.deadline if link is not None else None
 
     @property
     def clock(self) -> Clock:
@@ -123,25 +159,26 @@ class Token:
         tok._children = None
         tok._callbacks = None
         tok._event = None
-        tok._parent = None
-        tok._timer = None
-        tok._deadline = None
         tok._keys = 0
+        tok._link = None
         return tok
 
     def _cancel(self, cause: BaseException) -> None:
         with self._lock:
             if self._cause is not None:
                 return
-            if not self._children and not self._callbacks and self._parent is None:
-                # A lone leaf (the common case: an attempt's token ending): no walk.
+            if not self._children and not self._callbacks and self._link is None:
+                # A lone leaf (the common case: an attempt's token ending): no walk,
+                # and no parent or timer to let go of.
                 self._cause = cause
                 self._callbacks = None
                 leaf = True
             else:
                 leaf = False
         if leaf:
-            self._wake()
+            event = self._event
+            if event is not None:
+                event.set()
             return
         self._cancel_tree(cause)
 
@@ -149,9 +186,15 @@ class Token:
         """After marking: release the waiters and drop the deadline timer."""
         if self._event is not None:
             self._event.set()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._drop_timer()
+
+    def _drop_timer(self) -> None:
+        link = self._link
+        if link is not None:
+            timer = link.timer
+            if timer is not None:
+                link.timer = None
+                timer.cancel()
 
     def _cancel_tree(self, cause: BaseException) -> None:
         callbacks: list[Callable[[], object]] = []
@@ -159,7 +202,8 @@ class Token:
         with self._lock:
             if self._cause is not None:
                 return
-            parent = self._parent
+            link = self._link
+            parent = link.parent if link is not None else None
             # Mark the subtree depth-first, holding the locks of the whole path from
             # this token down to the one being marked: a concurrent cancel() of any
             # token in the subtree waits on a held lock, so whenever cancel() returns,
@@ -186,13 +230,22 @@ class Token:
                 for tok, _ in path:
                     if tok is not self:
                         tok._lock.release()
-        if parent is not None:
+        if parent is not None and link is not None:
             # Forget us in the parent (an ended attempt must not pin memory there),
             # after our own lock is released (never child-then-parent).
             with parent._lock:
-                if parent._children is not None:
-                    parent._children.pop(self, None)
-        if len(marked) == 1 and not callbacks and self._event is None and self._timer is None:
+                siblings = parent._children
+                if siblings is not None:
+                    siblings.pop(link, None)
+                    if not siblings:
+                        # A dict never shrinks as it empties: after a burst of 100,000
+                        # requests a long-lived root would keep a table that size.
+                        # (Only here, under the lock: _forget must not rebind it.)
+                        parent._children = None
+        if (
+            len(marked) == 1 and not callbacks and self._event is None
+            and (link is None or link.timer is None)
+        ):
             return  # the common case: an attempt's token ends with nobody watching
         for tok in marked:
             tok._wake()
@@ -207,13 +260,20 @@ class Token:
     ) -> list[Token]:
         """Mark this token (its lock held); return its children to mark next."""
         self._cause = cause
-        self._parent = None
         marked.append(self)
+        link = self._link
+        if link is not None:
+            link.parent = None  # a cancelled token does not keep its parent alive
+            link.anchor = None  # nor itself: its callbacks are about to run
         if self._callbacks:
             callbacks.extend(self._callbacks.values())
             self._callbacks = None
         children, self._children = self._children, None
-        return list(children) if children else []
+        if not children:
+            return []
+        # list() copies the links in one step: a child freed meanwhile (_forget, on
+        # any thread) pops from the dict without our lock. Freed children are skipped.
+        return [tok for ref in list(children) if (tok := ref()) is not None]
 
     def _expire(self) -> None:
         self._cancel(TimeoutError("deadline exceeded"))
@@ -222,7 +282,8 @@ class Token:
         """Call ``callback()`` once when cancelled (at once if already cancelled).
 
         Returns a function that removes the callback. A callback that raises is
-        logged; the others still run.
+        logged; the others still run. While a token has callbacks, its parent and its
+        deadline keep it alive (so they run even if nobody else holds the token).
         """
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
@@ -234,6 +295,8 @@ class Token:
                 self._keys += 1
                 key = self._keys
                 self._callbacks[key] = callback
+                if self._link is not None:
+                    self._link.anchor = self
                 registered = True
             else:
                 registered = False
@@ -246,13 +309,19 @@ class Token:
 
         def remove() -> None:
             with self._lock:
-                if self._callbacks is not None:
-                    self._callbacks.pop(key, None)
+                callbacks = self._callbacks
+                if callbacks is not None:
+                    callbacks.pop(key, None)
+                    if not callbacks and self._link is not None:
+                        self._link.anchor = None  # nothing to run: may be freed again
 
         return remove
 
     def child(self, *, timeout: float | None = None) -> Token:
-        """A new token cancelled with this one (and, given ``timeout``, after it)."""
+        """A new token cancelled with this one (and, given ``timeout``, after it).
+
+        ``with token.child(timeout=5) as t:`` cancels ``t`` when the block exits.
+        """
         return Token(self, timeout=timeout)
 
     # -- waiting ---------------------------------------------------------------------
@@ -264,25 +333,30 @@ class Token:
             raise _cancelled_from(cause)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until cancelled (True) or until ``timeout`` seconds passed (False)."""
-        if timeout is not None:
-            _check_seconds("timeout", timeout)
-            if timeout == math.inf:
-                timeout = None
+        """Block until cancelled (True) or until ``timeout`` seconds passed (False).
+
+        None, ``inf`` or more than threading can wait (about 292 years) wait until
+        cancelled; NaN or a negative number is a ``ValueError`` (``check_timeout``).
+        """
+        seconds = check_timeout("timeout", timeout)
         if self._cause is not None:
             return True
-        if self._clock is SYSTEM_CLOCK or timeout is None:
-            return self._get_event().wait(timeout)
-        if timeout <= 0:
+        if self._clock is SYSTEM_CLOCK or seconds is None:
+            return self._get_event().wait(seconds)
+        if seconds <= 0:
             return False
-        return not self._virtual_sleep(timeout)
+        return not self._virtual_sleep(seconds)
 
     def sleep(self, seconds: float) -> bool:
-        """Sleep ``seconds``; True if the whole time passed, False as soon as cancelled."""
-        _check_seconds("seconds", seconds)
+        """Sleep ``seconds``; True if the whole time passed, False as soon as cancelled.
+
+        ``inf`` (or more than threading can wait, about 292 years) sleeps until
+        cancelled.
+        """
+        _check_seconds("seconds", seconds)  # (None is no duration: not check_timeout)
         if self._cause is not None:
             return False
-        if seconds == math.inf:
+        if seconds >= _TIMEOUT_MAX:
             self._get_event().wait()
             return False
         if self._clock is SYSTEM_CLOCK:
@@ -321,6 +395,62 @@ class Token:
         return event
 
 
+class _Link(weakref.ref[Token]):
+    """A token's ties to what may cancel it: its parent and its deadline timer.
+
+    The parent's ``_children`` and the timer hold this weak reference, not the token,
+    so a token that nobody else holds is freed by reference counting (no ``gc`` pass
+    needed), and then :func:`_forget` removes this link from the parent and cancels
+    the timer. The link itself is held by its token for the token's whole life (so
+    _forget always runs), by the parent's dict and by the timer.
+    """
+
+    __slots__ = ("anchor", "deadline", "parent", "timer")
+    parent: Token | None  # registered there while both are active
+    timer: TimerHandle | None  # the pending deadline timer
+    # The token itself while it has on_cancel callbacks: those make its cancellation
+    # observable, so the parent and the timer must keep it (a cycle, broken when it is
+    # cancelled or its last callback is removed).
+    anchor: Token | None
+    deadline: float | None
+
+    def expire(self) -> None:
+        """The deadline timer's callback (a bound method of the link, not the token)."""
+        token = self()
+        if token is not None:
+            token._expire()
+
+
+def _forget(link: _Link) -> None:
+    """A linked token was freed while active: unregister it and cancel its timer.
+
+    A weakref callback, so it runs in whatever thread dropped the last reference, maybe
+    while that thread holds the parent's lock (a child freed inside _cancel_tree) or a
+    clock's: it takes no lock. ``dict.pop`` is atomic, and the parent only ever copies
+    its dict in one step (``list()``) to walk it; cancel() only try-locks the clock.
+    """
+    timer = link.timer
+    if timer is not None:
+        link.timer = None
+        timer.cancel()
+    parent = link.parent
+    if parent is not None:
+        link.parent = None
+        children = parent._children
+        if children is not None:
+            children.pop(link, None)
+
+
+def _check_clock(clock: object) -> None:
+    if not (callable(getattr(clock, "monotonic", None))
+            and callable(getattr(clock, "call_at", None))):
+        raise TypeError(
+            "clock must be None or a Clock (an object with monotonic() and "
+            "call_at(when, callback), such as corral.testing.MockClock), "
+            f"not {type(clock).__name__}"
+        )
+
+
 def _noop() -> None:
     return None
 
@@ -342,10 +472,32 @@ def _cancelled_from(cause: BaseException) -> Cancelled:
     if isinstance(cause, Cancelled):
         exc = Cancelled(*cause.args)
     else:
-        exc = Cancelled(f"cancelled: {cause!r}")
+        exc = Cancelled(f"cancelled: {safe_repr(cause)}")
     exc.cause = cause
     exc.__cause__ = cause
     return exc
+
+
+def check_timeout(what: str, value: float | None) -> float | None:
+    """The one rule for every ``timeout`` parameter of corral.
+
+    None and ``math.inf`` mean no timeout (None is returned); a number >= 0 is seconds
+    (values beyond what ``threading`` can wait, about 292 years, also mean no timeout
+    rather than an ``OverflowError``); a negative number or NaN is a ``ValueError``; a
+    bool or a non-number is a ``TypeError``.
+    """
+    if value is None:
+        return None
+    kind = type(value)
+    if (kind is float or kind is int) and 0 <= value < _TIMEOUT_MAX:
+        return float(value)  # the common case, in one test (a deadline per request)
+    _check_seconds(what, value)
+    if value >= _TIMEOUT_MAX:
+        return None
+    return float(value)
+
+
+_TIMEOUT_MAX = float(threading.TIMEOUT_MAX)
 
 
 def _check_seconds(what: str, value: float) -> None:

@@ -12,24 +12,24 @@ token) and backoff delays, restart windows and deadlines run on it, fast and exa
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import threading
 from collections.abc import Callable
 
-from ._clock import TimerHandle
+from ._clock import TimerHandle, TimerQueue
 
 __all__ = ["MockClock"]
 
 
-class MockClock:
-    """Virtual time for tests. Thread-safe; timers fire inside :meth:`advance`."""
+class MockClock(TimerQueue):
+    """Virtual time for tests. Thread-safe; timers fire inside :meth:`advance`.
+
+    Cancelled timers leave its heap as they do the system clock's (see
+    :class:`corral._clock.TimerQueue`), so tests can count what a clock still holds.
+    """
 
     def __init__(self, start: float = 0.0) -> None:
+        super().__init__()
         self._now = start
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, TimerHandle]] = []
-        self._seq = itertools.count()
         self._advancing = threading.RLock()
 
     def __repr__(self) -> str:
@@ -51,9 +51,8 @@ class MockClock:
             return min(live) if live else None
 
     def call_at(self, when: float, callback: Callable[[], object]) -> TimerHandle:
-        handle = TimerHandle(when, callback)
         with self._cond:
-            heapq.heappush(self._heap, (when, next(self._seq), handle))
+            handle = self._push(when, callback)
             self._cond.notify_all()
         return handle
 
@@ -68,7 +67,8 @@ class MockClock:
                     if not self._heap or self._heap[0][0] > target:
                         self._now = target
                         return
-                    when, _, handle = heapq.heappop(self._heap)
+                    when = self._heap[0][0]
+                    handle = self._pop()
                     self._now = max(self._now, when)
                 handle._run()
 
