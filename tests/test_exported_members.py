@@ -13,6 +13,8 @@ EXPECTED = {
     # leases (issue 3)
     "Coordinator", "CoordinatorError", "FileCoordinator", "Lease", "RedisCoordinator",
     "current_lease",
+    # snapshot shapes (issue 7)
+    "GroupSnapshot", "LeaseSnapshot", "TaskSnapshot",
 }
 
 

@@ -18,8 +18,8 @@ import math
 import threading
 import time
 from collections import deque
-from types import CoroutineType
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, TypeVarTuple, Unpack
 
 from ._clock import SYSTEM_CLOCK, Clock
@@ -39,7 +39,7 @@ from ._errors import (
 from ._policy import NO_HOOKS, Backoff, Hooks, Restart, call_hook, check_max_restarts
 from ._pool import get_pool, will_be_idle
 from ._sync import YieldingLock
-from ._task import _FINAL, ATTEMPT_ENDED, GroupSnapshot, Singleton, Task, TaskState, _busy, _current
+from ._task import _FINAL, ATTEMPT_ENDED, Singleton, Task, TaskState, _busy, _current
 from ._token import Token, as_cause, check_timeout
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
         lease_clock,
         release_after_run,
     )
+    from ._snapshot import GroupSnapshot
 else:  # the lease module loads when a group first needs it (a plain group never does)
     from ._lazy import (
         Keeper,

@@ -5,10 +5,8 @@ from __future__ import annotations
 import enum
 import logging
 import math
-import random
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
 if TYPE_CHECKING:
     from ._lease import Lease
@@ -17,6 +15,56 @@ if TYPE_CHECKING:
 __all__ = ["Backoff", "Hooks", "Restart"]
 
 log = logging.getLogger("corral")
+
+
+class _Record:
+    """A frozen record with slots: what ``@dataclass(frozen=True, slots=True)`` would
+    make (init, repr, eq, hash, no assignment, pickling, ``__replace__``), written out
+    because importing ``dataclasses`` loads ``inspect``, ``ast`` and ``dis`` (11 of the
+    25 ms that ``import corral`` took)."""
+
+    __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
+
+    def _astuple(self) -> tuple[object, ...]:
+        return tuple(getattr(self, f) for f in self._fields)
+
+    if not TYPE_CHECKING:  # (type checkers see the fields as Final instead)
+
+        def __setattr__(self, name: str, value: object) -> None:
+            raise AttributeError(f"cannot assign to field {name!r} of a frozen {type(self).__name__}")
+
+        def __delattr__(self, name: str) -> None:
+            raise AttributeError(f"cannot delete field {name!r} of a frozen {type(self).__name__}")
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._fields)
+        return f"{type(self).__qualname__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            assert isinstance(other, _Record)
+            return self._astuple() == other._astuple()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._astuple())
+
+    def __getstate__(self) -> tuple[object, ...]:
+        return self._astuple()
+
+    def __setstate__(self, state: tuple[object, ...]) -> None:
+        for f, value in zip(self._fields, state, strict=True):
+            object.__setattr__(self, f, value)
+
+    def __replace__(self, **changes: Any) -> Self:
+        """A copy with some fields changed (``copy.replace`` on Python 3.13+)."""
+        values = {f: getattr(self, f) for f in self._fields}
+        for f in changes:
+            if f not in values:
+                raise TypeError(f"{type(self).__name__} has no field {f!r}")
+        values.update(changes)
+        return type(self)(**values)
 
 
 class Restart(enum.StrEnum):
@@ -45,8 +93,7 @@ class Restart(enum.StrEnum):
             ) from None
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
+class Backoff(_Record):
     """How long to wait before restart number ``n`` (0-based) since the last healthy run.
 
     ``initial * multiplier**n``, capped at ``maximum``, then moved by up to ``±jitter``
@@ -54,11 +101,30 @@ class Backoff:
     healthy and sets ``n`` back to 0.
     """
 
-    initial: float = 0.1
-    maximum: float = 30.0
-    multiplier: float = 2.0
-    jitter: float = 0.1
-    reset_after: float | None = 60.0
+    __slots__ = ("initial", "jitter", "maximum", "multiplier", "reset_after")
+    __match_args__ = ("initial", "maximum", "multiplier", "jitter", "reset_after")
+    _fields = __match_args__
+
+    if TYPE_CHECKING:  # (fields: read-only for type checkers too, as a frozen dataclass's)
+        initial: Final[float] = 0.1
+        maximum: Final[float] = 30.0
+        multiplier: Final[float] = 2.0
+        jitter: Final[float] = 0.1
+        reset_after: Final[float | None] = 60.0
+
+    def __init__(
+        self,
+        initial: float = 0.1,
+        maximum: float = 30.0,
+        multiplier: float = 2.0,
+        jitter: float = 0.1,
+        reset_after: float | None = 60.0,
+    ) -> None:
+        for f, value in zip(
+            self._fields, (initial, maximum, multiplier, jitter, reset_after), strict=True
+        ):
+            object.__setattr__(self, f, value)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         for field in ("initial", "maximum", "multiplier", "jitter"):
@@ -83,14 +149,19 @@ class Backoff:
                     f"Backoff.reset_after must be a number >= 0 or None, not {self.reset_after!r}"
                 )
 
-    def delay(self, n: int, rand: Callable[[], float] = random.random) -> float:
-        """The delay before restart ``n`` (0-based), jitter included."""
+    def delay(self, n: int, rand: Callable[[], float] | None = None) -> float:
+        """The delay before restart ``n`` (0-based), jitter included (``rand()`` gives a
+        number in [0, 1): ``random.random`` by default)."""
         try:
             base = self.initial * self.multiplier**n
         except OverflowError:
             base = self.maximum
         base = min(base, self.maximum)
         if self.jitter:
+            if rand is None:
+                from random import random  # (here: `import corral` needs no random)
+
+                rand = random
             base *= 1.0 + self.jitter * (2.0 * rand() - 1.0)
         return max(0.0, min(base, self.maximum))
 
@@ -125,8 +196,7 @@ _HOOK_NAMES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Hooks:
+class Hooks(_Record):
     """Lifecycle callbacks of a group's tasks. Each gets the :class:`Task`, plus:
 
     - ``on_added(task)``: right after spawn, in the spawning thread;
@@ -143,13 +213,36 @@ class Hooks:
     A hook that raises is logged and never breaks the group.
     """
 
-    on_added: Callable[[Task[Any]], object] | None = None
-    on_started: Callable[[Task[Any]], object] | None = None
-    on_succeeded: Callable[[Task[Any], Any], object] | None = None
-    on_failed: Callable[[Task[Any], BaseException], object] | None = None
-    on_restart: Callable[[Task[Any], float], object] | None = None
-    on_finished: Callable[[Task[Any]], object] | None = None
-    on_lease: Callable[[Task[Any], str, Lease | None], object] | None = None
+    __slots__ = _HOOK_NAMES
+    __match_args__ = (
+        "on_added", "on_started", "on_succeeded", "on_failed", "on_restart", "on_finished",
+        "on_lease",
+    )
+    _fields = _HOOK_NAMES
+
+    if TYPE_CHECKING:  # (fields: read-only for type checkers too, as a frozen dataclass's)
+        on_added: Final[Callable[[Task[Any]], object] | None] = None
+        on_started: Final[Callable[[Task[Any]], object] | None] = None
+        on_succeeded: Final[Callable[[Task[Any], Any], object] | None] = None
+        on_failed: Final[Callable[[Task[Any], BaseException], object] | None] = None
+        on_restart: Final[Callable[[Task[Any], float], object] | None] = None
+        on_finished: Final[Callable[[Task[Any]], object] | None] = None
+        on_lease: Final[Callable[[Task[Any], str, Lease | None], object] | None] = None
+
+    def __init__(
+        self,
+        on_added: Callable[[Task[Any]], object] | None = None,
+        on_started: Callable[[Task[Any]], object] | None = None,
+        on_succeeded: Callable[[Task[Any], Any], object] | None = None,
+        on_failed: Callable[[Task[Any], BaseException], object] | None = None,
+        on_restart: Callable[[Task[Any], float], object] | None = None,
+        on_finished: Callable[[Task[Any]], object] | None = None,
+        on_lease: Callable[[Task[Any], str, Lease | None], object] | None = None,
+    ) -> None:
+        values = (on_added, on_started, on_succeeded, on_failed, on_restart, on_finished, on_lease)
+        for f, value in zip(self._fields, values, strict=True):
+            object.__setattr__(self, f, value)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         for name in _HOOK_NAMES:

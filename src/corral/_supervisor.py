@@ -12,17 +12,19 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, TypeVarTuple, Unpack
 
 from . import _signals
 from ._clock import Clock
 from ._errors import Stopped, StopTimeout, SupervisorStopped, safe_repr
 from ._group import Group, _within, check_bool, check_count, roots
-from ._lease import Coordinator
 from ._policy import Hooks
 from ._pool import get_pool
 from ._task import Task, TaskState, _busy
 from ._token import Token, check_timeout
+
+if TYPE_CHECKING:
+    from ._lease import Coordinator
 
 __all__ = ["Supervisor", "go"]
 
@@ -225,8 +227,12 @@ class Supervisor(Group):
 
     # -- stopping ----------------------------------------------------------------------
 
-    def _begin_stop(self, cause: BaseException) -> None:
-        """Start stopping without waiting (safe from any thread and from callbacks)."""
+    def _begin_stop(self, cause: BaseException, *, inline: bool = False) -> None:
+        """Start stopping without waiting (safe from any thread and from callbacks).
+
+        With ``inline``, start no thread: the caller runs the stop sequence itself, in
+        its own thread (interpreter exit, where Python 3.12+ refuses new threads: see
+        ``_at_exit``)."""
         with self._lock:
             if self._stop_begun:
                 return
@@ -236,6 +242,8 @@ class Supervisor(Group):
         if not started:
             # stop() before start(): queued tasks end CANCELLED without running.
             self._finish_stop(cause, run_sequence=False)
+            return
+        if inline:
             return
         threading.Thread(
             target=self._finish_stop, args=(cause, True), name=f"corral-stop:{self.name}", daemon=True
@@ -506,22 +514,123 @@ def _reset_default_for_tests() -> None:  # pragma: no cover - test helper
         sup.stop()
 
 
+# -- interpreter exit ---------------------------------------------------------------
+
+
 @atexit.register
 def _at_exit() -> None:
-    # Nothing is left running at interpreter exit: stop every supervisor (bounded),
-    # cancel every other root group, then wake and join the idle workers.
+    """Nothing is left running at interpreter exit: every supervisor stops and every
+    other root group is cancelled, all at once, and what still runs is waited for up to
+    ``DEFAULT_STOP_TIMEOUT`` seconds in all (one bound for the process, not one per
+    group or worker). Tasks still running then are named in one WARNING and abandoned:
+    workers are daemon threads, and die with the process.
+
+    No thread starts here (Python 3.12+ refuses to start one at exit, and says so on
+    stderr): the supervisors' stop sequences run in this thread, interleaved, the pool
+    and the timer thread start none from now on. A supervisor whose stop was given up
+    (a second signal: ``StopTimeout``) is not waited for again.
+    """
+    from . import _clock
+
+    cause = Stopped("interpreter exit")
+    bound = DEFAULT_STOP_TIMEOUT
+    deadline = time.monotonic() + bound
+    pool = get_pool()
+    abandoned = 0
+    try:
+        pool.shutdown(timeout=0)  # (it waits for no worker here: see the end)
+        _clock._no_thread_at_exit()
+        groups, supervisors = _exit_forest()
+        ours: list[Supervisor] = []  # the supervisors whose stop sequence we run
+        for sup in supervisors:
+            if not sup._stop_begun:
+                sup._begin_stop(cause, inline=True)
+                if sup._started:
+                    ours.append(sup)
+        for g in groups:
+            if not isinstance(g, Supervisor):
+                g.cancel(cause)
+        waited = [g for g in groups if not (isinstance(g, Supervisor) and g._give_up)]
+        while True:
+            ours = [sup for sup in ours if not _exit_step(sup, cause)]
+            pending: list[Group] = [*ours] or [g for g in waited if g._unfinished]
+            left = deadline - time.monotonic()
+            if not pending or left <= 0:
+                break
+            g = pending[0]
+            with g._cond:
+                ends = g._ends
+                g._wait_locked(
+                    lambda g=g, ends=ends: g._ends != ends or not g._unfinished,  # type: ignore[misc]
+                    min(left, 0.05),  # (and look at the other groups now and then)
+                )
+        abandoned = _log_abandoned(groups, time.monotonic() - (deadline - bound))
+    except KeyboardInterrupt:  # Ctrl-C while exit waits: wait no more
+        abandoned = -1
+    except Exception:
+        log.exception("corral: error while stopping at interpreter exit")
+    # The workers leave as their work ends (idle ones at once): wait for them, unless
+    # some work will never end (waiting for its worker would only wait out the bound).
+    pool.shutdown(timeout=0.0 if abandoned else max(0.0, deadline - time.monotonic()))
+
+
+def _exit_forest() -> tuple[list[Group], list[Supervisor]]:
+    """The root groups, and every supervisor in the tree (one made in a task is no root,
+    and its stop must start no thread either)."""
     groups = roots()
-    for g in groups:
+    supervisors: list[Supervisor] = []
+    todo = list(groups)
+    seen: set[Group] = set()
+    while todo:
+        g = todo.pop()
+        if g in seen:
+            continue
+        seen.add(g)
         if isinstance(g, Supervisor):
-            g._begin_stop(Stopped("interpreter exit"))
-        else:
-            g.cancel(Stopped("interpreter exit"))
-    deadline = time.monotonic() + DEFAULT_STOP_TIMEOUT
+            supervisors.append(g)
+        for t in g.tasks:
+            todo.extend(c for c in list(t._child_groups or ()) if not c._closed)
+    return groups, supervisors
+
+
+def _exit_step(sup: Supervisor, cause: BaseException) -> bool:
+    """One step of a supervisor's stop at exit, run in the exiting thread: cancel the
+    tasks that no live task needs (dependents end before what they need, as in
+    ``_stop_in_order``; no drain: at exit whatever runs is cancelled). True once no
+    task is left and the stop is done."""
+    with sup._lock:
+        live = list(sup._unfinished)
+        needed = {n for t in live for n in t.needs}
+        layer = [t for t in live if t.name not in needed] or live  # (a cycle: all at once)
+    if not live:
+        sup._finish_stop(cause, run_sequence=False)
+        return True
+    for t in layer:
+        if t._cancel_cause is None:
+            t.cancel(cause)
+    return False
+
+
+def _log_abandoned(groups: list[Group], waited: float) -> int:
+    frames = sys._current_frames()
+    running: dict[str, str] = {}
+    where: list[str] = []
     for g in groups:
-        left = max(0.0, deadline - time.monotonic())
-        with g._cond:
-            g._wait_locked(lambda g=g: not g._unfinished, left)  # type: ignore[misc]
-    get_pool().shutdown(timeout=1.0)
+        before = len(running)
+        _running_stacks(g, "", frames, running)
+        where.extend(f"{name!r} ({g._kind} {g.name!r})" for name in list(running)[before:])
+    if not where:
+        return 0
+    log.warning(
+        "interpreter exit: abandoning %d task%s still running (cancelled, waited for "
+        "%.1fs; their daemon threads end with the process): %s", len(where),
+        "" if len(where) == 1 else "s", waited, ", ".join(where),
+    )
+    log.debug(
+        "interpreter exit: stacks of the abandoned tasks:\n%s",
+        "\n".join(f"{name}:\n{stack}" for name, stack in running.items()),
+    )
+    return len(where)
 
 
 Supervisor.__module__ = "corral"

@@ -9,7 +9,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._errors import Cancelled, NotReady, describe, safe_repr
 from ._policy import Backoff, Restart
@@ -19,12 +19,10 @@ if TYPE_CHECKING:
     from ._clock import TimerHandle
     from ._group import Group
     from ._lease import Coordinator, Lease
+    from ._snapshot import TaskSnapshot
 
 __all__ = [
-    "GroupSnapshot",
-    "LeaseSnapshot",
     "Task",
-    "TaskSnapshot",
     "TaskState",
     "current_task",
     "current_token",
@@ -57,44 +55,6 @@ _FINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
 # callbacks release what it held). It is bookkeeping, not a reason: Task.cause hides it.
 ATTEMPT_ENDED = Cancelled("the attempt ended")
 
-
-class LeaseSnapshot(TypedDict):
-    """A singleton's lease in a snapshot."""
-
-    state: str | None  # campaigning, holding, lost, released (None before the first campaign)
-    coordinator: str
-    fence: int | None
-    owner: str | None  # who holds it: this process while holding, else the holder seen
-    remaining: float | None  # seconds of validity left while holding (None: unbounded)
-
-
-class TaskSnapshot(TypedDict, total=False):
-    """One task in a snapshot (JSON-safe: ``json.dumps(..., allow_nan=False)`` works)."""
-
-    name: str
-    state: str
-    attempts: int
-    started: float | None  # wall-clock time (epoch seconds) the current attempt began
-    waiting_for: str | None  # why a PENDING task waits
-    cause: str | None  # why it was cancelled
-    last_error: str | None
-    meta: dict[str, Any]
-    background: bool
-    drain: bool
-    draining: bool
-    children: list[GroupSnapshot]
-    lease: LeaseSnapshot
-
-
-class GroupSnapshot(TypedDict, total=False):
-    """A group (or supervisor) in a snapshot, with its tasks and their child groups."""
-
-    name: str
-    kind: str
-    state: str
-    limit: int | None
-    tasks: list[TaskSnapshot]
-    pool: dict[str, int]  # roots only: the worker pool's threads, idle and busy workers
 
 # What this thread is busy with for corral: ``group``, the group whose task attempt it
 # runs (or the supervisor it is stopping); ``finishing``, the task whose end hooks it

@@ -1,0 +1,334 @@
+"""Group.map with chunks, and how results reach the consumer (issue 7, §8 "map").
+
+The one-item semantics (order, laziness, window, errors at their place, leaving early)
+are pinned in test_group.py; the speed goals live in benchmarks/run.py.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import corral
+from corral import TaskState
+from helpers import TIMEOUT, Concurrency, released, wait, wait_token
+
+
+def current() -> corral.Task[Any]:
+    task = corral.current_task()
+    assert task is not None
+    return task
+
+
+def counting(n: int | None = None) -> tuple[Iterator[int], list[int]]:
+    """range(n) (or an endless count) that records how many items were pulled."""
+    pulled = [0]
+
+    def gen() -> Iterator[int]:
+        for i in itertools.count() if n is None else range(n):
+            pulled[0] += 1
+            yield i
+
+    return gen(), pulled
+
+
+def drain_into(got: list[Any], it: Iterator[Any]) -> None:
+    """Consume ``it`` into ``got`` (which keeps what came before an exception)."""
+    for r in it:
+        got.append(r)  # noqa: PERF402
+
+
+# -- chunksize --------------------------------------------------------------------------------
+
+
+def test_map_runs_chunks_of_items_per_task_and_yields_in_input_order() -> None:
+    ran_by: dict[int, corral.Task[Any]] = {}
+
+    def fn(i: int) -> int:
+        ran_by[i] = current()
+        return i * 10
+
+    with corral.Group(limit=2) as g:
+        assert list(g.map(fn, range(10), chunksize=3)) == [i * 10 for i in range(10)]
+    chunks = [[ran_by[i] for i in range(s, min(s + 3, 10))] for s in range(0, 10, 3)]
+    for tasks in chunks:
+        assert all(t is tasks[0] for t in tasks)  # one task per chunk
+    assert len({id(tasks[0]) for tasks in chunks}) == 4
+    assert all(t.state is TaskState.SUCCEEDED and t.done for t in ran_by.values())
+
+
+@pytest.mark.parametrize(
+    ("chunksize", "error"),
+    [(0, ValueError), (-3, ValueError), (True, TypeError), (False, TypeError),
+     (2.0, TypeError), ("4", TypeError), (None, TypeError)],
+)
+def test_map_rejects_a_bad_chunksize_at_the_call(chunksize: Any, error: type[Exception]) -> None:
+    g = corral.Group()
+    with pytest.raises(error, match="chunksize"):
+        g.map(abs, range(3), chunksize=chunksize)
+    g.join(TIMEOUT)
+
+
+def test_map_chunked_is_lazy_with_at_most_window_chunks_in_flight() -> None:
+    window, chunksize, n = 2, 3, 10
+    source, pulled = counting(n)
+    conc = Concurrency()
+    full = threading.Event()
+
+    def fn(i: int) -> int:
+        if i % chunksize == 0 and i < window * chunksize:
+            with conc as inside:  # the first item of each of the first chunks
+                if inside == window:
+                    full.set()
+                wait(full)  # the first `window` chunks run at the same time
+        return i
+
+    results: list[int] = []
+    with corral.Group() as g, released(full):
+        it = g.map(fn, source, window=window, chunksize=chunksize)
+        assert pulled[0] == 0  # lazy: nothing taken before iteration starts
+        for r in it:
+            results.append(r)
+            # the chunk of item r and the (window - 1) after it have been taken
+            assert pulled[0] == min(n, (r // chunksize + window) * chunksize)
+    assert results == list(range(n))
+    assert conc.peak == window
+
+
+@pytest.mark.parametrize(("limit", "expected_chunks"), [(2, 4), (None, 64)])
+def test_map_default_window_counts_chunks(limit: int | None, expected_chunks: int) -> None:
+    source, pulled = counting(1000)
+    with corral.Group(limit=limit) as g:
+        it = g.map(abs, source, chunksize=5)
+        assert next(it) == 0
+        assert pulled[0] == expected_chunks * 5
+        assert list(it) == list(range(1, 1000))
+
+
+def test_a_chunks_exception_comes_at_its_item_after_the_items_before_it() -> None:
+    err = ValueError(5)
+    ran: list[int] = []
+
+    def fn(i: int) -> int:
+        ran.append(i)
+        if i == 5:
+            raise err
+        return i
+
+    got: list[int] = []
+    with corral.Group(fail_fast=True) as g:
+        with pytest.raises(ValueError, match="5") as info:
+            drain_into(got, g.map(fn, range(12), window=1, chunksize=4))
+        assert info.value is err
+        assert got == [0, 1, 2, 3, 4]
+        assert ran == [0, 1, 2, 3, 4, 5]  # the rest of its chunk (6, 7) never ran
+        assert g.failures == []  # an item's failure is not the group's
+        assert not g.token.cancelled
+
+
+def test_leaving_a_chunked_map_early_cancels_the_chunks_in_flight() -> None:
+    source, pulled = counting()
+    seen: dict[int, tuple[corral.Task[Any], BaseException | None]] = {}
+    inside = threading.Event()
+
+    def fn(i: int) -> int:
+        if i < 2:
+            return i * 10
+        tok = corral.current_token()
+        seen[i] = (current(), None)
+        inside.set()
+        assert wait_token(tok)
+        seen[i] = (current(), tok.cause)
+        return -1
+
+    got: list[int] = []
+    with corral.Group() as g:
+        for r in g.map(fn, source, window=2, chunksize=2):
+            got.append(r)
+            if len(got) == 2:
+                wait(inside)  # item 2 (first of the second chunk) is running
+                break
+        # leaving cancelled the chunk in flight and waited for it: item 3 never ran
+        assert sorted(seen) == [2]
+        task, cause = seen[2]
+        assert isinstance(cause, corral.Stopped)
+        assert task.done
+        assert task.state is TaskState.CANCELLED
+        assert len(g) == 0
+    assert got == [0, 10]
+    assert pulled[0] == 4
+    assert g.failures == []
+
+
+@pytest.mark.parametrize("chunksize", [1, 3])
+def test_an_item_that_returns_after_its_group_was_cancelled_counts_as_cancelled(
+    chunksize: int,
+) -> None:
+    inside = threading.Event()
+    ran: list[int] = []
+
+    def fn(i: int) -> str:
+        ran.append(i)
+        if i == 1:
+            inside.set()
+            assert wait_token()
+            return "late"  # returned, but under a cancelled token: a cancelled task
+        return str(i)
+
+    got: list[str] = []
+    g = corral.Group(limit=1)  # one item at a time: item 0 is over before item 1 starts
+
+    def cancel_once_item_1_runs() -> None:
+        wait(inside)
+        g.cancel("stop")
+
+    canceller = threading.Thread(target=cancel_once_item_1_runs)
+    canceller.start()
+    try:
+        with pytest.raises(corral.Cancelled, match="stop"):
+            drain_into(got, g.map(fn, range(3), window=3, chunksize=chunksize))
+    finally:
+        canceller.join(TIMEOUT)
+        g.join(TIMEOUT)
+    assert got == ["0"]
+    assert ran == [0, 1]  # what had not started did not run once the group was cancelled
+
+
+@pytest.mark.parametrize("chunksize", [1, 2])
+def test_an_item_whose_task_is_cancelled_before_it_runs_raises_cancelled_at_its_place(
+    chunksize: int,
+) -> None:
+    gate = threading.Event()
+    spawned = threading.Semaphore(0)
+
+    def on_added(t: corral.Task[Any]) -> None:
+        spawned.release()
+
+    got: list[int] = []
+    with corral.Group(limit=1, hooks=corral.Hooks(on_added=on_added)) as g, released(gate):
+        blocker = g.spawn(gate.wait, TIMEOUT)  # holds the only slot: map tasks stay PENDING
+        assert spawned.acquire(timeout=TIMEOUT)
+
+        def cancel_the_first_map_task() -> None:
+            for _ in range(2):  # both map tasks spawned (the consumer then waits on the first)
+                assert spawned.acquire(timeout=TIMEOUT)
+            first = next(t for t in g.tasks if t is not blocker)
+            assert first.state is TaskState.PENDING
+            first.cancel("not this one")
+
+        canceller = threading.Thread(target=cancel_the_first_map_task)
+        canceller.start()
+        try:
+            with pytest.raises(corral.Cancelled, match="not this one"):
+                drain_into(got, g.map(abs, range(2 * chunksize), window=2, chunksize=chunksize))
+        finally:
+            canceller.join(TIMEOUT)
+        assert got == []
+        gate.set()
+    assert blocker.result() is True
+
+
+@pytest.mark.parametrize("chunksize", [1, 3])
+def test_a_failing_child_group_of_an_item_is_raised_at_its_chunk(chunksize: int) -> None:
+    err = KeyError("child")
+
+    def fn(i: int) -> int:
+        if i == 0:
+            inner = corral.Group("inner")  # not joined: its task's end joins it
+            inner.spawn(raise_, err)
+        return i
+
+    got: list[int] = []
+    with corral.Group() as g:
+        with pytest.raises(ExceptionGroup) as info:
+            drain_into(got, g.map(fn, range(3), window=1, chunksize=chunksize))
+        assert info.value.exceptions == (err,)
+        assert g.failures == []
+    # (the chunk's values come first: the group fails its task when the chunk is over)
+    assert got == ([] if chunksize == 1 else [0, 1, 2])
+
+
+def raise_(exc: BaseException) -> None:
+    raise exc
+
+
+# -- where the consumer runs ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunksize", [1, 4])
+def test_map_consumed_in_a_task_of_another_group(chunksize: int) -> None:
+    gates = [threading.Event() for _ in range(10)]
+
+    def fn(i: int) -> int:
+        wait(gates[i])  # opened last for the first items: the consumer waits for them
+        return i * i
+
+    def release_backwards() -> None:
+        for gate in reversed(gates):
+            gate.set()
+
+    def consume() -> list[int]:
+        with corral.Group("mapper", limit=3) as g:
+            return list(g.map(fn, range(10), chunksize=chunksize))
+
+    with corral.Group("outer") as outer, released(*gates):
+        t = outer.spawn(consume)
+        release_backwards()
+    assert t.result() == [i * i for i in range(10)]
+
+
+def test_chunked_items_see_the_spawners_context() -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    token = var.set("batch-9")
+    try:
+        with corral.Group(limit=2) as g:
+            out = list(g.map(lambda i: f"{var.get()}:{i}", range(5), chunksize=2))
+    finally:
+        var.reset(token)
+    assert out == [f"batch-9:{i}" for i in range(5)]
+
+
+def test_map_tasks_run_the_groups_hooks_once_per_chunk() -> None:
+    events: list[str] = []
+    lock = threading.Lock()
+
+    def log(what: str) -> Any:
+        def hook(t: corral.Task[Any], *rest: Any) -> None:
+            with lock:
+                events.append(what)
+        return hook
+
+    hooks = corral.Hooks(on_started=log("started"), on_finished=log("finished"),
+                         on_failed=log("failed"))
+    with corral.Group(hooks=hooks) as g:
+        assert list(g.map(abs, range(-5, 5), chunksize=4)) == [abs(i) for i in range(-5, 5)]
+    assert sorted(events) == ["finished"] * 3 + ["started"] * 3
+
+
+@pytest.mark.parametrize("chunksize", [1, 3])
+def test_closing_the_iterator_leaves_the_map(chunksize: int) -> None:
+    source, pulled = counting()
+    started = threading.Event()
+
+    def fn(i: int) -> int:
+        if i >= chunksize:  # the second task: waits until cancelled
+            started.set()
+            assert wait_token()
+        return i
+
+    with corral.Group() as g:
+        it = g.map(fn, source, window=2, chunksize=chunksize)
+        assert next(it) == 0
+        wait(started)
+        close = getattr(it, "close")  # noqa: B009 - (typed as a plain Iterator)
+        close()  # cancels what is in flight and waits for it, as leaving a for loop does
+        assert len(g) == 0
+        assert pulled[0] == 2 * chunksize
+        with pytest.raises(StopIteration):
+            next(it)
+    assert g.failures == []
