@@ -9,7 +9,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, TypeVarTuple, Unpack
@@ -450,6 +449,8 @@ _OWN_FILES = (os.path.dirname(os.path.abspath(__file__)) + os.sep, threading.__f
 def _user_stack(frame: Any) -> str:
     """A thread's stack from the first frame of the user's code: the frames of the
     worker pool and corral's attempt machinery above it say nothing to the reader."""
+    import traceback  # (only for stop reports: it is slow to import)
+
     frames = traceback.extract_stack(frame)
     start = 0
     for i, fs in enumerate(frames):
