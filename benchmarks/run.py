@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -159,6 +161,11 @@ if kind == "corral":
     with corral.Group(limit=8) as g:
         for r in g.map(noop1, range(n)):
             total += 1
+elif kind == "corral-chunked":
+    import corral
+    with corral.Group(limit=8) as g:
+        for r in g.map(noop1, range(n), chunksize=64):
+            total += 1
 elif kind == "executor":
     from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(8) as ex:
@@ -168,6 +175,11 @@ elif kind == "threadpool-imap":
     from multiprocessing.pool import ThreadPool
     with ThreadPool(8) as pool:
         for r in pool.imap(noop1, range(n), chunksize=1):
+            total += 1
+elif kind == "threadpool-imap-chunked":
+    from multiprocessing.pool import ThreadPool
+    with ThreadPool(8) as pool:
+        for r in pool.imap(noop1, range(n), chunksize=64):
             total += 1
 elapsed = time.perf_counter() - t0
 peak = hwm_kib()
@@ -183,6 +195,64 @@ def map_memory(kind: str, n: int) -> dict[str, float]:
     )
     result: dict[str, float] = json.loads(out.stdout)
     return result
+
+
+# -- map: throughput beside the executor's map and the pool's imap ------------------------
+
+
+def tiny(x: int) -> int:
+    """A little work per item (about a microsecond)."""
+    return sum(range(x & 63))
+
+
+def corral_map(fn: Callable[[int], int], n: int, chunksize: int) -> None:
+    with corral.Group(limit=8) as g:
+        for _ in g.map(fn, range(n), chunksize=chunksize):
+            pass
+
+
+def executor_map(fn: Callable[[int], int], n: int) -> None:
+    with ThreadPoolExecutor(8) as ex:
+        for _ in ex.map(fn, range(n)):
+            pass
+
+
+def threadpool_imap(fn: Callable[[int], int], n: int, chunksize: int) -> None:
+    with ThreadPool(8) as pool:
+        for _ in pool.imap(fn, range(n), chunksize=chunksize):
+            pass
+
+
+# -- import time: `import corral` beside `import concurrent.futures` ----------------------
+
+IMPORT_CODE = "import time; t0 = time.perf_counter(); import {0}; print(time.perf_counter() - t0)"
+
+
+def import_ms(module: str, cache: str, bytecode: bool = True) -> float:
+    """Milliseconds that ``import module`` takes in a fresh interpreter (the interpreter's
+    own start is not counted), with ``.pyc`` files kept under ``cache`` (for the
+    standard library too, so both sides are alike). Without bytecode, none is read or
+    written: every module not frozen into the interpreter is compiled."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = cache
+    flags = [] if bytecode else ["-B"]
+    out = subprocess.run(
+        [sys.executable, *flags, "-c", IMPORT_CODE.format(module)],
+        check=True, capture_output=True, text=True, env=env,
+    )
+    return float(out.stdout) * 1e3
+
+
+def import_medians(rounds: int, bytecode: bool = True) -> tuple[float, float]:
+    """Medians (ms) of ``import corral`` and ``import concurrent.futures``, interleaved."""
+    with tempfile.TemporaryDirectory() as cache:
+        for module in ("corral", "concurrent.futures"):  # writes the bytecode first
+            import_ms(module, cache, bytecode)
+        times: tuple[list[float], list[float]] = ([], [])
+        for _ in range(rounds):
+            times[0].append(import_ms("corral", cache, bytecode))
+            times[1].append(import_ms("concurrent.futures", cache, bytecode))
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 # -- the table ---------------------------------------------------------------------------
@@ -249,6 +319,45 @@ def main(argv: list[str] | None = None) -> int:
         f"ThreadPoolExecutor.map {mib(me)}; ThreadPool.imap {mib(mi)}",
         f"{mc['peak_kib'] / me['peak_kib']:.2f}x executor",
         "flat" + (" MET" if mc["peak_kib"] - mc["base_kib"] < 64 * 1024 else " NOT MET"))
+
+    # map throughput: one item per task, and chunks of 64 items per task
+    n5 = 5_000 if args.quick else 20_000
+    n6 = 50_000 if args.quick else 200_000
+    for label, fn in (("no-op", noop1), ("tiny", tiny)):
+        c, e, p = medians_us([
+            lambda fn=fn: corral_map(fn, n5, 1),  # type: ignore[misc]
+            lambda fn=fn: executor_map(fn, n5),  # type: ignore[misc]
+            lambda fn=fn: threadpool_imap(fn, n5, 1),  # type: ignore[misc]
+        ], n5, rounds)
+        row(f"map over {n5:,} {label} items, limit 8 (µs/item)", f"{c:.2f}",
+            f"ThreadPoolExecutor(8).map {e:.2f}; ThreadPool(8).imap {p:.2f}",
+            f"{c / e:.2f}x executor", "<= 1.0x" + (" MET" if c <= e else " NOT MET"))
+        c, p = medians_us([
+            lambda fn=fn: corral_map(fn, n6, 64),  # type: ignore[misc]
+            lambda fn=fn: threadpool_imap(fn, n6, 64),  # type: ignore[misc]
+        ], n6, rounds)
+        row(f"map over {n6:,} {label} items, chunksize 64 (µs/item)", f"{c:.3f}",
+            f"ThreadPool(8).imap(chunksize=64) {p:.3f}",
+            f"{c / p:.2f}x imap", "<= 1.0x" + (" MET" if c <= p else " NOT MET"))
+
+    mc = map_memory("corral-chunked", n4)
+    mi = map_memory("threadpool-imap-chunked", n4)
+    row(f"map over {n4:,} items, chunksize 64 (peak RSS)", mib(mc),
+        f"ThreadPool.imap(chunksize=64) {mib(mi)}", f"{mc['peak_kib'] / mi['peak_kib']:.2f}x imap",
+        "flat" + (" MET" if mc["peak_kib"] - mc["base_kib"] < 64 * 1024 else " NOT MET"))
+
+    # import time, in fresh interpreters (medians of interleaved rounds)
+    ci, cf = import_medians(7 if args.quick else 21)
+    cib, cfb = import_medians(3 if args.quick else 7, bytecode=False)
+    row("import corral, fresh interpreter (ms)", f"{ci:.1f} ({cib:.1f} without bytecode)",
+        f"import concurrent.futures {cf:.1f} ({cfb:.1f})", f"{ci / cf:.2f}x ({cib / cfb:.2f}x)",
+        "< 1.5x" + (" MET" if ci < 1.5 * cf else " NOT MET"))
+
+    # stopping thousands of running tasks; a long run's RSS and threads (benchmarks/lifecycle.py)
+    from lifecycle import lifecycle_rows  # (benchmarks/ is on sys.path: this file runs as a script)
+
+    for lifecycle_row in lifecycle_rows(quick=args.quick, rounds=rounds):
+        row(*lifecycle_row)
 
     widths = [max(len(r[i]) for r in [*rows, ("benchmark", "corral", "peers", "ratio", "goal")]) for i in range(5)]
     header = ("benchmark", "corral", "peers", "ratio", "goal")

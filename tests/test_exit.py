@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -99,3 +100,138 @@ def test_exit_does_not_wait_forever_for_a_task_that_ignores_its_token() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["main returns"]
+
+
+def exit_seconds(proc: subprocess.CompletedProcess[str]) -> float:
+    """Seconds from the script's last line ("main returns <monotonic>") to the end of
+    the process (CLOCK_MONOTONIC is the same clock in every process of the host)."""
+    ended = time.monotonic()
+    last = [line for line in proc.stdout.splitlines() if line.startswith("main returns")][-1]
+    return ended - float(last.split()[-1])
+
+
+def test_no_thread_starts_at_exit() -> None:
+    # Python 3.12+ refuses to start a thread once exit has begun: every program that
+    # used corral.go() printed "Exception ignored in atexit callback ... can't create
+    # new thread at interpreter shutdown", since the at-exit stop ran on a new thread.
+    # Here every Python refuses (an at-exit hook that runs before corral's), and exit
+    # stops a go() supervisor, a supervisor made in a task, and a task whose cleanup
+    # sets a timer: nothing may start a thread, and everything is cleaned up.
+    proc = run(
+        """
+        import atexit, sys, threading, time
+        import corral
+
+        up = threading.Semaphore(0)
+
+        def out(line):
+            sys.stdout.write(line + "\\n")
+            sys.stdout.flush()
+
+        def worker(label):
+            tok = corral.current_token()
+            up.release()
+            tok.wait()
+            corral.Token(timeout=30)  # a timer, set at exit (the timer thread never ran)
+            out(f"{label} cleanup, cause: {type(tok.cause).__name__}")
+
+        def with_a_supervisor():
+            inner = corral.Supervisor("inner", handle_signals=False)
+            inner.spawn(worker, "inner-task")
+            inner.start()
+            inner.wait()
+
+        def refuse_threads():
+            def start(self):
+                raise RuntimeError("can't create new thread at interpreter shutdown")
+            threading.Thread.start = start
+
+        assert corral.go(lambda: 1).result(10) == 1
+        corral.go(worker, "go-task")
+        g = corral.Group("loose")
+        g.spawn(with_a_supervisor)
+        for _ in range(2):
+            assert up.acquire(timeout=10)
+        atexit.register(refuse_threads)  # runs before corral's handler (registered first)
+        out(f"main returns {time.monotonic()}")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Exception ignored" not in proc.stderr, proc.stderr
+    assert "can't create new thread" not in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert sorted(proc.stdout.splitlines()[1:]) == [
+        "go-task cleanup, cause: Stopped",
+        "inner-task cleanup, cause: Stopped",
+    ]
+
+
+@pytest.mark.parametrize("n", [5, 20])
+def test_exit_with_stuck_tasks_waits_one_bound_in_all(n: int) -> None:
+    # Regression: exit waited DEFAULT_STOP_TIMEOUT, then 1 s more for each stuck worker
+    # (5 stuck tasks: 15 s; 20: 30 s). The bound is one for the process, and what it
+    # abandons is named in one WARNING.
+    proc = run(
+        f"""
+        import threading, time
+        import corral
+        import corral._supervisor as s
+
+        s.DEFAULT_STOP_TIMEOUT = 1.0
+        up = threading.Semaphore(0)
+
+        def stubborn():
+            up.release()
+            threading.Event().wait(600)  # ignores its token
+
+        for i in range({n}):
+            corral.go(stubborn, name=f"stubborn-{{i}}")
+        g = corral.Group("loose")
+        g.spawn(stubborn, name="stubborn-in-a-group")
+        for _ in range({n} + 1):
+            assert up.acquire(timeout=10)
+        print(f"main returns {{time.monotonic()}}", flush=True)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert exit_seconds(proc) < 1.0 + 2.0, f"exit took {exit_seconds(proc):.1f}s"
+    [warning] = [line for line in proc.stderr.splitlines() if "abandoning" in line]
+    assert f"abandoning {n + 1} tasks still running" in warning
+    for i in range(n):
+        assert f"'stubborn-{i}' (supervisor 'corral.go')" in warning
+    assert "'stubborn-in-a-group' (group 'loose')" in warning
+
+
+def test_exit_after_a_given_up_stop_does_not_wait_again() -> None:
+    # A second SIGTERM gave the stop up (serve() raised StopTimeout); the program then
+    # returns. Exit used to wait out the whole bound again for the same stuck task.
+    proc = run(
+        """
+        import os, signal, threading, time
+        import corral
+
+        started = threading.Event()
+
+        def stubborn():
+            started.set()
+            threading.Event().wait(600)  # ignores its token
+
+        def signal_twice():
+            started.wait(10)
+            os.kill(os.getpid(), signal.SIGTERM)  # stop
+            time.sleep(0.2)  # (not "the same signal twice at once")
+            os.kill(os.getpid(), signal.SIGTERM)  # give up
+
+        sup = corral.Supervisor("svc")
+        sup.spawn(stubborn, name="stubborn")
+        threading.Thread(target=signal_twice, daemon=True).start()
+        try:
+            sup.serve()
+        except corral.StopTimeout as e:
+            print("StopTimeout", list(e.running), flush=True)
+        print(f"main returns {time.monotonic()}", flush=True)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "StopTimeout ['stubborn']"
+    assert exit_seconds(proc) < 3.0, f"exit took {exit_seconds(proc):.1f}s"

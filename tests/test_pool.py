@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import gc
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 import corral
 from corral._pool import WorkerPool, get_pool
+from helpers import released
 
 BACKSTOP = 10.0  # seconds; a generous limit for things that should happen at once
 
@@ -18,8 +24,8 @@ def make_pool() -> Iterator[Callable[..., WorkerPool]]:
     """Private pools, shut down (and their workers joined) after the test."""
     pools: list[WorkerPool] = []
 
-    def make(*, idle_timeout: float = 60.0) -> WorkerPool:
-        pool = WorkerPool(idle_timeout=idle_timeout, name=f"test-pool-{len(pools)}")
+    def make(*, idle_timeout: float = 60.0, **options: Any) -> WorkerPool:
+        pool = WorkerPool(idle_timeout=idle_timeout, name=f"test-pool-{len(pools)}", **options)
         pools.append(pool)
         return pool
 
@@ -364,12 +370,233 @@ def test_shutdown_waits_for_a_busy_worker(make_pool: Callable[..., WorkerPool]) 
     assert not worker[0].is_alive()
 
 
-def test_work_submitted_after_shutdown_still_runs(make_pool: Callable[..., WorkerPool]) -> None:
+def test_work_submitted_after_shutdown_runs_in_the_submitting_thread(
+    make_pool: Callable[..., WorkerPool],
+) -> None:
+    # Shutdown happens at interpreter exit, where Python 3.12+ refuses to start a thread:
+    # with no worker left, the work runs in the caller rather than being lost.
     pool = make_pool()
     pool.shutdown(timeout=BACKSTOP)
+    ran_on: list[threading.Thread] = []
+    pool.submit(lambda: ran_on.append(threading.current_thread()))
+    assert ran_on == [threading.current_thread()]
+    assert pool.threads == 0
+
+
+def test_work_submitted_after_shutdown_goes_to_a_busy_worker(
+    make_pool: Callable[..., WorkerPool],
+) -> None:
+    # A worker still busy at shutdown takes the work that arrives before it leaves.
+    pool = make_pool()
+    inside = threading.Event()
+    release = threading.Event()
+    ran_on: list[threading.Thread] = []
+    worker: list[threading.Thread] = []
+
+    def busy() -> None:
+        worker.append(threading.current_thread())
+        inside.set()
+        release.wait(BACKSTOP)
+
+    pool.submit(busy)
+    with released(release):
+        assert inside.wait(BACKSTOP)
+        pool.shutdown(timeout=0)
+        pool.submit(lambda: ran_on.append(threading.current_thread()))
+        assert ran_on == []  # not in this thread: it waits for the busy worker
+    worker[0].join(BACKSTOP)
+    assert ran_on == worker
+    assert pool.threads == 0
+
+
+def test_shutdown_waits_one_bound_for_all_the_workers(
+    make_pool: Callable[..., WorkerPool],
+) -> None:
+    # The timeout bounds the whole shutdown, not each worker's join (interpreter exit
+    # with 20 stuck tasks used to wait 20 times the bound).
+    pool = make_pool()
+    n = 10
+    inside = threading.Semaphore(0)
+    release = threading.Event()
+
+    def stuck() -> None:
+        inside.release()
+        release.wait(BACKSTOP)
+
+    with released(release):
+        for _ in range(n):
+            pool.submit(stuck)
+        for _ in range(n):
+            assert inside.acquire(timeout=BACKSTOP)
+        t0 = time.monotonic()
+        pool.shutdown(timeout=0.2)
+        elapsed = time.monotonic() - t0
+    assert elapsed < 0.2 * n / 2, f"shutdown(timeout=0.2) took {elapsed:.2f}s for {n} stuck workers"
+
+
+# -- when the pool grows, and how it shrinks -------------------------------------------
+
+
+def test_a_stream_of_short_tasks_does_not_grow_the_pool() -> None:
+    # Regression: a submit that found every worker busy for a moment started a thread,
+    # and idle workers took turns, so none retired: 20,000 no-op tasks spawned one
+    # after another into an unlimited supervisor started 110-140 threads (200,000 left
+    # 592). A thread starts only once work has waited.
+    before = set(threading.enumerate())
+    used: set[threading.Thread] = set()
+
+    def noop() -> None:
+        used.add(threading.current_thread())
+
+    sup = corral.Supervisor("stream", handle_signals=False)
+    sup.start()
+    try:
+        for _ in range(20_000):
+            sup.spawn(noop)
+    finally:
+        sup.stop(timeout=BACKSTOP)
+    started = used - before
+    assert len(started) <= 16, f"{len(started)} new threads for 20,000 short tasks"
+
+
+def test_idle_work_goes_to_the_most_recently_idle_worker(
+    make_pool: Callable[..., WorkerPool],
+) -> None:
+    # LIFO: the workers a steady load needs stay warm, the others are left to retire.
+    # (A FIFO hand-out kept every worker of a burst alive, each taking its turn.)
+    pool = make_pool(idle_timeout=60)
+    gates = [threading.Event(), threading.Event()]
+    inside = threading.Semaphore(0)
+    ran_on: list[threading.Thread] = []
+
+    def blocked(gate: threading.Event) -> None:
+        ran_on.append(threading.current_thread())
+        inside.release()
+        gate.wait(BACKSTOP)
+
+    with released(*gates):
+        for gate in gates:
+            pool.submit(functools.partial(blocked, gate))
+        for _ in gates:
+            assert inside.acquire(timeout=BACKSTOP)
+        first, second = ran_on
+        gates[0].set()
+        assert pool._wait_for(lambda: pool.idle == 1, BACKSTOP)
+        gates[1].set()
+        assert pool._wait_for(lambda: pool.idle == 2, BACKSTOP)
+    again = run_on(pool, 1)
+    assert again == [second]  # the one idle for the shortest time
+
+
+def test_surplus_idle_workers_retire_soon(make_pool: Callable[..., WorkerPool]) -> None:
+    # Beyond `warm` idle workers, a worker retires after `surplus_timeout` rather than
+    # `idle_timeout`: a burst's threads go soon, a few stay warm.
+    pool = make_pool(idle_timeout=60, warm=2, surplus_timeout=0.05)
+    workers = run_on(pool, 6)
+    assert pool._wait_for(lambda: pool.threads == 2, BACKSTOP), pool
+    assert sum(t.is_alive() for t in workers) == 2
+    assert pool.idle == 2
+    again = run_on(pool, 2)
+    assert set(again) <= set(workers)  # the warm ones serve the next work
+
+
+def test_a_task_behind_busy_workers_gets_a_thread_after_the_grace(
+    make_pool: Callable[..., WorkerPool],
+) -> None:
+    # Every worker is busy with something long (nothing is taken from the backlog):
+    # after `grace`, the waiting work gets a thread of its own.
+    pool = make_pool(grace=0.01, max_wait=3600)
+    release = threading.Event()
+    inside = threading.Event()
     ran = threading.Event()
-    pool.submit(ran.set)
-    assert ran.wait(BACKSTOP)
+
+    def long() -> None:
+        inside.set()
+        release.wait(BACKSTOP)
+
+    with released(release):
+        pool.submit(long)
+        assert inside.wait(BACKSTOP)
+        pool.submit(ran.set)
+        assert ran.wait(BACKSTOP), "the work waited behind a long-running one"
+        assert pool.threads == 2
+
+
+def test_work_that_waits_too_long_gets_a_thread_even_while_workers_progress(
+    make_pool: Callable[..., WorkerPool],
+) -> None:
+    # The other rule: whatever the workers do, work that waited `max_wait` gets a thread
+    # (here `grace` is too long to ever apply).
+    pool = make_pool(grace=3600, max_wait=0.05)
+    release = threading.Event()
+    inside = threading.Event()
+    ran = threading.Event()
+
+    def long() -> None:
+        inside.set()
+        release.wait(BACKSTOP)
+
+    with released(release):
+        pool.submit(long)
+        assert inside.wait(BACKSTOP)
+        pool.submit(ran.set)
+        assert ran.wait(BACKSTOP), "the work waited behind a long-running one"
+
+
+class Work:
+    """A piece of work that can be watched with a weak reference."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.gate = gate
+        self.ran = threading.Event()
+
+    def __call__(self) -> None:
+        self.ran.set()
+        if self.gate is not None:
+            self.gate.wait(BACKSTOP)
+
+
+def test_the_pool_keeps_no_work_once_it_has_run(make_pool: Callable[..., WorkerPool]) -> None:
+    # Work holds its task and group: a pool that kept the last item a thread started
+    # with (in the thread's args, or the starter's frame) kept a closed group alive.
+    pool = make_pool(grace=0.01)
+    release = threading.Event()
+    first = Work(release)  # starts the first worker
+    second = Work()  # waits, then gets a thread from the starter
+    with released(release):
+        pool.submit(first)
+        assert first.ran.wait(BACKSTOP)
+        pool.submit(second)
+        assert second.ran.wait(BACKSTOP)
+    assert pool.wait_idle(BACKSTOP)
+    third = Work()  # goes to an idle worker
+    pool.submit(third)
+    assert third.ran.wait(BACKSTOP)
+    assert pool.wait_idle(BACKSTOP)
+    refs = [weakref.ref(w) for w in (first, second, third)]
+    del first, second, third
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
+    assert pool.threads == 2
+
+
+def test_size_is_threads_idle_and_busy(make_pool: Callable[..., WorkerPool]) -> None:
+    # What a snapshot shows of the pool.
+    pool = make_pool(idle_timeout=60)
+    run_on(pool, 3)
+    release = threading.Event()
+    inside = threading.Event()
+
+    def work() -> None:
+        inside.set()
+        release.wait(BACKSTOP)
+
+    with released(release):
+        pool.submit(work)
+        assert inside.wait(BACKSTOP)
+        assert (pool.threads, pool.idle, pool.busy) == (3, 2, 1)
+    assert pool.wait_idle(BACKSTOP)
+    assert (pool.threads, pool.idle, pool.busy) == (3, 3, 0)
 
 
 def test_work_that_raises_is_logged_and_the_worker_survives(

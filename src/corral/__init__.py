@@ -6,6 +6,9 @@ supervisors (a lifecycle, signals, a failure record) for threads, and singleton
 tasks that run in exactly one process of a cluster (leases on a file lock or Redis).
 """
 
+from typing import TYPE_CHECKING
+
+from . import _fork, _lazy  # noqa: F401 (_fork resets corral's state in a forked child)
 from ._errors import Cancelled as Cancelled
 from ._errors import CoordinatorError as CoordinatorError
 from ._errors import CorralError as CorralError
@@ -20,11 +23,6 @@ from ._errors import StopTimeout as StopTimeout
 from ._errors import SupervisorStopped as SupervisorStopped
 from ._group import Group as Group
 from ._group import roots as roots
-from ._lease import Coordinator as Coordinator
-from ._lease import FileCoordinator as FileCoordinator
-from ._lease import Lease as Lease
-from ._lease import RedisCoordinator as RedisCoordinator
-from ._lease import current_lease as current_lease
 from ._policy import Backoff as Backoff
 from ._policy import Hooks as Hooks
 from ._policy import Restart as Restart
@@ -40,6 +38,16 @@ from ._task import ready as ready
 from ._task import sleep as sleep
 from ._token import Token as Token
 
+if TYPE_CHECKING:  # at run time, loaded on first use: see __getattr__ below
+    from ._lease import Coordinator as Coordinator
+    from ._lease import FileCoordinator as FileCoordinator
+    from ._lease import Lease as Lease
+    from ._lease import RedisCoordinator as RedisCoordinator
+    from ._lease import current_lease as current_lease
+    from ._snapshot import GroupSnapshot as GroupSnapshot
+    from ._snapshot import LeaseSnapshot as LeaseSnapshot
+    from ._snapshot import TaskSnapshot as TaskSnapshot
+
 __all__ = [
     "Backoff",
     "Cancelled",
@@ -50,9 +58,11 @@ __all__ = [
     "FileCoordinator",
     "Group",
     "GroupClosed",
+    "GroupSnapshot",
     "Hooks",
     "Lease",
     "LeaseLost",
+    "LeaseSnapshot",
     "NotReady",
     "RedisCoordinator",
     "Replaced",
@@ -63,6 +73,7 @@ __all__ = [
     "Supervisor",
     "SupervisorStopped",
     "Task",
+    "TaskSnapshot",
     "TaskState",
     "Token",
     "cancelled",
@@ -78,9 +89,25 @@ __all__ = [
 
 __version__ = "0.1.0"
 
-for _cls in (Token, Coordinator, FileCoordinator, RedisCoordinator, Lease):
-    _cls.__module__ = "corral"
-del _cls
-for _fn in (cancelled, check, current_lease, current_task, current_token, go, ready, roots, sleep):
+Token.__module__ = "corral"
+for _fn in (cancelled, check, current_task, current_token, go, ready, roots, sleep):
     _fn.__module__ = "corral"
 del _fn
+
+
+def __getattr__(name: str) -> object:
+    # The lease names load the lease module on first use (PEP 562): a program without
+    # singletons or coordinators never imports it, and `import corral` stays light.
+    if name in _lazy.LEASE_EXPORTS:
+        value = getattr(_lazy.leases(), name)
+        globals()[name] = value
+        return value
+    if name in _lazy.SNAPSHOT_EXPORTS:
+        value = getattr(_lazy.snapshots(), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -149,3 +149,16 @@ def _redeliver(signum: int, prev: Any, frame: FrameType | None) -> None:
     # SIG_DFL (or None: a handler not installed from Python): the default action.
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
+
+
+def _after_fork_in_child() -> None:
+    """In a forked child (see _fork): the parent's supervisors do not stop on the
+    child's signals, the dispatcher thread does not exist, and ``_lock`` may have been
+    held by a thread that does not either. The handlers corral installed are put back
+    (the forking thread is the child's main thread)."""
+    global _lock, _queue, _dispatcher
+    _lock = threading.RLock()
+    _queue = queue.SimpleQueue()
+    _dispatcher = None
+    _subscribers.clear()
+    restore_if_idle()
