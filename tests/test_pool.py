@@ -479,7 +479,7 @@ def test_idle_work_goes_to_the_most_recently_idle_worker(
             pool.submit(functools.partial(blocked, gate))
         for _ in gates:
             assert inside.acquire(timeout=BACKSTOP)
-        first, second = ran_on
+        _first, second = ran_on
         gates[0].set()
         assert pool._wait_for(lambda: pool.idle == 1, BACKSTOP)
         gates[1].set()

@@ -10,7 +10,7 @@ __all__ = ["YieldingLock"]
 # A contended __enter__ yields the GIL at most _SPINS times, and at most _SPINNERS
 # threads do so on one lock at a time; the others block on the lock at once.
 _SPINS = 16
-_SPINNERS = 4
+_SPINNERS = 16
 
 # How many times a thread found a YieldingLock taken. Approximate (unlocked updates):
 # the pool only asks whether it moved (see _pool's starter).
