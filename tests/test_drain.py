@@ -157,6 +157,34 @@ def test_drain_timeout_cancels_what_is_left_with_cause_stopped(
     assert [r.levelno for r in info] == [logging.INFO]
 
 
+def test_a_task_that_ignores_its_cancellation_does_not_hold_the_drain_up() -> None:
+    gate = threading.Event()
+    stuck_up = threading.Event()
+
+    def stuck() -> None:
+        stuck_up.set()
+        assert gate.wait(TIMEOUT)  # ignores its token
+
+    def job() -> None:
+        corral.current_token().wait()  # only a cancellation ends it
+
+    sup = corral.Supervisor("stuck", handle_signals=False, drain_timeout=0.05)
+    sup.start()
+    with released(gate):
+        sup.spawn(stuck, name="stuck")
+        jobs = [sup.spawn(job, name=f"job{i}", drain=True) for i in range(2)]
+        wait(stuck_up)
+        stopper = threading.Thread(target=sup.stop)
+        stopper.start()
+        for j in jobs:  # cancelled at the drain's deadline, though "stuck" still runs
+            j.join(TIMEOUT)
+        assert [j.state for j in jobs] == [TaskState.CANCELLED] * 2
+        assert sup.snapshot()["state"] != "draining"
+        gate.set()
+        stopper.join(TIMEOUT)
+    assert not stopper.is_alive()
+
+
 def test_drain_timeout_none_waits_without_limit_and_stop_timeout_still_applies() -> None:
     gate = threading.Event()
 

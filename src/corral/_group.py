@@ -380,7 +380,7 @@ class Group:
             tasks = list(self._unfinished)
             state = (
                 "closed" if self._closed
-                else "draining" if self._draining
+                else "draining" if self._draining and any(t.drain for t in tasks)
                 else "cancelled" if self.token.cancelled
                 else "running" if self._started else "not started"
             )

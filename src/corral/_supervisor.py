@@ -307,7 +307,9 @@ class Supervisor(Group):
         )
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            self._stop_in_order(cause, keep=keep)
+            # (A task that ignores its cancellation must not hold the drain up: past the
+            # drain's deadline, the order gives way.)
+            self._stop_in_order(cause, keep=keep, deadline=deadline)
 
             def drained() -> bool:
                 if self._drain_cut:
@@ -335,6 +337,13 @@ class Supervisor(Group):
                 self._draining = False
                 self._notify_locked()
 
+    def _still_draining(self) -> bool:
+        """Whether a drain goes on: a drain=True task has not ended yet."""
+        return (
+            self._draining and not self._drain_cut
+            and any(t.drain for t in self.tasks)
+        )
+
     def _cut_drain(self) -> None:
         """A second signal during the drain: cancel the draining tasks at once."""
         with self._cond:
@@ -344,9 +353,14 @@ class Supervisor(Group):
         for t in draining:
             t.cancel(Stopped(f"supervisor {self.name!r}: drain cut short by a second signal"))
 
-    def _stop_in_order(self, cause: BaseException, keep: set[Task[Any]] | None = None) -> None:
+    def _stop_in_order(
+        self, cause: BaseException, keep: set[Task[Any]] | None = None,
+        deadline: float | None = None,
+    ) -> None:
         # Reverse dependency order: cancel the tasks nothing live needs, wait for them,
         # then the tasks they needed, and so on. Tasks in ``keep`` are left running.
+        # Past ``deadline`` (the drain's), stop waiting: the caller goes on, and its
+        # final stop cancels (and waits for) what is left.
         while True:
             with self._lock:
                 live = [t for t in self._unfinished if keep is None or t not in keep]
@@ -358,8 +372,10 @@ class Supervisor(Group):
                     layer = live
             for t in layer:
                 t.cancel(cause)
+            left = None if deadline is None else deadline - time.monotonic()
             with self._cond:
-                self._wait_locked(_all_done(layer), None)
+                if not self._wait_locked(_all_done(layer), left):
+                    return
 
     def _wait_stopped(self, timeout: float | None) -> None:
         try:
@@ -407,7 +423,7 @@ class Supervisor(Group):
         if not self._stop_begun:
             log.info("received %s: stopping supervisor %r", name, self.name)
             self._begin_stop(Stopped(f"received {name}"))
-        elif self._draining and not self._drain_cut:
+        elif self._still_draining():
             log.warning(
                 "received %s again: cancelling the draining tasks of %r now", name, self.name
             )
