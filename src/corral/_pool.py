@@ -28,7 +28,9 @@ Idle workers are kept on a stack, most recently idle on top, and work goes to th
 one: the workers a steady load needs stay warm, the rest stay idle and retire. A worker
 that goes idle while ``warm`` others are idle retires after ``surplus_timeout`` (plus a
 millisecond per idle worker beyond ``warm``: the thousands of a burst leave one by one,
-not all in the same instant), the others after ``idle_timeout``. ``trim`` and
+not all in the same instant), the others after ``idle_timeout``. (Not much sooner: each
+retirement costs the GIL a little, and a program that just ran a burst, a stop say,
+may still be busy with its end.) ``trim`` and
 ``shutdown`` retire idle workers one after another too, each waking the next as it
 leaves.
 
@@ -108,7 +110,7 @@ class WorkerPool:
         grace: float = 0.01,
         max_wait: float = 0.1,
         warm: int = 16,
-        surplus_timeout: float = 1.0,
+        surplus_timeout: float = 5.0,
     ) -> None:
         self.idle_timeout = idle_timeout
         self.grace = grace
