@@ -276,13 +276,22 @@ def until(predicate):
         pause.wait(0.005)
     raise RuntimeError("never happened")
 
+gave_up = threading.Event()
+
 def signals():
+    # Each signal once the previous one has taken effect: two sent back to back may be
+    # handled within the same few milliseconds on a loaded machine, which is one signal
+    # delivered twice (see the test below).
     started.wait(10)
     for n in range({n}):
         send(signal.SIGTERM)
         out(f"sent {{n + 1}}")
-        if n == 0:  # the drain has begun before the next signal
+        if n == 0:  # the drain has begun
             until(lambda: sup.snapshot()["state"] == "draining")
+        elif n == 1:  # the drain was cut: the draining tasks have ended
+            until(lambda: not any(t.drain for t in sup.tasks))
+        elif n == 2:  # serve() gave up
+            gave_up.wait(10)
 
 threading.Thread(target=signals, daemon=True).start()
 watchdog(20, "serving")
@@ -291,6 +300,7 @@ try:
     out("serve returned")
 except corral.StopTimeout as e:
     out("StopTimeout", sorted(e.running), "chained:", e.__context__ is not None)
+    gave_up.set()
     {after_timeout}
 """
 
