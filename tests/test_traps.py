@@ -456,6 +456,8 @@ def test_cause_says_why_in_every_state() -> None:
         assert backing_off.cause is None
         replacement = sup.spawn(lambda: None, name="flapping", replace=True)
         assert isinstance(_cause(backing_off), corral.Replaced)
+        backing_off.join(TIMEOUT)  # (it may be between two steps of its restart: it ends then)
+        assert backing_off.state is TaskState.CANCELLED
         assert isinstance(backing_off.token.cause, corral.Replaced)
         replacement.join(TIMEOUT)
         last = sup.spawn(_forever, name="last")
