@@ -230,7 +230,9 @@ class Cluster:
             self.procs[proc.pid] = proc
             self._errs[proc.pid] = err_path
             started.append(proc)
-        deadline = time.monotonic() + BACKSTOP
+        # (Starting: an interpreter, corral, redis-py and a connection check each; on a
+        # loaded machine several of those take a while: a longer backstop than a wait.)
+        deadline = time.monotonic() + 4 * BACKSTOP
         for proc in started:
             assert proc.stdout is not None
             ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
