@@ -412,8 +412,21 @@ def sleep(seconds: float) -> bool:
     left = lease.remaining()
     if left < seconds:
         task.token.sleep(left)
-        return lease.valid() and task.token.sleep(seconds - left) and lease.valid()
-    return task.token.sleep(seconds) and lease.valid()
+        return _held(task, lease) and task.token.sleep(seconds - left) and _held(task, lease)
+    return task.token.sleep(seconds) and _held(task, lease)
+
+
+def _held(task: Task[Any], lease: Lease) -> bool:
+    """Whether the singleton still holds its lease. If not, its token is cancelled by
+    the time this returns: the thread that noticed the loss first (the renewal thread,
+    say) may still be on its way to cancel it, and the task must not see "lease gone"
+    with a token that is not (yet) cancelled."""
+    if lease.valid():
+        return True
+    lost = lease.lost
+    if lost is not None:
+        task.token._cancel(lost)  # (idempotent: the first cause wins, the same one)
+    return False
 
 
 def cancelled() -> bool:
@@ -422,7 +435,7 @@ def cancelled() -> bool:
     if task is None:
         return False
     single = task._single
-    if single is not None and single.lease is not None and not single.lease.valid():
+    if single is not None and single.lease is not None and not _held(task, single.lease):
         return True  # (losing it cancelled the token)
     return task.token.cancelled
 
@@ -434,7 +447,7 @@ def check() -> None:
     if task is not None:
         single = task._single
         if single is not None and single.lease is not None:
-            single.lease.valid()  # a lease past its deadline is lost now: that cancels the token
+            _held(task, single.lease)  # a lease past its deadline is lost now: the token is cancelled
         task.token.check()
 
 
