@@ -238,13 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    rows = lifecycle_rows(quick=args.quick, rounds=args.rounds)
-    header = ("benchmark", "corral", "peers", "ratio", "goal")
-    widths = [max(len(r[i]) for r in [*rows, header]) for i in range(5)]
-    print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
-    print("-+-".join("-" * w for w in widths))
-    for r in rows:
-        print(" | ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)))
+    from run import print_table  # (here: run.py imports this module in its main)
+
+    print_table(lifecycle_rows(quick=args.quick, rounds=args.rounds))
     return 0
 
 

@@ -359,14 +359,19 @@ def main(argv: list[str] | None = None) -> int:
     for lifecycle_row in lifecycle_rows(quick=args.quick, rounds=rounds):
         row(*lifecycle_row)
 
-    widths = [max(len(r[i]) for r in [*rows, ("benchmark", "corral", "peers", "ratio", "goal")]) for i in range(5)]
-    header = ("benchmark", "corral", "peers", "ratio", "goal")
     print()
+    print_table(rows)
+    return 0
+
+
+def print_table(rows: list[tuple[str, str, str, str, str]]) -> None:
+    """The rows under the header, each column as wide as its widest cell."""
+    header = ("benchmark", "corral", "peers", "ratio", "goal")
+    widths = [max(len(r[i]) for r in [*rows, header]) for i in range(5)]
     print(" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("-+-".join("-" * w for w in widths))
     for r in rows:
         print(" | ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)))
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import Iterator
@@ -77,3 +78,17 @@ def fresh_default() -> Iterator[None]:
         yield
     finally:
         corral._supervisor._reset_default_for_tests()
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    """Reference counting alone must free what the test drops: no gc pass runs (one
+    runs first, so that garbage from earlier tests is not counted)."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()

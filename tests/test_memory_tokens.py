@@ -10,9 +10,7 @@ allocator's arenas are nearly empty pins a whole 1 MiB arena.)
 
 from __future__ import annotations
 
-import gc
 import os
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,27 +19,18 @@ from corral._clock import SystemClock
 
 MIB = 1 << 20
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/proc/self/statm"), reason="reads RSS from /proc/self/statm"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not os.path.exists("/proc/self/statm"), reason="reads RSS from /proc/self/statm"
+    ),
+    pytest.mark.usefixtures("no_gc"),
+]
 
 
 def rss() -> int:
     """Resident memory of this process, in bytes."""
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-@pytest.fixture(autouse=True)
-def _no_gc() -> Iterator[None]:
-    was_enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 @pytest.mark.timeout(300)  # a few seconds, but the whole suite may share the machine

@@ -506,20 +506,7 @@ def test_a_task_behind_busy_workers_gets_a_thread_after_the_grace(
     # Every worker is busy with something long (nothing is taken from the backlog):
     # after `grace`, the waiting work gets a thread of its own.
     pool = make_pool(grace=0.01, max_wait=3600)
-    release = threading.Event()
-    inside = threading.Event()
-    ran = threading.Event()
-
-    def long() -> None:
-        inside.set()
-        release.wait(BACKSTOP)
-
-    with released(release):
-        pool.submit(long)
-        assert inside.wait(BACKSTOP)
-        pool.submit(ran.set)
-        assert ran.wait(BACKSTOP), "the work waited behind a long-running one"
-        assert pool.threads == 2
+    _work_behind_a_long_one(pool, threads_then=2)
 
 
 def test_work_that_waits_too_long_gets_a_thread_even_while_workers_progress(
@@ -528,6 +515,12 @@ def test_work_that_waits_too_long_gets_a_thread_even_while_workers_progress(
     # The other rule: whatever the workers do, work that waited `max_wait` gets a thread
     # (here `grace` is too long to ever apply).
     pool = make_pool(grace=3600, max_wait=0.05)
+    _work_behind_a_long_one(pool)
+
+
+def _work_behind_a_long_one(pool: WorkerPool, threads_then: int | None = None) -> None:
+    """Submit work behind a long-running one (the only worker is busy with it): the
+    work must run, on a thread of its own."""
     release = threading.Event()
     inside = threading.Event()
     ran = threading.Event()
@@ -541,6 +534,8 @@ def test_work_that_waits_too_long_gets_a_thread_even_while_workers_progress(
         assert inside.wait(BACKSTOP)
         pool.submit(ran.set)
         assert ran.wait(BACKSTOP), "the work waited behind a long-running one"
+        if threads_then is not None:
+            assert pool.threads == threads_then
 
 
 class Work:

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -818,18 +818,6 @@ def test_shortcut_sleep_in_a_task_checks_its_argument() -> None:
 
 
 # -- what a parent and a clock keep (memory of a long-running service) -----------------
-
-
-@pytest.fixture
-def no_gc() -> Iterator[None]:
-    """Reference counting alone must free what these tests drop: no gc pass runs."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 @pytest.mark.usefixtures("no_gc")

@@ -129,18 +129,18 @@ def check_count(what: str, value: object) -> int | None:
 MAX_NAME = 200  # characters: names go into logs, thread names and snapshots
 
 
-def _check_name(name: object, what: str = "name") -> None:
+def _check_name(name: object) -> None:
     if name is None:
         return
     if not isinstance(name, str):
-        raise TypeError(f"{what} must be a str or None, not {type(name).__name__}")
+        raise TypeError(f"name must be a str or None, not {type(name).__name__}")
     if not name:
-        raise ValueError(f"{what} must not be empty")
+        raise ValueError("name must not be empty")
     if len(name) > MAX_NAME:
-        raise ValueError(f"{what} must be at most {MAX_NAME} characters, not {len(name)}")
+        raise ValueError(f"name must be at most {MAX_NAME} characters, not {len(name)}")
     if not name.isprintable():
         # Names reach log lines: a newline or an escape sequence in one could forge them.
-        raise ValueError(f"{what} must be printable (no control characters), not {name!r}")
+        raise ValueError(f"name must be printable (no control characters), not {name!r}")
 
 
 def check_bool(what: str, value: object) -> bool:
@@ -165,38 +165,29 @@ def _check_flags(
             check_bool(what, value)
 
 
-def _check_clock(clock: object) -> Clock | None:
-    if clock is None:
-        return None
-    if not callable(getattr(clock, "monotonic", None)) or not callable(getattr(clock, "call_at", None)):
-        raise TypeError(
-            "clock must have monotonic() and call_at(when, callback) (a corral clock such as "
-            f"corral.testing.MockClock), not {type(clock).__name__}"
-        )
-    return clock  # type: ignore[return-value]
-
-
 # Code flags of functions whose call returns a generator or coroutine instead of
 # running the body (inspect.CO_GENERATOR, CO_COROUTINE, CO_ASYNC_GENERATOR; inspect
 # itself is not imported: it is slow to import).
 _CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
+_CO_ANY_GENERATOR = _CO_GENERATOR | _CO_COROUTINE | _CO_ASYNC_GENERATOR
 
 
 def _check_not_generator(fn: Callable[..., Any]) -> None:
-    target: Any = fn
-    for _ in range(8):  # unwrap partials and bound methods
-        func = getattr(target, "func", None)  # functools.partial
-        if func is not None and isinstance(target, functools.partial):
-            target = func
-            continue
-        inner = getattr(target, "__func__", None)  # bound method
-        if inner is not None:
-            target = inner
-            continue
-        break
-    code = getattr(target, "__code__", None)
+    # (On every spawn: a plain function or a bound method, which forwards __code__,
+    # costs one attribute read; partials and callable objects are unwrapped.)
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        target: Any = fn
+        for _ in range(8):
+            if isinstance(target, functools.partial):
+                target = target.func
+            elif (inner := getattr(target, "__func__", None)) is not None:
+                target = inner
+            else:
+                break
+        code = getattr(target, "__code__", None)
     flags = getattr(code, "co_flags", 0)
-    if not isinstance(flags, int) or not flags & (_CO_GENERATOR | _CO_COROUTINE | _CO_ASYNC_GENERATOR):
+    if not isinstance(flags, int) or not flags & _CO_ANY_GENERATOR:
         return
     if flags & _CO_COROUTINE:
         kind = "a coroutine function (async def)"
@@ -251,7 +242,6 @@ class Group:
         _check_name(name)
         check_bool("fail_fast", fail_fast)
         check_bool("detached", detached)
-        clock = _check_clock(clock)
         self._coordinator = check_coordinator(coordinator)
         self._limit = check_count("limit", limit)
         if hooks is not None and not isinstance(hooks, Hooks):
@@ -913,7 +903,7 @@ class Group:
             # The common ending (succeeded, nothing to restart, no hook to run), in one
             # short lock section; anything unusual takes the general path below.
             if token._cause is None:
-                token._cancel(_ATTEMPT_ENDED)
+                token._cancel(ATTEMPT_ENDED)
             with self._lock:
                 if not self._dependents and not task.needs:
                     self._attempt_over_locked(task)
@@ -939,7 +929,7 @@ class Group:
             # the cause carried by the Cancelled it raised, else what it raised.
             exc = token.cause or (exc.cause if isinstance(exc, Cancelled) else None) or exc
         if not token.cancelled:
-            token._cancel(_ATTEMPT_ENDED)  # so on_cancel callbacks release what it held
+            token._cancel(ATTEMPT_ENDED)  # so on_cancel callbacks release what it held
         restart_delay: float | None = None
         resume_at = 0.0
         final: TaskState | None = None
@@ -1113,9 +1103,9 @@ class Group:
         """Run the end-of-task hooks, then mark it done (join/len see it after hooks)."""
         if not task.token.cancelled:
             # A task that ended without running (pending, backing off) carries the
-            # cancellation's cause on its token; an attempt that ended, _ATTEMPT_ENDED.
+            # cancellation's cause on its token; an attempt that ended, ATTEMPT_ENDED.
             error = task._error if task._state is TaskState.CANCELLED else None
-            task.token._cancel(error or _ATTEMPT_ENDED)
+            task.token._cancel(error or ATTEMPT_ENDED)
         # While its end hooks run, the task has ended but is not yet done: a hook that
         # joins it (t.result(), t.join()) must not wait for itself.
         previous, _busy.finishing = getattr(_busy, "finishing", None), task
@@ -1199,11 +1189,10 @@ class Group:
                 "task %r failed (attempt %d): %s; restarting in %.3gs", task.name,
                 task.attempts, describe(exc), delay, extra=extra,
             )
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "task %r attempt %d failed with", task.name, task.attempts,
-                    exc_info=exc, extra=extra,
-                )
+            log.debug(
+                "task %r attempt %d failed with", task.name, task.attempts,
+                exc_info=exc, extra=extra,
+            )
         else:  # returned, and restart=ALWAYS/ON_SUCCESS asks for another run: routine
             log.info(
                 "task %r returned (attempt %d); restarting in %.3gs", task.name,
@@ -1718,7 +1707,6 @@ def _replaced(name: str) -> BaseException:
     return Replaced(f"replaced by a new task named {name!r}")
 
 
-_ATTEMPT_ENDED = ATTEMPT_ENDED
 
 Group.__module__ = "corral"
 

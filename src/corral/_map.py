@@ -207,23 +207,30 @@ def _one_by_one(
                 spawn(work, (chunk, item), f"{prefix}{next(seq)}]", in_map=True), chunk
             ))
             if len(inflight) >= window:
-                task, chunk = inflight.popleft()
-                if not chunk.done:
-                    run.wait(task, chunk)
-                if not task._done:
-                    finishing.append(task)
-                    if len(finishing) > window:
-                        finishing = [t for t in finishing if not t._done]
+                task, chunk = _take(run, inflight, finishing, window)
                 yield chunk.values if chunk.ok else task.result()
         while inflight:
-            task, chunk = inflight.popleft()
-            if not chunk.done:
-                run.wait(task, chunk)
-            if not task._done:
-                finishing.append(task)
+            task, chunk = _take(run, inflight, finishing, window)
             yield chunk.values if chunk.ok else task.result()
     finally:
         _leave(inflight, finishing)
+
+
+def _take(
+    run: _Run[Any, Any], inflight: deque[tuple[Task[Any], _Chunk]],
+    finishing: list[Task[Any]], window: int,
+) -> tuple[Task[Any], _Chunk]:
+    """The oldest task in flight and its chunk, once the chunk is over. A task whose
+    values come before its bookkeeping is done goes to ``finishing`` (pruned of the
+    done ones as it grows past ``window``)."""
+    task, chunk = inflight.popleft()
+    if not chunk.done:
+        run.wait(task, chunk)
+    if not task._done:
+        finishing.append(task)
+        if len(finishing) > window:
+            finishing[:] = [t for t in finishing if not t._done]
+    return task, chunk
 
 
 def _by_chunks(
@@ -251,13 +258,7 @@ def _by_chunks(
                         continue
             if not inflight:
                 return
-            task, chunk = inflight.popleft()
-            if not chunk.done:
-                run.wait(task, chunk)
-            if not task._done:
-                finishing.append(task)
-                if len(finishing) > window:
-                    finishing = [t for t in finishing if not t._done]
+            task, chunk = _take(run, inflight, finishing, window)
             values = chunk.values or []
             yield values
             if not chunk.ok:

@@ -83,7 +83,6 @@ class Supervisor(Group):
         self.stop_timeout = stop_timeout
         self.drain_timeout = drain_timeout
         self._drain_cut = False  # a second signal ended the drain early
-        self._unlink_stop: Callable[[], None] | None = None
         self._stop_begun = False
         self._stop_done = False
         self._give_up = False
@@ -101,8 +100,9 @@ class Supervisor(Group):
         self._given_token = token
         if token is not None:
             # Cancelling the token given to the supervisor stops it (gracefully). The
-            # link is undone when it has stopped: the token may outlive many supervisors.
-            self._unlink_stop = token.on_cancel(self._stop_from_given_token)
+            # link is undone when it has stopped (_unregister): the token may outlive
+            # many supervisors.
+            self._unlink_token = token.on_cancel(self._stop_from_given_token)
 
     def _stop_from_given_token(self) -> None:
         token = self._given_token
@@ -264,9 +264,6 @@ class Supervisor(Group):
             # roots() no longer lists this supervisor.
             _signals.unsubscribe(self)
             self._unregister()
-            unlink, self._unlink_stop = self._unlink_stop, None
-            if unlink is not None:
-                unlink()
             if not any(isinstance(g, Supervisor) for g in roots()):
                 # The last supervisor has stopped: let idle workers go now rather than
                 # after their idle timeout. (Plain groups do not trim: a program that
@@ -363,19 +360,23 @@ class Supervisor(Group):
         # final stop cancels (and waits for) what is left.
         while True:
             with self._lock:
-                live = [t for t in self._unfinished if keep is None or t not in keep]
-                if not live:
-                    return
-                needed = {n for t in live for n in t.needs}
-                layer = [t for t in live if t.name not in needed]
-                if not layer:  # a cycle made through replace=True: cancel the rest together
-                    layer = live
+                layer = self._next_layer_locked(keep)
+            if not layer:
+                return
             for t in layer:
                 t.cancel(cause)
             left = None if deadline is None else deadline - time.monotonic()
             with self._cond:
                 if not self._wait_locked(_all_done(layer), left):
                     return
+
+    def _next_layer_locked(self, keep: set[Task[Any]] | None = None) -> list[Task[Any]]:
+        """The unfinished tasks (but those in ``keep``) that no other one needs: what a
+        stop in reverse dependency order cancels next. Empty once none is left."""
+        live = [t for t in self._unfinished if keep is None or t not in keep]
+        needed = {n for t in live for n in t.needs}
+        # (All of them if each is needed: a cycle cannot be spawned, but cancel then.)
+        return [t for t in live if t.name not in needed] or live
 
     def _wait_stopped(self, timeout: float | None) -> None:
         try:
@@ -616,10 +617,8 @@ def _exit_step(sup: Supervisor, cause: BaseException) -> bool:
     ``_stop_in_order``; no drain: at exit whatever runs is cancelled). True once no
     task is left and the stop is done."""
     with sup._lock:
-        live = list(sup._unfinished)
-        needed = {n for t in live for n in t.needs}
-        layer = [t for t in live if t.name not in needed] or live  # (a cycle: all at once)
-    if not live:
+        layer = sup._next_layer_locked()
+    if not layer:
         sup._finish_stop(cause, run_sequence=False)
         return True
     for t in layer:

@@ -21,13 +21,7 @@ if TYPE_CHECKING:
     from ._lease import Coordinator, Lease
     from ._snapshot import TaskSnapshot
 
-__all__ = [
-    "Task",
-    "TaskState",
-    "current_task",
-    "current_token",
-    "ready",
-]
+__all__ = ["Task", "TaskState", "current_task", "current_token", "ready"]
 
 T = TypeVar("T")
 

@@ -57,7 +57,7 @@ class Token:
         # (checked before registering with the parent)
         seconds = None if timeout is None else check_timeout("timeout", timeout)
         if clock is not None and clock is not SYSTEM_CLOCK:
-            _check_clock(clock)
+            check_clock(clock)
         self._clock: Clock = clock if clock is not None else (
             parent._clock if parent is not None else SYSTEM_CLOCK
         )
@@ -441,7 +441,7 @@ def _forget(link: _Link) -> None:
             children.pop(link, None)
 
 
-def _check_clock(clock: object) -> None:
+def check_clock(clock: object) -> None:
     if not (callable(getattr(clock, "monotonic", None))
             and callable(getattr(clock, "call_at", None))):
         raise TypeError(
