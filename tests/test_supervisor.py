@@ -701,6 +701,91 @@ def test_two_layer_stop_order_log(sup: Supervisor) -> None:
     assert log.lines == ["web cancelled", "db still up: True", "web stopped", "db cancelled"]
 
 
+# -- a stop of many running tasks ------------------------------------------------------------
+
+
+def test_a_stop_of_many_tasks_cancels_them_in_batches_that_end_before_the_next(
+    sup: Supervisor, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Waking every task at once is a storm (thousands of threads wanting one lock and
+    # the GIL, the stopper behind them): a stop lets most of a batch end first. The
+    # batch wait is made long so that a loaded machine cannot turn pacing off.
+    from corral import _supervisor
+
+    monkeypatch.setattr(_supervisor, "_STOP_BATCH", 16)
+    monkeypatch.setattr(_supervisor, "_STOP_BATCH_WAIT", WAIT)
+    n = 400
+    lock = threading.Lock()
+    cancelled = ended = 0
+    in_flight: list[int] = []  # cancelled but not yet ended, seen at each cancel
+    running = threading.Semaphore(0)
+
+    def on_cancel() -> None:
+        nonlocal cancelled
+        with lock:
+            cancelled += 1
+            in_flight.append(cancelled - ended)
+
+    def waiter() -> None:
+        nonlocal ended
+        token = corral.current_token()
+        token.on_cancel(on_cancel)
+        running.release()
+        try:
+            token.wait(WAIT)
+        finally:
+            with lock:
+                ended += 1
+
+    tasks = [sup.spawn(waiter) for _ in range(n)]
+    sup.start()
+    for _ in range(n):
+        assert running.acquire(timeout=WAIT)
+    sup.stop(timeout=WAIT)
+    assert all(t.state is TaskState.CANCELLED for t in tasks)
+    assert len(in_flight) == n
+    # All at once, the last cancels would see nearly n in flight.
+    assert max(in_flight) < n // 4, max(in_flight)
+
+
+def test_a_stop_stops_pacing_once_a_batch_does_not_end_and_cancels_the_rest_at_once(
+    sup: Supervisor, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from corral import _supervisor
+
+    monkeypatch.setattr(_supervisor, "_STOP_BATCH", 4)
+    monkeypatch.setattr(_supervisor, "_STOP_BATCH_WAIT", 0.01)
+    waits: list[int] = []
+    mostly_done = _supervisor._mostly_done
+
+    def counted(batch: list[corral.Task[Any]]) -> Callable[[], bool]:
+        waits.append(len(batch))
+        return mostly_done(batch)
+
+    monkeypatch.setattr(_supervisor, "_mostly_done", counted)
+    release = threading.Event()
+    running = threading.Semaphore(0)
+
+    def deaf() -> None:  # ignores its token until released
+        running.release()
+        release.wait(WAIT)
+
+    tasks = [sup.spawn(deaf) for _ in range(40)]
+    sup.start()
+    for _ in tasks:
+        assert running.acquire(timeout=WAIT)
+    stopping = threading.Thread(target=sup.stop, args=(WAIT,))
+    stopping.start()
+    try:
+        for t in tasks:
+            assert t.token.wait(WAIT), f"{t.name} never cancelled"
+    finally:
+        release.set()
+    stopping.join(WAIT)
+    assert not stopping.is_alive()
+    assert waits == [4]  # one batch waited for in vain; the other 36 cancelled at once
+
+
 # -- hooks ---------------------------------------------------------------------------------------
 
 

@@ -363,12 +363,35 @@ class Supervisor(Group):
                 layer = self._next_layer_locked(keep)
             if not layer:
                 return
-            for t in layer:
-                t.cancel(cause)
+            self._cancel_paced(layer, cause, deadline)
             left = None if deadline is None else deadline - time.monotonic()
             with self._cond:
                 if not self._wait_locked(_all_done(layer), left):
                     return
+
+    def _cancel_paced(
+        self, layer: list[Task[Any]], cause: BaseException, deadline: float | None
+    ) -> None:
+        # Cancelling thousands of running tasks at once wakes thousands of threads that
+        # all want this group's lock and the GIL; the stopping thread, which needs both
+        # for each cancel, then waits behind them (10,000 tasks took 20 s, against 10 s
+        # for as many plain threads on one Event). So cancel a batch, and let most of it
+        # end before the next. Pacing is for tasks that end when told: once a batch has
+        # not mostly ended within _STOP_BATCH_WAIT, cancel the rest at once.
+        for i in range(0, len(layer), _STOP_BATCH):
+            batch = layer[i:i + _STOP_BATCH]
+            for t in batch:
+                t.cancel(cause)
+            if i + _STOP_BATCH >= len(layer):
+                return
+            wait = _STOP_BATCH_WAIT
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - time.monotonic()))
+            with self._cond:
+                if not self._wait_locked(_mostly_done(batch), wait):
+                    break
+        for t in layer[i + _STOP_BATCH:]:
+            t.cancel(cause)
 
     def _next_layer_locked(self, keep: set[Task[Any]] | None = None) -> list[Task[Any]]:
         """The unfinished tasks (but those in ``keep``) that no other one needs: what a
@@ -458,6 +481,17 @@ class Supervisor(Group):
 
 def _all_done(tasks: list[Task[Any]]) -> Callable[[], bool]:
     return lambda: all(t._done for t in tasks)
+
+
+# A stop cancels running tasks _STOP_BATCH at a time, and waits up to _STOP_BATCH_WAIT
+# seconds for three quarters of a batch to end before the next (see _cancel_paced).
+_STOP_BATCH = 64
+_STOP_BATCH_WAIT = 0.05
+
+
+def _mostly_done(tasks: list[Task[Any]]) -> Callable[[], bool]:
+    most = len(tasks) - len(tasks) // 4
+    return lambda: sum(t._done for t in tasks) >= most
 
 
 _OWN_FILES = (os.path.dirname(os.path.abspath(__file__)) + os.sep, threading.__file__)
