@@ -3,14 +3,22 @@ on sys.path)."""
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import pytest
 
 import corral
 
 TIMEOUT = 10.0  # a backstop only: every wait is on an event that the test sets
+BLOCKED = 0.05  # how long a "still blocked" probe waits (a probe, never a synchronisation)
+NO_DELAY = corral.Backoff(initial=0, maximum=0, jitter=0)  # restart at once
+
+# Set by the seed (routine) cases and never reset: no test reads its default.
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
 def wait(event: threading.Event) -> None:
@@ -36,6 +44,36 @@ def wait_token(token: corral.Token | None = None) -> bool:
         return ev.wait(TIMEOUT)
     finally:
         remove()
+
+
+def is_cancelled(token: corral.Token) -> bool:
+    """``token.cancelled``, read afresh (mypy would narrow the property across statements)."""
+    return token.cancelled
+
+
+def supervisor(name: str, **options: Any) -> corral.Supervisor:
+    """An in-process supervisor for a test: never touches the process's signal handlers."""
+    return corral.Supervisor(name, handle_signals=False, **options)
+
+
+def group_errors(call: Callable[[], object]) -> tuple[BaseException, ...]:
+    """Run ``call``, which must raise an ExceptionGroup; return its exceptions."""
+    with pytest.raises(ExceptionGroup) as info:
+        call()
+    return info.value.exceptions
+
+
+class AtomicCounter:
+    """A thread-safe integer (the Go seed tests' atomic counters)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self, n: int) -> int:
+        with self._lock:
+            self.value += n
+            return self.value
 
 
 class Concurrency:

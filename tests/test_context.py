@@ -1,8 +1,14 @@
-"""Context: tasks run in a copy of the spawner's contextvars; log records name their task."""
+"""Context: tasks run in a copy of the spawner's contextvars; log records name their task.
+
+Tests whose docstring starts with "Seed: <library>" port a case of one of the seed
+libraries (notes/seed-semantics.md); where the notes mark the Go behaviour **BUG?**, they
+assert corral's fixed behaviour.
+"""
 
 from __future__ import annotations
 
 import contextvars
+import io
 import logging
 import threading
 from typing import Any
@@ -11,10 +17,24 @@ import pytest
 
 import corral
 from corral.testing import MockClock
+from helpers import REQUEST_ID
 
 BACKSTOP = 10.0  # seconds; a generous limit for things that should happen at once
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
+
+# What the routine seed's request context carries (its test cases set them and never reset
+# them: no other test reads these).
+LOGGER: contextvars.ContextVar[logging.Logger | None] = contextvars.ContextVar(
+    "logger", default=None
+)
+SINK: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("sink", default=None)
+LOCALE: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
+    "locale", default=None
+)
+OAUTH2_TOKEN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "oauth2_token", default=None
+)
 
 NO_WAIT = corral.Backoff(initial=0, jitter=0)
 
@@ -193,6 +213,83 @@ def test_restart_after_a_virtual_backoff_starts_from_the_spawners_values() -> No
         request_id.reset(token)
     assert t.state is corral.TaskState.SUCCEEDED
     assert seen == ["spawner", "spawner"]
+
+
+def test_routine_3_transfers_logger() -> None:
+    """Seed: routine — seed-semantics 4.5 #3 TestRun_transfersLogger: the parent's logger (a
+    contextvar) reaches the routine; its debug "foobar" ends up in the parent's buffer."""
+    buffer = io.StringIO()
+    logger = logging.Logger("routine-3", level=logging.DEBUG)  # not registered globally
+    logger.addHandler(logging.StreamHandler(buffer))
+
+    def routine() -> None:
+        request_logger = LOGGER.get()
+        assert request_logger is not None
+        request_logger.debug("foobar")
+
+    LOGGER.set(logger)
+    with corral.Group("routine-3") as g:
+        g.spawn(routine)
+    assert "foobar" in buffer.getvalue()
+
+
+def test_routine_4_transfers_sink() -> None:
+    """Seed: routine — seed-semantics 4.5 #4 TestRun_transfersSink: the parent's log sink
+    reaches the routine."""
+    sink: list[str] = []
+
+    def routine() -> None:
+        routine_sink = SINK.get()
+        assert routine_sink is not None
+        routine_sink.append("foobar")
+
+    SINK.set(sink)
+    with corral.Group("routine-4") as g:
+        g.spawn(routine)
+    assert sink == ["foobar"]
+
+
+def test_routine_5_transfers_locale() -> None:
+    """Seed: routine — seed-semantics 4.5 #5 TestRun_transfersLocale: the routine sees
+    exactly the parent's language and timezone."""
+    locale = ("en-US, en;q=0.9, de-DE;q=0.8, ru;q=0.6", "Europe/Berlin")
+    LOCALE.set(locale)
+    with corral.Group("routine-5") as g:
+        t = g.spawn(LOCALE.get)
+    assert t.result() == locale
+
+
+def test_routine_6_transfers_oauth2_token() -> None:
+    """Seed: routine — seed-semantics 4.5 #6 TestRun_transfersOAuth2Token: the routine sees
+    the parent's token "test-token"."""
+    OAUTH2_TOKEN.set("test-token")
+    with corral.Group("routine-6") as g:
+        t = g.spawn(OAUTH2_TOKEN.get)
+    assert t.result() == "test-token"
+
+
+def test_routine_context_is_a_copy_taken_at_spawn() -> None:
+    """Seed: routine — seed-semantics 4.2 step 1 (WithoutCancel keeps the values): each task
+    runs in a copy of the spawner's context taken at spawn; what the task sets does not leak
+    back, and what the spawner sets afterwards does not reach it."""
+    proceed = threading.Event()
+    seen: list[str] = []
+
+    def routine() -> None:
+        proceed.wait(BACKSTOP)
+        seen.append(REQUEST_ID.get())
+        REQUEST_ID.set("set inside the task")
+
+    REQUEST_ID.set("req-1")
+    g = corral.Group("routine-copy")
+    try:
+        g.spawn(routine)
+        REQUEST_ID.set("req-2")
+    finally:
+        proceed.set()
+    g.join(BACKSTOP)
+    assert seen == ["req-1"]
+    assert REQUEST_ID.get() == "req-2"
 
 
 # -- log records about a task -------------------------------------------------------------

@@ -1,23 +1,41 @@
 """Group semantics: spawning, limits, error policy, background tasks, collectors,
-wait_until, map, join, names, dependencies and introspection (DESIGN.md)."""
+wait_until, map, join, names, dependencies and introspection (DESIGN.md).
+
+Tests whose docstring starts with "Seed: <library>" port a case of one of the seed
+libraries (notes/seed-semantics.md); where the notes mark the Go behaviour **BUG?**, they
+assert corral's fixed behaviour.
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
 import logging
+import queue
 import re
 import threading
 import time
+from collections import Counter as Tally
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import pytest
 
 import corral
-from corral import TaskState
+from corral import Restart, TaskState
 from corral.testing import MockClock
-from helpers import TIMEOUT, Concurrency, released, wait, wait_token
+from helpers import (
+    BLOCKED,
+    NO_DELAY,
+    TIMEOUT,
+    AtomicCounter,
+    Concurrency,
+    group_errors,
+    is_cancelled,
+    released,
+    wait,
+    wait_token,
+)
 
 
 def until_cancelled() -> str:
@@ -49,6 +67,12 @@ def noop() -> None:
 
 def not_called() -> NoReturn:
     raise AssertionError("this task must not run")
+
+
+def assert_blocked(g: corral.Group) -> None:
+    """``join`` does not return while something still holds the group (Go ``requireBlocked``)."""
+    with pytest.raises(TimeoutError):
+        g.join(timeout=BLOCKED)
 
 
 # -- spawn -----------------------------------------------------------------------------
@@ -84,6 +108,28 @@ def test_meta_is_on_every_task() -> None:
         b = g.spawn(noop)
     assert a.meta == {"user": "u1", "n": 2}
     assert b.meta == {}
+
+
+def test_bg_v1_2_run_executes_in_goroutine() -> None:
+    """Seed: background — seed-semantics 3.5 v1 #2 / HEAD #2: Run returns before the task
+    runs, and the task runs on another thread."""
+    proceed = threading.Event()
+    ran_on: list[int] = []
+
+    def task() -> None:
+        proceed.wait(TIMEOUT)
+        ran_on.append(threading.get_ident())
+
+    g = corral.Group("bg-goroutine")
+    try:
+        t = g.spawn(task)
+        assert ran_on == []  # spawn returned while the task is blocked
+    finally:
+        proceed.set()
+    t.join(TIMEOUT)
+    g.join(TIMEOUT)
+    assert len(ran_on) == 1
+    assert ran_on[0] != threading.get_ident()
 
 
 # -- limit -----------------------------------------------------------------------------
@@ -179,6 +225,40 @@ def test_limit_below_one_is_a_value_error(limit: int) -> None:
 def test_limit_of_the_wrong_type_is_a_type_error(limit: Any) -> None:
     with pytest.raises(TypeError, match="limit"):
         corral.Group(limit=limit)
+
+
+def test_tg_limit_caps_concurrent_tasks() -> None:
+    """Seed: ThreadGroup — seeds/002 ThreadGroup(max_concurrent_threads=10): with 30 users
+    to verify, at most 10 tasks run at once; the others wait (PENDING) until a slot frees;
+    join(600) waits."""
+    gate = threading.Event()
+    running = AtomicCounter()
+    peak = AtomicCounter()
+    ten_running = threading.Event()
+    peak_lock = threading.Lock()
+
+    def verify_user(user: int) -> None:
+        now = running.add(1)
+        with peak_lock:
+            if now > peak.value:
+                peak.value = now
+        if now == 10:
+            ten_running.set()
+        gate.wait(TIMEOUT)
+        running.add(-1)
+
+    g = corral.Group("Verifying Users", limit=10)
+    try:
+        tasks = [g.spawn(verify_user, user) for user in range(30)]
+        assert ten_running.wait(TIMEOUT)
+        assert Tally(t.state for t in tasks) == {TaskState.RUNNING: 10, TaskState.PENDING: 20}
+        with pytest.raises(TimeoutError):
+            g.join(timeout=BLOCKED)  # join(600) times out while users are being verified
+    finally:
+        gate.set()
+    g.join(timeout=600)
+    assert peak.value == 10
+    assert all(t.state is TaskState.SUCCEEDED for t in tasks)
 
 
 # -- error policy ----------------------------------------------------------------------
@@ -333,6 +413,127 @@ def test_a_task_that_returns_after_its_token_was_cancelled_ends_cancelled() -> N
     assert g.failures == []
 
 
+def test_gm_3_foreground_goroutine() -> None:
+    """Seed: goroutine-manager — seed-semantics 2.3 #3: a foreground task blocks Wait;
+    before it panics the context is not done and nothing is collected; once it panics, Wait
+    returns, the context is done and the error is collected."""
+    err = ValueError("test error")
+    done = threading.Event()
+
+    def fg() -> None:
+        done.wait(TIMEOUT)
+        raise err
+
+    g = corral.Group("gm-3")
+    try:
+        g.spawn(fg)
+        assert_blocked(g)
+        assert not g.token.cancelled
+        assert g.failures == []
+    finally:
+        done.set()
+    assert group_errors(lambda: g.join(TIMEOUT)) == (err,)
+    assert g.token.cancelled
+
+
+def test_gm_8_multiple_goroutine_errors() -> None:
+    """Seed: goroutine-manager — seed-semantics 2.3 #8: fg1 panics err1, which cancels the
+    context; fg2 wakes on it and panics err2 (not a cancellation, so recorded): both are
+    collected, in recovery order."""
+    err1, err2 = ValueError("test error 1"), ValueError("test error 2")
+    gate = threading.Event()
+    fg2_causes: list[BaseException | None] = []
+
+    def fg1() -> None:
+        gate.wait(TIMEOUT)
+        raise err1
+
+    def fg2() -> None:
+        tok = corral.current_token()
+        tok.wait(TIMEOUT)
+        fg2_causes.append(tok.cause)
+        raise err2
+
+    g = corral.Group("gm-8")
+    try:
+        g.spawn(fg1)
+        g.spawn(fg2)
+        assert_blocked(g)
+        assert not g.token.cancelled
+    finally:
+        gate.set()
+    assert group_errors(lambda: g.join(TIMEOUT)) == (err1, err2)
+    assert fg2_causes == [err1]  # the failure that triggered fail-fast is the cause
+
+
+def test_gm_9_parent_context() -> None:
+    """Seed: goroutine-manager — seed-semantics 2.3 #9: cancelling the parent context
+    reaches the group's tasks; a task that then raises is collected."""
+    err = ValueError("test error")
+    parent = corral.Token()
+
+    def fg() -> None:
+        corral.current_token().wait(TIMEOUT)
+        raise err
+
+    g = corral.Group("gm-9", token=parent)
+    g.spawn(fg)
+    assert_blocked(g)
+    assert not g.token.cancelled
+    parent.cancel("request went away")
+    assert group_errors(lambda: g.join(TIMEOUT)) == (err,)
+    assert is_cancelled(g.token)
+    assert g.token.cause is parent.cause
+
+
+def test_gm_extra_cancelled_after_stop_is_not_recorded() -> None:
+    """Seed: goroutine-manager — seed-semantics 2.3 extra: a Canceled panic after
+    StopAllGoroutines is not recorded and the hook is not called. corral: a task raising
+    Cancelled (check()) after a graceful stop ends CANCELLED, on_failed is not called, join
+    raises nothing."""
+    started = threading.Event()
+    failed: list[BaseException] = []
+
+    def fg() -> None:
+        started.set()
+        corral.current_token().wait(TIMEOUT)
+        corral.check()
+
+    g = corral.Group("gm-canceled", hooks=corral.Hooks(on_failed=lambda t, e: failed.append(e)))
+    t = g.spawn(fg)
+    assert started.wait(TIMEOUT)
+    g.cancel(corral.Stopped("stop all goroutines"))
+    g.join(TIMEOUT)
+    assert failed == []
+    assert t.state is TaskState.CANCELLED
+    assert t.exception() is None
+
+
+def test_gm_extra_cancelled_after_parent_cancel_keeps_the_parent_cause() -> None:
+    """Seed: goroutine-manager — seed-semantics 2.3 extra: the same Canceled panic after a
+    *parent* cancel is recorded in Go, to tell "the request timed out" from "we stopped on
+    purpose". corral never reports Cancelled as a failure; the distinction is the cause (a
+    deadline's TimeoutError, not Stopped)."""
+    clock = MockClock()
+    request = corral.Token(timeout=1, clock=clock)
+    started = threading.Event()
+
+    def fg() -> None:
+        started.set()
+        corral.current_token().wait(TIMEOUT)
+        corral.check()
+
+    g = corral.Group("gm-parent-canceled", token=request)
+    t = g.spawn(fg)
+    assert started.wait(TIMEOUT)
+    clock.advance(1)
+    g.join(TIMEOUT)
+    assert t.state is TaskState.CANCELLED
+    assert isinstance(g.token.cause, TimeoutError)
+    assert isinstance(t.token.cause, TimeoutError)
+    assert not isinstance(t.token.cause, corral.Stopped)
+
+
 # -- the with-body ---------------------------------------------------------------------
 
 
@@ -427,6 +628,27 @@ def test_fatal_exception_in_a_task_is_reraised_by_the_with_exit() -> None:
     assert info.value.code == 3
 
 
+def test_gm_extra_non_exception_panic_is_not_lost() -> None:
+    """Seed: goroutine-manager — seed-semantics 2.3 extra: a non-error panic value is still
+    recorded. Python raises only exceptions; the nearest case is a BaseException that is not
+    an Exception (SystemExit): it cancels the group and join re-raises it as is."""
+    sibling_started = threading.Event()
+
+    def sibling() -> None:
+        sibling_started.set()
+        corral.current_token().wait(TIMEOUT)
+
+    g = corral.Group("gm-systemexit")
+    s = g.spawn(sibling)
+    assert sibling_started.wait(TIMEOUT)
+    g.spawn(raise_, SystemExit(3))
+    with pytest.raises(SystemExit) as info:
+        g.join(TIMEOUT)
+    assert info.value.code == 3
+    assert g.token.cancelled
+    assert s.state is TaskState.CANCELLED
+
+
 # -- background tasks --------------------------------------------------------------------
 
 
@@ -474,6 +696,72 @@ def test_background_tasks_alone_do_not_keep_the_group_open() -> None:
     assert b.done
     assert b.state is TaskState.CANCELLED
     assert isinstance(b.token.cause, corral.Stopped)
+
+
+def test_gm_4_background_goroutine_failure_is_collected() -> None:
+    """Seed: goroutine-manager — seed-semantics 2.3 #4: a background task's panic is
+    collected too and cancels the context ("eventually": the port waits on the token instead
+    of racing)."""
+    err = ValueError("test error")
+    done = threading.Event()
+
+    def bg() -> None:
+        done.wait(TIMEOUT)
+        raise err
+
+    g = corral.Group("gm-4")
+    try:
+        g.spawn(bg, background=True)
+        assert not g.token.cancelled
+        assert g.failures == []
+        assert len(g) == 1
+    finally:
+        done.set()
+    assert g.token.wait(TIMEOUT)
+    assert g.failures == [err]
+    assert group_errors(lambda: g.join(TIMEOUT)) == (err,)
+
+
+def test_gm_4_background_goroutine_does_not_hold_wait() -> None:
+    """Seed: goroutine-manager — seed-semantics 2.3 #4: background work is not waited for
+    ("Wait not blocked"). corral: when the foreground is done, a background task is
+    cancelled (cause Stopped) and waited for, so it never outlives its group; nothing is
+    reported."""
+    started = threading.Event()
+    causes: list[BaseException | None] = []
+
+    def bg() -> None:
+        started.set()
+        tok = corral.current_token()
+        tok.wait(TIMEOUT)
+        causes.append(tok.cause)
+
+    with corral.Group("gm-4b") as g:
+        t = g.spawn(bg, background=True)
+        assert started.wait(TIMEOUT)
+    assert t.state is TaskState.CANCELLED
+    assert len(causes) == 1
+    assert isinstance(causes[0], corral.Stopped)
+    assert g.failures == []
+
+
+def test_bg_head_16_close_waits_for_one_offs_and_cancels_loops() -> None:
+    """Seed: background — seed-semantics 3.5 HEAD #16 Test_Close: a loop and a one-off both
+    block on proceed; counts (1, 1); Close (= Wait and Cancel) -> (0, 0). corral: the loop
+    is a background task with Restart.ALWAYS, the one-off a foreground task; join waits for
+    the one-off and then cancels the loop."""
+    proceed = threading.Event()
+    g = corral.Group("bg-close")
+    try:
+        loop = g.spawn(proceed.wait, TIMEOUT, restart=Restart.ALWAYS, backoff=NO_DELAY, background=True)
+        one_off = g.spawn(proceed.wait, TIMEOUT)
+        assert len(g) == 2
+    finally:
+        proceed.set()
+    g.join(TIMEOUT)
+    assert len(g) == 0
+    assert one_off.state is TaskState.SUCCEEDED
+    assert loop.done
 
 
 # -- collect() and wrap() --------------------------------------------------------------------
@@ -630,6 +918,129 @@ def test_wrap_rejects_a_non_callable() -> None:
     g.join(TIMEOUT)
 
 
+def test_gm_1_foreground_panic_collector_recovers() -> None:
+    """Seed: goroutine-manager — seed-semantics 2.3 #1: a panic inside a foreground
+    collector is swallowed, collected into errs, and cancels the context; Wait is not
+    blocked."""
+    err = ValueError("test error")
+    g = corral.Group("gm-1")
+    with g.collect():
+        raise err
+    # the exception did not propagate: we got here
+    assert g.token.cancelled
+    assert g.failures == [err]
+    assert group_errors(lambda: g.join(TIMEOUT)) == (err,)
+    assert any("collect()" in note for note in err.__notes__)
+
+
+def test_gm_2_background_panic_collector_recovers() -> None:
+    """Seed: goroutine-manager — seed-semantics 2.3 #2: same as #1 with a background
+    collector."""
+    err = ValueError("test error")
+    g = corral.Group("gm-2")
+    with g.collect(background=True):
+        raise err
+    assert g.token.cancelled
+    with pytest.RaisesGroup(pytest.RaisesExc(ValueError, check=lambda e: e is err)):
+        g.join(TIMEOUT)
+
+
+def test_gm_6_multiple_goroutines() -> None:
+    """Seed: goroutine-manager — seed-semantics 2.3 #6: fg1 (a task), fg2 (a plain thread in
+    a foreground collector) and bg1 (a background task): Wait blocks until both foreground
+    ones are done, whatever bg1 does; with no panic the context is never cancelled."""
+    fg1_gate, fg2_gate, bg1_gate = threading.Event(), threading.Event(), threading.Event()
+    fg2_entered = threading.Event()
+    g = corral.Group("gm-6")
+
+    def external() -> None:  # started by someone else, but part of the group's lifecycle
+        with g.collect():
+            fg2_entered.set()
+            fg2_gate.wait(TIMEOUT)
+
+    thread = threading.Thread(target=external)
+    try:
+        fg1 = g.spawn(fg1_gate.wait, TIMEOUT)
+        thread.start()
+        bg1 = g.spawn(bg1_gate.wait, TIMEOUT, background=True)
+        assert fg2_entered.wait(TIMEOUT)
+        assert_blocked(g)
+        fg1_gate.set()
+        fg1.join(TIMEOUT)
+        assert_blocked(g)  # fg2 still holds it
+        bg1_gate.set()
+        bg1.join(TIMEOUT)
+        assert_blocked(g)
+        assert not g.token.cancelled
+    finally:
+        for gate in (fg1_gate, fg2_gate, bg1_gate):
+            gate.set()
+        thread.join(TIMEOUT)
+    assert not g.token.cancelled  # no failure, so no cancel
+    g.join(TIMEOUT)
+    assert g.failures == []
+
+
+def test_gm_extra_any_other_exception_after_stop_is_recorded() -> None:
+    """Seed: goroutine-manager — seed-semantics 2.2: Canceled panics are graceful after a
+    stop, but any other panic is always recorded, even after stop. corral: collect()
+    swallows Cancelled and Stopped without recording them; a ValueError after the stop is a
+    failure."""
+    err = ValueError("close failed")
+    g = corral.Group("gm-graceful")
+    g.cancel(corral.Stopped("stop all goroutines"))
+    with g.collect():
+        g.token.check()  # Cancelled
+    with g.collect():
+        raise corral.Stopped("graceful")
+    assert g.failures == []
+    with g.collect():
+        raise err
+    assert group_errors(lambda: g.join(TIMEOUT)) == (err,)
+
+
+def test_gm_extra_unfinished_foreground_collector_blocks_wait() -> None:
+    """Seed: goroutine-manager — seed-semantics 2.3 extra: a foreground collector that is
+    never invoked blocks Wait. corral counts a collector from __enter__ (Go: from creation),
+    so a collector entered and not yet exited blocks join, and one only created does not."""
+    g = corral.Group("gm-collector")
+    g.collect()  # created, never entered: holds nothing
+    held = g.collect()
+    held.__enter__()
+    try:
+        assert_blocked(g)
+    finally:
+        held.__exit__(None, None, None)
+    g.join(TIMEOUT)
+
+
+def test_gm_readme_wrap_collects_errors_of_external_callbacks() -> None:
+    """Seed: goroutine-manager — seeds/001 README §2 (Locker_handler): a callback called by
+    an external library gets its errors collected (and the group cancelled) instead of being
+    lost -> wrap()."""
+    err = ConnectionError("could not send event")
+    g = corral.Group("gm-wrap")
+    returned: list[object] = []
+
+    def locker_handler(event: str) -> str:
+        if event == "pre-lock":
+            raise err
+        return f"handled {event}"
+
+    handler = g.wrap(locker_handler)
+
+    def external_library() -> None:
+        returned.append(handler("ok"))
+        returned.append(handler("pre-lock"))
+
+    thread = threading.Thread(target=external_library)
+    thread.start()
+    thread.join(TIMEOUT)
+    assert returned == ["handled ok", None]
+    assert g.token.cancelled
+    assert group_errors(lambda: g.join(TIMEOUT)) == (err,)
+
+
 # -- wait_until ----------------------------------------------------------------------------
 
 
@@ -721,6 +1132,40 @@ def test_wait_until_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="interval"):
         g.wait_until(lambda: True, interval=0)
     assert not g.token.cancelled
+    g.join(TIMEOUT)
+
+
+def test_tg_wait_for_condition_then_stop_the_rest() -> None:
+    """Seed: ThreadGroup — seeds/002 wait_for_condition(lambda: len(valid_users) > 0,
+    timeout=600): once one user is valid, the other verifications are told to stop
+    (gracefully: nothing is reported), and join returns."""
+    valid_users: list[str] = []
+
+    def verify_user(user: str) -> None:
+        if user == "u3":
+            valid_users.append(user)
+            return
+        corral.sleep(60)  # a slow verification, cut short by the stop
+
+    g = corral.Group("Verifying Users")
+    tasks = {user: g.spawn(verify_user, user) for user in ("u1", "u2", "u3", "u4")}
+    assert g.wait_until(lambda: len(valid_users) > 0, timeout=600) is True
+    g.join(timeout=600)
+    assert valid_users == ["u3"]
+    assert isinstance(g.token.cause, corral.Stopped)
+    assert tasks.pop("u3").state is TaskState.SUCCEEDED
+    assert all(t.state is TaskState.CANCELLED for t in tasks.values())
+
+
+def test_tg_wait_for_condition_timeout_cancels_nothing() -> None:
+    """Seed: ThreadGroup — seeds/002 wait_for_condition with a timeout: if the condition
+    never holds, it returns False and the tasks keep running."""
+    g = corral.Group("never")
+    t = g.spawn(wait_token)
+    assert g.wait_until(lambda: False, timeout=BLOCKED) is False
+    assert not g.token.cancelled
+    assert t.state is TaskState.RUNNING
+    g.cancel()
     g.join(TIMEOUT)
 
 
@@ -922,6 +1367,107 @@ def test_a_closed_group_takes_nothing_new() -> None:
     assert info.value is err
 
 
+def test_gm_5_stop_all_goroutines() -> None:
+    """Seed: goroutine-manager — seed-semantics 2.3 #5: a background and a foreground task
+    wait on the context; before the stop nothing ends and Wait blocks; StopAllGoroutines
+    (cancel with Stopped) then Wait: both finished, context done, nothing collected."""
+    started = {"fg": threading.Event(), "bg": threading.Event()}
+
+    def worker(key: str) -> None:
+        started[key].set()
+        corral.current_token().wait(TIMEOUT)
+
+    g = corral.Group("gm-5")
+    bg = g.spawn(worker, "bg", background=True)
+    fg = g.spawn(worker, "fg")
+    assert all(e.wait(TIMEOUT) for e in started.values())
+    assert_blocked(g)
+    assert (bg.state, fg.state) == (TaskState.RUNNING, TaskState.RUNNING)
+    assert not g.token.cancelled
+    assert g.failures == []
+    g.cancel(corral.Stopped("stop all goroutines"))
+    g.join(TIMEOUT)  # no ExceptionGroup: a graceful stop is not a failure
+    assert (bg.state, fg.state) == (TaskState.CANCELLED, TaskState.CANCELLED)
+    assert isinstance(g.token.cause, corral.Stopped)
+
+
+def test_gm_7_reuse_goroutine_manager() -> None:
+    """Seed: goroutine-manager — seed-semantics 2.3 #7: the manager takes new batches after
+    each Wait; after StopAllGoroutines a new goroutine sees a done context; errs stays nil.
+    corral: a group takes tasks until it is joined; a task spawned after the cancel ends
+    CANCELLED without running; after join the group is closed (GroupClosed), it is not
+    reusable."""
+    g = corral.Group("gm-7")
+    for _batch in range(2):
+        gates = [threading.Event(), threading.Event()]
+        tasks = [g.spawn(gate.wait, TIMEOUT) for gate in gates]
+        for gate in gates:
+            gate.set()
+        for t in tasks:
+            t.join(TIMEOUT)
+        assert all(t.state is TaskState.SUCCEEDED for t in tasks)
+    waiting = [g.spawn(wait_token), g.spawn(wait_token)]
+    g.cancel(corral.Stopped("stop all goroutines"))
+    for t in waiting:
+        t.join(TIMEOUT)
+    ran: list[bool] = []
+    late = g.spawn(ran.append, True)
+    assert late.state is TaskState.CANCELLED
+    g.join(TIMEOUT)  # errs nil
+    assert ran == []
+    assert all(t.state is TaskState.CANCELLED for t in waiting)
+    with pytest.raises(corral.GroupClosed):
+        g.spawn(ran.append, True)
+
+
+def test_bg_v1_3_wait_waits_for_pending_tasks() -> None:
+    """Seed: background — seed-semantics 3.5 v1 #3 / HEAD #3: Wait blocks while a task is
+    pending, and returns once it is done."""
+    proceed = threading.Event()
+    waited = threading.Event()
+    g = corral.Group("bg-wait")
+
+    def waiter() -> None:
+        g.join(TIMEOUT)
+        waited.set()
+
+    thread = threading.Thread(target=waiter)
+    try:
+        g.spawn(proceed.wait, TIMEOUT)
+        thread.start()
+        assert not waited.is_set()  # the task cannot have ended: it waits on proceed
+    finally:
+        proceed.set()
+    thread.join(TIMEOUT)
+    assert waited.is_set()
+
+
+def test_bg_wait_includes_tasks_added_while_waiting() -> None:
+    """Seed: background — seed-semantics 3.4 Wait: tasks added while waiting make the wait
+    longer."""
+    proceed = threading.Event()
+    log: list[str] = []
+    g = corral.Group("bg-wait-longer")
+
+    def first() -> None:
+        proceed.wait(TIMEOUT)
+        g.spawn(second)
+        log.append("first done")
+
+    def second() -> None:
+        log.append("second done")
+
+    g.spawn(first)
+    joiner = threading.Thread(target=g.join, args=(TIMEOUT,))
+    try:
+        joiner.start()
+    finally:
+        proceed.set()
+    joiner.join(TIMEOUT)
+    assert not joiner.is_alive()
+    assert sorted(log) == ["first done", "second done"]
+
+
 # -- names -----------------------------------------------------------------------------------
 
 
@@ -1082,6 +1628,40 @@ def test_replace_true_without_a_live_task_just_spawns() -> None:
     with corral.Group() as g:
         t = g.spawn(lambda: "v", name="fresh", replace=True)
     assert t.result() == "v"
+
+
+def test_bg_head_17_task_defaults() -> None:
+    """Seed: background — seed-semantics 3.5 HEAD #17 task.New: a one-off task with empty
+    metadata and no retry (it runs once); it is named after its callable."""
+    called: list[bool] = []
+
+    def fn() -> None:
+        called.append(True)
+
+    g = corral.Group("bg-defaults")
+    t = g.spawn(fn)
+    g.join(TIMEOUT)
+    assert called == [True]
+    assert t.meta == {}
+    assert t.attempts == 1
+    assert t.name.startswith(f"{__name__}.test_bg_head_17_task_defaults.<locals>.fn#")
+
+
+def test_routine_tasks_are_numbered_and_threads_named() -> None:
+    """Seed: routine — seeds/004 routine: each routine gets a process-wide number ("routine
+    <num>" in logs). corral: a task without a name is named after its callable plus a
+    sequence number, and its thread is named after it while it runs."""
+    thread_names: list[str] = []
+
+    def routine() -> None:
+        thread_names.append(threading.current_thread().name)
+
+    with corral.Group("routine-names") as g:
+        a = g.spawn(routine)
+        b = g.spawn(routine)
+    assert a.name != b.name
+    assert a.name.rsplit("#", 1)[0] == b.name.rsplit("#", 1)[0]
+    assert sorted(thread_names) == sorted(f"corral:{t.name}" for t in (a, b))
 
 
 # -- needs -----------------------------------------------------------------------------------
@@ -1329,6 +1909,134 @@ def test_a_dependent_runs_again_when_what_it_needs_ends_and_comes_back(
         assert log.index(first) < log.index(then), log
 
 
+# -- hooks -----------------------------------------------------------------------------
+
+
+def test_bg_v1_1_head_1_new_manager() -> None:
+    """Seed: background — seed-semantics 3.5 v1 #1 Test_New and HEAD #1 Test_NewManager: a
+    new manager has no hooks and counts nothing."""
+    hooks = corral.Hooks()
+    assert all(getattr(hooks, name) is None for name in (
+        "on_added", "on_started", "on_succeeded", "on_failed", "on_restart", "on_finished",
+    ))
+    g = corral.Group("bg-new", hooks=hooks)
+    assert isinstance(g, corral.Group)
+    assert len(g) == 0
+    assert g.tasks == []
+    g.join(TIMEOUT)
+
+
+def test_bg_v1_6_head_5_on_task_added_with_meta() -> None:
+    """Seed: background — seed-semantics 3.5 v1 #6 / HEAD #5: OnTaskAdded is called with the
+    task's metadata, synchronously in the caller."""
+    added: list[tuple[dict[str, Any], int]] = []
+    g = corral.Group("bg-added", hooks=corral.Hooks(
+        on_added=lambda t: added.append((dict(t.meta), threading.get_ident()))
+    ))
+    g.spawn(lambda: None, meta={"test": "value"})
+    assert added == [({"test": "value"}, threading.get_ident())]  # before spawn returned
+    g.join(TIMEOUT)
+
+
+def test_bg_v1_7_head_6_on_task_succeeded_with_meta() -> None:
+    """Seed: background — seed-semantics 3.5 v1 #7 / HEAD #6: OnTaskSucceeded is called with
+    the metadata (and, in corral, the result)."""
+    succeeded: list[tuple[dict[str, Any], object]] = []
+    g = corral.Group("bg-succeeded", hooks=corral.Hooks(
+        on_succeeded=lambda t, r: succeeded.append((dict(t.meta), r))
+    ))
+    g.spawn(lambda: "done", meta={"test": "value"})
+    g.join(TIMEOUT)
+    assert succeeded == [({"test": "value"}, "done")]
+
+
+def test_bg_v1_8_head_7_on_task_failed_with_meta() -> None:
+    """Seed: background — seed-semantics 3.5 v1 #8 / HEAD #7: OnTaskFailed gets the metadata
+    and the error."""
+    err = RuntimeError("assert.AnError")
+    failed: list[tuple[dict[str, Any], BaseException]] = []
+    g = corral.Group("bg-failed", hooks=corral.Hooks(
+        on_failed=lambda t, e: failed.append((dict(t.meta), e))
+    ))
+    g.spawn(raise_, err, meta={"test": "value"})
+    assert group_errors(lambda: g.join(TIMEOUT)) == (err,)
+    assert failed == [({"test": "value"}, err)]
+
+
+def test_bg_callback_order_for_a_one_off() -> None:
+    """Seed: background — seed-semantics 3.4: Added (in the caller), then Succeeded, then
+    the count is decremented and Wait released (Go: decrement before signalling)."""
+    log: list[str] = []
+    g = corral.Group("bg-order", hooks=corral.Hooks(
+        on_added=lambda t: log.append("added"),
+        on_started=lambda t: log.append("started"),
+        on_succeeded=lambda t, r: log.append(f"succeeded len={len(g)}"),
+        on_finished=lambda t: log.append(f"finished len={len(g)}"),
+    ))
+    t = g.spawn(lambda: None)
+    t.join(TIMEOUT)
+    assert len(g) == 0  # not stale once the task's join returned
+    g.join(TIMEOUT)
+    assert log == ["added", "started", "succeeded len=1", "finished len=1"]
+
+
+def test_bg_observer_exception_is_logged_not_fatal(corral_log: pytest.LogCaptureFixture) -> None:
+    """Seed: background — seed-semantics 3.4: a panic in an observer crashes the Go process;
+    the port logs observer exceptions. corral: a hook that raises is logged and the group
+    goes on."""
+    err = RuntimeError("observer bug")
+
+    def bad_hook(t: corral.Task[Any], result: object) -> None:
+        raise err
+
+    g = corral.Group("bg-bad-observer", hooks=corral.Hooks(on_succeeded=bad_hook))
+    t = g.spawn(lambda: 42)
+    g.join(TIMEOUT)
+    assert t.result() == 42
+    logged = [r for r in corral_log.records if r.exc_info is not None and r.exc_info[1] is err]
+    assert len(logged) == 1
+
+
+def test_gm_10_hooks_on_after_recover_300_failing_tasks() -> None:
+    """Seed: goroutine-manager — seed-semantics 2.3 #10: 300 foreground tasks each fail: the
+    hook (on_failed) is called exactly 300 times, even after the first failure cancelled the
+    group, and every failure is reported exactly once in the ExceptionGroup."""
+    n = 300
+    calls = AtomicCounter()
+    errors = [ValueError(f"test error {i}") for i in range(n)]
+    gate = threading.Event()
+
+    def fail(i: int) -> None:
+        gate.wait(TIMEOUT)  # all 300 are running before the first one fails
+        raise errors[i]
+
+    g = corral.Group("gm-10", hooks=corral.Hooks(on_failed=lambda t, e: calls.add(1)))
+    try:
+        for i in range(n):
+            g.spawn(fail, i)
+    finally:
+        gate.set()
+    reported = group_errors(lambda: g.join(TIMEOUT))
+    assert calls.value == n
+    assert len(reported) == n
+    assert Tally(id(e) for e in reported) == Tally(id(e) for e in errors)
+
+
+def test_gm_extra_on_after_recover_runs_before_the_cancel() -> None:
+    """Seed: goroutine-manager — seed-semantics 2.2 Hooks: OnAfterRecover runs once per
+    recorded panic, before the context is cancelled. corral: on_failed sees the group not
+    yet cancelled."""
+    err = ValueError("test error")
+    seen: list[bool] = []
+    g = corral.Group(
+        "gm-hook-order", hooks=corral.Hooks(on_failed=lambda t, e: seen.append(g.token.cancelled))
+    )
+    g.spawn(raise_, err)
+    assert group_errors(lambda: g.join(TIMEOUT)) == (err,)
+    assert seen == [False]
+    assert g.token.cancelled
+
+
 # -- len, snapshot, repr -------------------------------------------------------------------------
 
 
@@ -1477,6 +2185,48 @@ def test_repr_of_group_and_task_shows_state() -> None:
     assert "SUCCEEDED" in repr(t) or "CANCELLED" in repr(t)
 
 
+def test_bg_v1_5_len_counts_the_task_while_its_callback_runs() -> None:
+    """Seed: background — seed-semantics 3.5 v1 #5 Test_Len: inside OnTaskSucceeded, Len()
+    still counts the finishing task (10, 9, ..., 1); after Wait it is 0."""
+    lens: queue.SimpleQueue[int] = queue.SimpleQueue()
+    g = corral.Group("bg-len", hooks=corral.Hooks(on_succeeded=lambda t, r: lens.put(len(g))))
+    proceed = [threading.Event() for _ in range(10)]
+    seen: list[int] = []
+    try:
+        tasks = [g.spawn(p.wait, TIMEOUT) for p in proceed]
+        for p, t in zip(proceed, tasks, strict=True):
+            p.set()
+            seen.append(lens.get(timeout=TIMEOUT))
+            t.join(TIMEOUT)
+    finally:
+        for p in proceed:
+            p.set()
+    g.join(TIMEOUT)
+    assert seen == list(range(10, 0, -1))
+    assert len(g) == 0
+
+
+def test_bg_head_15_count_of() -> None:
+    """Seed: background — seed-semantics 3.5 HEAD #15 Test_CountOf: the count is 1 right
+    after Run (counted synchronously), also for a loop task, and 0 after Wait / Cancel."""
+    gate = threading.Event()
+    g = corral.Group("bg-count")
+    assert len(g) == 0
+    try:
+        one_off = g.spawn(gate.wait, TIMEOUT)
+        assert len(g) == 1
+    finally:
+        gate.set()
+    one_off.join(TIMEOUT)
+    assert len(g) == 0
+    loop = g.spawn(wait_token, restart=Restart.ALWAYS, backoff=NO_DELAY, background=True)
+    assert len(g) == 1
+    loop.cancel()
+    loop.join(TIMEOUT)
+    assert len(g) == 0
+    g.join(TIMEOUT)
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 
@@ -1585,3 +2335,16 @@ def test_a_replacement_waiting_for_a_task_held_in_on_restart_starts_when_it_ends
         old.result()
     assert isinstance(info.value.cause, corral.Replaced)
     assert state(new) is TaskState.SUCCEEDED
+
+
+def test_bg_unknown_type_is_refused_at_the_call() -> None:
+    """Seed: background — seed-semantics 3.4: an unknown task type calls
+    OnTaskFailed(ErrUnknownType) and runs nothing. corral: an unknown restart policy is a
+    ValueError at the call; nothing is added."""
+    added: list[str] = []
+    g = corral.Group("bg-unknown", hooks=corral.Hooks(on_added=lambda t: added.append(t.name)))
+    with pytest.raises(ValueError, match="restart"):
+        g.spawn(lambda: None, restart="sometimes")
+    assert added == []
+    assert len(g) == 0
+    g.join(TIMEOUT)

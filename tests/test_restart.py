@@ -1,4 +1,9 @@
-"""Restart policies, backoff and restart limits, on virtual time (MockClock)."""
+"""Restart policies, backoff and restart limits, on virtual time (MockClock).
+
+Tests whose docstring starts with "Seed: <library>" port a case of one of the seed
+libraries (notes/seed-semantics.md); where the notes mark the Go behaviour **BUG?**, they
+assert corral's fixed behaviour.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +21,9 @@ import pytest
 import corral
 from corral import Backoff, Restart, TaskState
 from corral.testing import MockClock
+from helpers import NO_DELAY, AtomicCounter, group_errors, supervisor
 
 WAIT = 10.0  # a generous backstop (real seconds); nothing here should take that long
-
-NO_DELAY = Backoff(initial=0, maximum=0, jitter=0)
 
 
 class Boom(Exception):
@@ -210,6 +214,113 @@ def test_restarts_are_logged_at_warning(corral_log: pytest.LogCaptureFixture) ->
     assert not [r for r in corral_log.records if r.levelno >= logging.ERROR]
 
 
+def test_tm_extra_restart_on_error_restarts_until_success() -> None:
+    """Seed: ThreadManager — seed-semantics 1.4 extra: RestartOnError restarts on error
+    until success -> Restart.ON_FAILURE; each failed attempt reaches on_failed."""
+    failed: list[str] = []
+    calls = AtomicCounter()
+
+    def flaky() -> str:
+        if calls.add(1) < 3:
+            raise ConnectionError(f"attempt {calls.value}")
+        return "synced"
+
+    sup = supervisor("tm-on-failure", hooks=corral.Hooks(on_failed=lambda t, e: failed.append(str(e))))
+    sup.start()
+    t = sup.spawn(flaky, name="flaky", restart=Restart.ON_FAILURE, backoff=NO_DELAY)
+    assert t.result(WAIT) == "synced"
+    sup.stop(WAIT)
+    assert t.attempts == 3
+    assert failed == ["attempt 1", "attempt 2"]
+
+
+def test_tm_extra_restart_on_success_is_the_opposite() -> None:
+    """Seed: ThreadManager — seed-semantics 1.4 extra: RestartOnSuccess restarts only after
+    a success -> Restart.ON_SUCCESS: two successes are run again, the failure ends the task."""
+    err = ValueError("third run fails")
+    calls = AtomicCounter()
+
+    def job() -> int:
+        n = calls.add(1)
+        if n == 3:
+            raise err
+        return n
+
+    sup = supervisor("tm-on-success")
+    sup.start()
+    t = sup.spawn(job, name="job", restart=Restart.ON_SUCCESS, backoff=NO_DELAY)
+    assert t.exception(WAIT) is err
+    sup.stop(WAIT)
+    assert t.attempts == 3
+    assert t.state is TaskState.FAILED
+    assert sup.failures == [err]
+
+
+def test_tm_extra_restart_always_reruns_both_ways_until_stopped() -> None:
+    """Seed: ThreadManager — seed-semantics 1.2 Restart (the unconditional onFinish) ->
+    Restart.ALWAYS: a failure and a success are both run again; stop() ends it."""
+    calls = AtomicCounter()
+    third = threading.Event()
+
+    def job() -> None:
+        n = calls.add(1)
+        if n == 1:
+            raise ValueError("first run fails")
+        if n == 3:
+            third.set()
+            corral.current_token().wait(WAIT)
+
+    sup = supervisor("tm-always")
+    sup.start()
+    t = sup.spawn(job, name="job", restart=Restart.ALWAYS, backoff=NO_DELAY)
+    assert third.wait(WAIT)
+    sup.stop(WAIT)
+    assert t.attempts == 3
+    assert t.state is TaskState.CANCELLED
+
+
+def test_bg_head_12_loop_task_runs_again_and_again_until_cancelled() -> None:
+    """Seed: background — seed-semantics 3.5 HEAD #12 Test_RunTaskTypeLoop: a loop task runs
+    its Fn again at once after each return (>= 100 iterations), until Cancel. corral:
+    Restart.ALWAYS with no delay; cancelling the task ends the loop."""
+    ticks = AtomicCounter()
+    hundred = threading.Event()
+
+    def tick() -> None:
+        if ticks.add(1) == 100:
+            hundred.set()
+
+    g = corral.Group("bg-loop")
+    t = g.spawn(tick, restart=Restart.ALWAYS, backoff=NO_DELAY)
+    assert hundred.wait(WAIT)
+    t.cancel(corral.Stopped("manager Cancel()"))
+    g.join(WAIT)
+    assert ticks.value >= 100
+    assert ticks.value == t.attempts  # nothing ran after the cancel
+    assert t.done
+
+
+def test_bg_head_13_loop_task_reports_each_failing_iteration() -> None:
+    """Seed: background — seed-semantics 3.5 HEAD #13: a failing loop iteration is reported
+    to OnTaskFailed (the first error received is AnError) and the loop goes on (>= 2 runs)."""
+    err = RuntimeError("assert.AnError")
+    errors: queue.SimpleQueue[BaseException] = queue.SimpleQueue()
+    calls = AtomicCounter()
+
+    def iteration() -> None:
+        if calls.add(1) <= 2:
+            raise err
+        corral.current_token().wait(WAIT)
+
+    g = corral.Group("bg-loop-failing", hooks=corral.Hooks(on_failed=lambda t, e: errors.put(e)))
+    t = g.spawn(iteration, restart=Restart.ALWAYS, backoff=NO_DELAY)
+    assert errors.get(timeout=WAIT) is err
+    assert errors.get(timeout=WAIT) is err
+    t.cancel()
+    g.join(WAIT)  # restarted failures went to on_failed; the cancel is not a failure
+    assert calls.value >= 2
+
+
 # -- backoff -----------------------------------------------------------------------------
 
 
@@ -379,6 +490,86 @@ def test_without_reset_after_the_exponent_never_goes_back(clock: MockClock) -> N
         g.join(WAIT)
 
 
+def test_routine_backoff_sequence_doubles_to_a_10_minute_cap() -> None:
+    """Seed: routine — seed-semantics 4.3/4.4: the routine-panic backoff is exponential x2
+    from 1 s, no jitter, capped at 10 min: 1, 2, 4, ... 512, then 600 s."""
+    backoff = corral.Backoff(initial=1, maximum=600, multiplier=2, jitter=0)
+    assert [backoff.delay(n) for n in range(12)] == [
+        1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 600, 600,
+    ]
+
+
+def test_routine_restarts_after_panics_with_exponential_backoff() -> None:
+    """Seed: routine — seed-semantics 4.3: a routine that panics is run again after 1 s, 2
+    s, 4 s... (on virtual time: exact)."""
+    clock = MockClock()
+    starts: list[float] = []
+
+    def routine() -> str:
+        starts.append(clock.monotonic())
+        if len(starts) < 4:
+            raise RuntimeError("panic")
+        return "recovered"
+
+    sup = supervisor("routine-backoff", clock=clock)
+    sup.start()
+    t = sup.spawn(routine, restart=Restart.ON_FAILURE,
+                  backoff=corral.Backoff(initial=1, maximum=600, jitter=0))
+    for delay in (1, 2, 4):
+        clock.wait_for_timers(1)
+        assert clock.next_deadline() == clock.monotonic() + delay
+        clock.advance(delay)
+    assert t.result(WAIT) == "recovered"
+    sup.stop(WAIT)
+    assert starts == [0, 1, 3, 7]
+
+
+def test_routine_bug_on_restart_runs_before_the_restart_it_announces() -> None:
+    """Seed: routine — seed-semantics 4.3 (restart after a panic, reported) and DESIGN
+    Hooks: on_restart announces a scheduled restart, so it runs before the restarted attempt
+    starts (and before join returns). A logging handler widens the window between "restart
+    scheduled" and the hook (at most 0.5 s), so that a hook called after the timer is armed
+    shows."""
+    clock = MockClock()
+    log: list[str] = []
+    second_started = threading.Event()
+
+    class SlowHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "restarting" in record.getMessage():
+                second_started.wait(0.5)
+
+    def on_started(t: corral.Task[Any]) -> None:
+        log.append(f"started {t.attempts}")
+        if t.attempts == 2:
+            second_started.set()
+
+    calls = AtomicCounter()
+
+    def routine() -> None:
+        if calls.add(1) == 1:
+            raise RuntimeError("panic")
+
+    handler = SlowHandler()
+    corral_logger = logging.getLogger("corral")
+    corral_logger.addHandler(handler)
+    try:
+        sup = supervisor("routine-restart-hook", clock=clock, hooks=corral.Hooks(
+            on_started=on_started, on_restart=lambda t, d: log.append(f"restart in {d:g}s"),
+        ))
+        sup.start()
+        t = sup.spawn(routine, restart=Restart.ON_FAILURE,
+                      backoff=corral.Backoff(initial=1, maximum=1, jitter=0))
+        clock.wait_for_timers(1)
+        clock.advance(1)
+        t.join(WAIT)
+        sup.stop(WAIT)
+    finally:
+        corral_logger.removeHandler(handler)
+        second_started.set()
+    assert log == ["started 1", "restart in 1s", "started 2"]
+
+
 # -- max_restarts --------------------------------------------------------------------------
 
 
@@ -523,6 +714,54 @@ def test_restart_window_slides(clock: MockClock, delay: float, runs: int | None)
         t.cancel()
         with pytest.raises(ExceptionGroup) if runs else nullcontext():
             g.join(WAIT)
+
+
+def test_bg_head_10_task_retry_strategy_limit_5() -> None:
+    """Seed: background — seed-semantics 3.5 HEAD #10 Test_TaskRetryStrategies:
+    Retry{Limit(5)} on an always failing Fn -> 5 calls. corral: Restart.ON_FAILURE with
+    max_restarts=(4, period) runs it 5 times; each attempt reaches on_failed; the task then
+    fails with RestartLimitExceeded (caused by the last error), reported once."""
+    calls = AtomicCounter()
+    failed: list[BaseException] = []
+    err = RuntimeError("assert.AnError")
+
+    def fn() -> None:
+        calls.add(1)
+        raise err
+
+    g = corral.Group("bg-retry", hooks=corral.Hooks(on_failed=lambda t, e: failed.append(e)))
+    t = g.spawn(fn, restart=Restart.ON_FAILURE, backoff=NO_DELAY, max_restarts=(4, 60.0))
+    (reported,) = group_errors(lambda: g.join(WAIT))
+    assert calls.value == 5
+    assert t.attempts == 5
+    assert failed == [err] * 5
+    assert isinstance(reported, corral.RestartLimitExceeded)
+    assert reported.__cause__ is err
+    assert t.state is TaskState.FAILED
+
+
+def test_bg_default_no_retry_is_limit_1() -> None:
+    """Seed: background — seed-semantics 3.4 mkstrategies: with no retry strategy the task
+    runs once (Limit(1)); max_restarts=(0, period) with ON_FAILURE is the same."""
+    calls = AtomicCounter()
+    err = RuntimeError("fails")
+
+    def fn() -> None:
+        calls.add(1)
+        raise err
+
+    g = corral.Group("bg-no-retry", fail_fast=False)
+    g.spawn(fn)
+    g.spawn(fn, restart=Restart.ON_FAILURE, backoff=NO_DELAY, max_restarts=(0, 60.0))
+    reported = group_errors(lambda: g.join(WAIT))
+    assert calls.value == 2
+    # The two tasks run concurrently: their failures are recorded in either order.
+    assert len(reported) == 2
+    plain = [r for r in reported if r is err]
+    limited = [r for r in reported if isinstance(r, corral.RestartLimitExceeded)]
+    assert len(plain) == 1
+    assert len(limited) == 1
+    assert limited[0].__cause__ is err
 
 
 # -- tokens, states and limits across restarts --------------------------------------------
@@ -742,6 +981,85 @@ def test_keyboard_interrupt_is_never_restarted(exc_type: type[BaseException]) ->
     assert len(calls) == 1
     assert state(t) is TaskState.FAILED
     assert not any(line.startswith("restart") for line in rec.log)
+
+
+def test_tm_bug_restarted_task_gets_a_fresh_uncancelled_token() -> None:
+    """Seed: ThreadManager — seed-semantics 1.2 **BUG?** a restarted thread reuses its
+    cancelled ctx, so a ctx-aware work returns at once and loops. corral: each attempt gets
+    a fresh, uncancelled token, and the restarted watch keeps running until stopped."""
+    log: list[str] = []
+    tokens: list[corral.Token] = []
+    watching = threading.Event()
+    calls = AtomicCounter()
+
+    def watch() -> None:  # like cache.Start(ctx): blocks until its ctx is cancelled
+        n = calls.add(1)
+        tok = corral.current_token()
+        tokens.append(tok)
+        log.append(f"run {n}: cancelled={tok.cancelled}")
+        if n == 1:
+            raise ConnectionError("watch broke")
+        watching.set()
+        tok.wait(WAIT)
+
+    sup = supervisor("tm-fresh-token")
+    sup.start()
+    t = sup.spawn(watch, name="watch", restart=Restart.ON_FAILURE, backoff=NO_DELAY)
+    assert watching.wait(WAIT)
+    assert t.state is TaskState.RUNNING
+    assert tokens[0].cancelled
+    assert not tokens[1].cancelled
+    assert tokens[0] is not tokens[1]
+    sup.stop(WAIT)
+    assert log == ["run 1: cancelled=False", "run 2: cancelled=False"]
+    assert t.attempts == 2  # no tight restart loop
+    assert isinstance(tokens[1].cause, corral.Stopped)
+
+
+def test_tm_extra_restart_is_suppressed_once_stopped() -> None:
+    """Seed: ThreadManager — seed-semantics 1.4 extra "Restart is suppressed once stopped":
+    a task waiting to restart ends CANCELLED on stop() and never runs again (on virtual
+    time)."""
+    clock = MockClock()
+    runs = AtomicCounter()
+
+    def fail() -> None:
+        runs.add(1)
+        raise ValueError("fails")
+
+    sup = supervisor("tm-no-restart-after-stop", clock=clock)
+    sup.start()
+    t = sup.spawn(fail, name="fail", restart=Restart.ON_FAILURE,
+                  backoff=corral.Backoff(initial=5, maximum=5, jitter=0))
+    clock.wait_for_timers(1)
+    assert t.state is TaskState.BACKOFF
+    sup.stop(WAIT)
+    clock.advance(100)  # the restart would have been due long ago
+    assert runs.value == 1
+    assert t.attempts == 1
+    assert state(t) is TaskState.CANCELLED
+    assert clock.pending == 0
+
+
+def test_tm_deadlock_restart_loop_racing_stop() -> None:
+    """Seed: ThreadManager — seed-semantics 1.2 "Restart can race with Stop" (deadlock
+    risk): a task restarting at once in a loop does not keep stop() from completing, and
+    runs no more after it."""
+    looping = threading.Event()
+    calls = AtomicCounter()
+
+    def spin() -> None:
+        if calls.add(1) == 50:
+            looping.set()
+
+    sup = supervisor("tm-restart-race")
+    sup.start()
+    t = sup.spawn(spin, name="spin", restart=Restart.ALWAYS, backoff=NO_DELAY)
+    assert looping.wait(WAIT)
+    sup.stop(WAIT)
+    assert t.done
+    assert t.state.is_final
+    assert calls.value == t.attempts >= 50
 
 
 # -- bad input ------------------------------------------------------------------------------

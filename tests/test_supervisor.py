@@ -2,6 +2,10 @@
 
 Every in-process supervisor passes handle_signals=False: pytest runs in the main thread,
 and signal handling is tested in subprocesses (test_signals.py).
+
+Tests whose docstring starts with "Seed: <library>" port a case of one of the seed
+libraries (notes/seed-semantics.md); where the notes mark the Go behaviour **BUG?**, they
+assert corral's fixed behaviour.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import pytest
 
 import corral
 from corral import Supervisor, TaskState
-from helpers import in_thread
+from corral.testing import MockClock
+from helpers import BLOCKED, REQUEST_ID, AtomicCounter, in_thread
 
 WAIT = 10.0  # a generous backstop (real seconds)
 NOT_YET = 0.2  # how long a negative check ("has not returned") looks
@@ -429,6 +434,460 @@ def test_same_name_while_queued() -> None:
     assert isinstance(excinfo.value.__cause__, corral.Replaced)
 
 
+def test_tm_1_should_execute_multiple_threads() -> None:
+    """Seed: ThreadManager — seed-semantics 1.4 #1: threads queued before Start run at
+    start, threads run with the same ids afterwards run too: all 10 work functions ran."""
+    value = AtomicCounter()
+    sup = make("tm-1")
+    first = [sup.spawn(value.add, 1, name=str(i)) for i in range(5)]
+    assert [t.state for t in first] == [TaskState.PENDING] * 5
+    assert value.value == 0  # queued until start()
+    sup.start()
+    second = [sup.spawn(value.add, 1, name=str(i), replace=True) for i in range(5)]
+    for t in second:
+        t.join(WAIT)
+    sup.stop(WAIT)
+    assert value.value == 10
+    assert all(t.done for t in first)
+    assert [t.state for t in second] == [TaskState.SUCCEEDED] * 5
+
+
+def test_tm_4_should_report_started_stopped_running() -> None:
+    """Seed: ThreadManager — seed-semantics 1.4 #4: (is_started, is_stopped, is_running) is
+    (F, F, F) after construction, (T, F, T) after start, (T, T, F) after stop."""
+    sup = make("tm-4")
+
+    def states() -> tuple[bool, bool, bool]:
+        return (sup.is_started, sup.is_stopped, sup.is_running)
+
+    assert states() == (False, False, False)
+    sup.start()
+    assert states() == (True, False, True)
+    sup.stop(WAIT)
+    assert states() == (True, True, False)
+
+
+def test_tm_5_should_stop_if_stop_is_invoked() -> None:
+    """Seed: ThreadManager — seed-semantics 1.4 #5: Stop cancels a thread sleeping on its
+    context and waits for it (Go: Stop returns in < 3 s; here the cancelled sleep is
+    asserted, 3 s is a backstop)."""
+    started = threading.Event()
+    slept: list[bool] = []
+
+    def sleep() -> None:
+        started.set()
+        slept.append(corral.sleep(10))
+
+    sup = make("tm-5")
+    t = sup.spawn(sleep, name="sleep")
+    sup.start()
+    assert started.wait(WAIT)
+    sup.stop(timeout=WAIT)  # Go asserts < 3 s; here only a backstop
+    assert slept == [False]  # woken by the stop, not by the end of the 10 s
+    assert t.state is TaskState.CANCELLED
+    assert isinstance(t.token.cause, corral.Stopped)
+
+
+def test_tm_6_should_stop_if_the_manager_context_is_cancelled() -> None:
+    """Seed: ThreadManager — seed-semantics 1.4 #6: cancelling the manager's context (the
+    supervisor's token) stops it: it becomes stopped and the thread's token is cancelled."""
+    started = threading.Event()
+    slept: list[bool] = []
+
+    def sleep() -> None:
+        started.set()
+        slept.append(corral.sleep(10))
+
+    mgr_ctx = corral.Token()
+    sup = make("tm-6", token=mgr_ctx)
+    t = sup.spawn(sleep, name="sleep")
+    sup.start()
+    assert started.wait(WAIT)
+    mgr_ctx.cancel("manager context cancelled")
+    sup.wait(timeout=WAIT)
+    assert sup.is_stopped
+    assert slept == [False]
+    assert t.token.cancelled
+    assert t.state is TaskState.CANCELLED
+
+
+def test_tm_7_wait_returns_once_stopped_and_all_tasks_finished() -> None:
+    """Seed: ThreadManager — seed-semantics 1.4 #7: Wait before Start returns at once; after
+    Start it blocks until the manager context's timeout stops the manager (which cancels the
+    thread). On virtual time: the 3 s deadline is exact."""
+    clock = MockClock()
+    mgr_ctx = corral.Token(timeout=3, clock=clock)
+    sup = make("tm-7", token=mgr_ctx)
+    sup.wait(timeout=0)  # before start: returns at once
+    started = threading.Event()
+    slept: list[bool] = []
+
+    def sleep1() -> None:
+        started.set()
+        slept.append(corral.sleep(10))
+
+    t = sup.spawn(sleep1, name="sleep1")
+    sup.start()
+    assert started.wait(WAIT)
+    with pytest.raises(TimeoutError):
+        sup.wait(timeout=BLOCKED)  # nothing stopped it yet
+    clock.advance(3)
+    sup.wait(timeout=WAIT)
+    assert clock.monotonic() == 3
+    assert slept == [False]  # the 10 s sleep was cut short by the stop
+    assert t.state is TaskState.CANCELLED
+    assert sup.is_stopped
+
+
+def test_tm_8_should_cancel_a_thread_if_another_with_the_same_id_is_started() -> None:
+    """Seed: ThreadManager — seed-semantics 1.4 #8: running a task with the id of a running
+    one cancels the old one (cause Replaced); the new one runs once the old one has
+    finished."""
+    started = threading.Event()
+    log: list[str] = []
+
+    def first() -> None:
+        started.set()
+        corral.sleep(10)
+        log.append(f"first ended: {type(corral.current_token().cause).__name__}")
+
+    def second() -> None:
+        log.append("second ran")
+
+    sup = make("tm-8")
+    sup.start()
+    a = sup.spawn(first, name="sleep")
+    assert started.wait(WAIT)
+    b = sup.spawn(second, name="sleep", replace=True)
+    b.join(WAIT)
+    sup.stop(timeout=WAIT)  # Go asserts < 3 s; here only a backstop
+    assert log == ["first ended: Replaced", "second ran"]
+    assert a.state is TaskState.CANCELLED
+    assert b.state is TaskState.SUCCEEDED
+
+
+def test_tm_9_should_have_no_effect_if_started_multiple_times() -> None:
+    """Seed: ThreadManager — seed-semantics 1.4 #9: start() three times before and after the
+    second batch: no error, value == 10."""
+    value = AtomicCounter()
+    sup = make("tm-9")
+    for i in range(5):
+        sup.spawn(value.add, 1, name=str(i))
+    for _ in range(3):
+        sup.start()
+    second = [sup.spawn(value.add, 1, name=str(i), replace=True) for i in range(5)]
+    for _ in range(3):
+        sup.start()
+    for t in second:
+        t.join(WAIT)
+    sup.stop(WAIT)
+    assert value.value == 10
+
+
+def test_tm_10_should_have_no_effect_if_stopped_multiple_times() -> None:
+    """Seed: ThreadManager — seed-semantics 1.4 #10: stop() three times: no error, value ==
+    10."""
+    value = AtomicCounter()
+    sup = make("tm-10")
+    for i in range(5):
+        sup.spawn(value.add, 1, name=str(i))
+    sup.start()
+    second = [sup.spawn(value.add, 1, name=str(i), replace=True) for i in range(5)]
+    for t in second:
+        t.join(WAIT)
+    for _ in range(3):
+        sup.stop(WAIT)
+    assert value.value == 10
+    assert sup.is_stopped
+
+
+def test_tm_11_start_after_stop_raises() -> None:
+    """Seed: ThreadManager — seed-semantics 1.4 #11: Start after Stop panics ->
+    SupervisorStopped."""
+    sup = make("tm-11")
+    sup.start()
+    sup.stop(WAIT)
+    with pytest.raises(corral.SupervisorStopped):
+        sup.start()
+
+
+def test_tm_extra_stop_before_start_cancels_the_queue() -> None:
+    """Seed: ThreadManager — seed-semantics 1.4 extra "Stop before Start raises": corral
+    decided otherwise (DESIGN: stop() before start() just marks it stopped). Queued tasks
+    end CANCELLED without running, their on_finish still runs, and start() then raises."""
+    ran: list[str] = []
+    finished: list[str] = []
+    sup = make("tm-stop-first", on_finish=lambda t: finished.append(t.name))
+    queued = [sup.spawn(ran.append, name, name=name) for name in ("a", "b")]
+    sup.stop(WAIT)
+    assert (sup.is_started, sup.is_stopped, sup.is_running) == (False, True, False)
+    assert ran == []
+    assert [t.state for t in queued] == [TaskState.CANCELLED] * 2
+    assert sorted(finished) == ["a", "b"]
+    with pytest.raises(corral.SupervisorStopped):
+        sup.start()
+
+
+def test_tm_extra_run_after_stop_is_refused() -> None:
+    """Seed: ThreadManager — seed-semantics 1.4 extra "Run after Stop is ignored": corral
+    raises SupervisorStopped instead of dropping the work silently; nothing runs."""
+    ran: list[int] = []
+    sup = make("tm-run-after-stop")
+    sup.start()
+    sup.stop(WAIT)
+    with pytest.raises(corral.SupervisorStopped):
+        sup.spawn(ran.append, 1)
+    assert ran == []
+
+
+def test_tm_extra_same_id_while_queued_replaces_the_queued_task() -> None:
+    """Seed: ThreadManager — seed-semantics 1.4 extra: Run with the same id while queued
+    replaces the queued thread, so only the last one runs (replace=True; without it,
+    DuplicateTaskName)."""
+    ran: list[str] = []
+    finished: list[str] = []
+    sup = make("tm-queued-replace")
+    old = sup.spawn(ran.append, "old", name="x", on_finish=lambda t: finished.append("old"))
+    with pytest.raises(corral.DuplicateTaskName):
+        sup.spawn(ran.append, "dup", name="x")
+    new = sup.spawn(ran.append, "new", name="x", replace=True)
+    assert old.state is TaskState.CANCELLED  # replaced in the queue, never ran
+    sup.start()
+    new.join(WAIT)
+    sup.stop(WAIT)
+    assert ran == ["new"]
+    assert finished == ["old"]  # unlike Go, the replaced task's on_finish still runs
+    with pytest.raises(corral.Cancelled) as info:
+        old.result()
+    assert isinstance(info.value.cause, corral.Replaced)
+
+
+def test_tm_extra_wait_after_stop_returns_at_once() -> None:
+    """Seed: ThreadManager — seed-semantics 1.4 extra: Wait after Stop returns immediately
+    (timeout=0 suffices)."""
+    sup = make("tm-wait-after-stop")
+    sup.start()
+    sup.spawn(wait_for_cancel, name="w")
+    sup.stop(WAIT)
+    sup.wait(timeout=0)
+    assert sup.is_stopped
+
+
+def test_tm_wait_blocks_until_stopped_even_with_no_tasks_left() -> None:
+    """Seed: ThreadManager — seed-semantics 1.2 Wait: if all threads finish but nothing
+    stops the manager, Wait keeps blocking, because new threads can still be added."""
+    sup = make("tm-wait-blocks")
+    sup.start()
+    sup.spawn(lambda: None, name="a").join(WAIT)
+    with pytest.raises(TimeoutError):
+        sup.wait(timeout=BLOCKED)
+    assert sup.spawn(lambda: "more work", name="b").result(WAIT) == "more work"
+    sup.stop(WAIT)
+    sup.wait(timeout=0)
+
+
+def test_tm_bug_replaced_task_end_does_not_cancel_its_replacement() -> None:
+    """Seed: ThreadManager — seed-semantics 1.2 **BUG?** when a replaced thread finishes it
+    cancels (and untracks) its replacement. corral: the old task's end never touches the new
+    one, which keeps running, stays tracked, and is stopped by stop() with cause Stopped."""
+    gate = threading.Event()
+    old_started = threading.Event()
+    new_started = threading.Event()
+
+    def old() -> None:
+        old_started.set()
+        gate.wait(WAIT)  # ignores its token: it ends only after the replacement was spawned
+
+    def new() -> None:
+        new_started.set()
+        corral.current_token().wait(WAIT)
+
+    sup = make("tm-replacement")
+    sup.start()
+    try:
+        a = sup.spawn(old, name="x")
+        assert old_started.wait(WAIT)
+        b = sup.spawn(new, name="x", replace=True)
+        assert a.token.cancelled
+        assert b.state is TaskState.PENDING  # waits for the old one to finish
+    finally:
+        gate.set()
+    a.join(WAIT)
+    assert new_started.wait(WAIT)
+    assert not b.token.cancelled
+    assert sup.get("x") is b
+    sup.stop(WAIT)
+    assert a.state is TaskState.CANCELLED
+    assert state(b) is TaskState.CANCELLED
+    assert isinstance(b.token.cause, corral.Stopped)
+
+
+def test_tm_deadlock_219_stop_from_inside_a_task() -> None:
+    """Seed: ThreadManager — seed-semantics 1.3 #219 (potential deadlock when stopping): a
+    task that calls stop() on its own supervisor does not wait for itself; the supervisor
+    then stops."""
+    log: list[str] = []
+
+    def stopper() -> None:
+        s.stop()
+        log.append("stop() returned inside the task")
+
+    s = make("tm-stop-inside")
+    s.start()
+    t = s.spawn(stopper, name="stopper")
+    s.wait(timeout=WAIT)
+    assert log == ["stop() returned inside the task"]
+    assert s.is_stopped
+    assert t.done
+
+
+def test_tm_deadlock_219_stop_from_a_callback_while_stopping() -> None:
+    """Seed: ThreadManager — seed-semantics 1.3 #219: Stop called from a callback (onFinish)
+    while a stop is in progress returns early instead of deadlocking (Go returns before
+    taking the lock)."""
+    outcomes: list[str] = []
+    started = threading.Event()
+
+    def on_finish(t: corral.Task[Any]) -> None:
+        try:
+            s.stop(timeout=2)  # backstop: a deadlock shows as StopTimeout after 2 s
+            outcomes.append("returned")
+        except corral.StopTimeout:
+            outcomes.append("deadlocked until StopTimeout")
+
+    def work() -> None:
+        started.set()
+        corral.current_token().wait(WAIT)
+
+    s = make("tm-stop-in-callback", on_finish=on_finish)
+    s.start()
+    s.spawn(work, name="work")
+    assert started.wait(WAIT)
+    s.stop(WAIT)
+    assert outcomes == ["returned"]
+
+
+def test_tm_stop_blocks_on_a_task_that_ignores_its_token() -> None:
+    """Seed: ThreadManager — seed-semantics 1.2 Stop: a thread whose work ignores its ctx
+    keeps Stop blocked until it returns. corral: stop(timeout) raises StopTimeout naming it
+    with its stack; the stop completes once it returns."""
+    gate = threading.Event()
+    started = threading.Event()
+
+    def stubborn() -> None:
+        started.set()
+        gate.wait(WAIT)
+
+    sup = make("tm-stubborn")
+    sup.start()
+    t = sup.spawn(stubborn, name="stubborn")
+    try:
+        assert started.wait(WAIT)
+        with pytest.raises(corral.StopTimeout) as info:
+            sup.stop(timeout=BLOCKED)
+        assert list(info.value.running) == ["stubborn"]
+        assert "in stubborn" in info.value.running["stubborn"]
+        assert sup.is_stopped
+        assert t.state is TaskState.RUNNING
+    finally:
+        gate.set()
+    sup.wait(timeout=WAIT)
+    assert state(t) is TaskState.CANCELLED  # it returned after its token was cancelled
+
+
+def test_tm_causes_tell_stop_replace_and_cancel_apart() -> None:
+    """Seed: ThreadManager — seed-semantics 1.2: in Go, Stop, replacement and cancel all
+    give plain context.Canceled. corral keeps the cause: Stopped, Replaced, or the given
+    text; none is a failure."""
+    started = {key: threading.Event() for key in ("replaced", "cancelled", "stopped")}
+    causes: dict[str, BaseException | None] = {}
+
+    def waiter(key: str) -> None:
+        started[key].set()
+        tok = corral.current_token()
+        tok.wait(WAIT)
+        causes[key] = tok.cause
+
+    sup = make("tm-causes")
+    sup.start()
+    replaced = sup.spawn(waiter, "replaced", name="x")
+    cancelled = sup.spawn(waiter, "cancelled", name="y")
+    sup.spawn(waiter, "stopped", name="z")
+    assert all(e.wait(WAIT) for e in started.values())
+    sup.spawn(lambda: None, name="x", replace=True)
+    cancelled.cancel("by hand")
+    replaced.join(WAIT)
+    cancelled.join(WAIT)
+    sup.stop(WAIT)
+    assert isinstance(causes["replaced"], corral.Replaced)
+    assert isinstance(causes["cancelled"], corral.Cancelled)
+    assert str(causes["cancelled"]) == "by hand"
+    assert isinstance(causes["stopped"], corral.Stopped)
+    assert sup.failures == []
+
+
+def test_tm_queued_tasks_start_in_spawn_order() -> None:
+    """Seed: ThreadManager — seed-semantics 1.2 Start: Go starts queued threads in map order
+    (unspecified). corral starts them in spawn order (visible with limit=1)."""
+    order: list[str] = []
+    sup = make("tm-order-of-start", limit=1)
+    tasks = [sup.spawn(order.append, name, name=name) for name in ("c", "a", "b")]
+    sup.start()
+    for t in tasks:
+        t.join(WAIT)
+    sup.stop(WAIT)
+    assert order == ["c", "a", "b"]
+
+
+def test_tm_nil_work_is_a_type_error() -> None:
+    """Seed: ThreadManager — seed-semantics 1.2 Run: a nil work func is allowed and skipped
+    in Go. corral checks arguments at the call: a non-callable is a TypeError, and nothing
+    is queued."""
+    sup = make("tm-nil")
+    with pytest.raises(TypeError):
+        sup.spawn(None, name="nil")  # type: ignore[arg-type]
+    assert len(sup) == 0
+    sup.stop(WAIT)
+
+
+def test_tm_manager_token_cancelled_before_start_stops_it() -> None:
+    """Seed: ThreadManager — seed-semantics 1.2: mgrCtx.Done() stops the manager only once
+    started (Go). corral: cancelling the supervisor's token stops it at once, even before
+    start(): queued tasks end without running, and start() then raises."""
+    ran: list[int] = []
+    mgr_ctx = corral.Token()
+    sup = make("tm-token-first", token=mgr_ctx)
+    t = sup.spawn(ran.append, 1, name="queued")
+    mgr_ctx.cancel("manager context cancelled")
+    sup.wait(timeout=WAIT)
+    assert sup.is_stopped
+    assert t.state is TaskState.CANCELLED
+    assert ran == []
+    with pytest.raises(corral.SupervisorStopped):
+        sup.start()
+
+
+def test_routine_run_returned_cancel_cancels_the_routine() -> None:
+    """Seed: routine — seeds/004 routine.Run: the routine's context is cancelled if the
+    returned CancelFunc is called -> Task.cancel() cancels the task's token."""
+    started = threading.Event()
+
+    def routine() -> None:
+        started.set()
+        corral.current_token().wait(WAIT)
+
+    sup = make("routine-cancel")
+    sup.start()
+    t = sup.spawn(routine)
+    assert started.wait(WAIT)
+    t.cancel()
+    t.join(WAIT)
+    assert t.state is TaskState.CANCELLED
+    assert t.token.cancelled
+    assert sup.is_running  # only that routine was cancelled
+    sup.stop(WAIT)
+
+
 # -- failures ------------------------------------------------------------------------------
 
 
@@ -638,6 +1097,71 @@ def test_stop_from_a_hook_does_not_deadlock() -> None:
     assert outcome == ["returned"]
 
 
+def test_tm_errors_are_logged_once_and_kept_in_failures(
+    corral_log: pytest.LogCaptureFixture,
+) -> None:
+    """Seed: ThreadManager — seed-semantics 1.2: errors are only logged ("Error in thread"
+    with the id). corral: a supervisor logs a failure once at ERROR with its traceback,
+    keeps it in `failures`, and stop() does not raise it."""
+    err = RuntimeError("watch failed")
+    sup = make("tm-errors")
+    sup.start()
+    sup.spawn(raises(err), name="watch").join(WAIT)
+    sup.stop(WAIT)
+    assert sup.failures == [err]
+    errors = [r for r in corral_log.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].exc_info is not None
+    assert errors[0].exc_info[1] is err
+    assert "watch" in errors[0].getMessage()
+
+
+def test_tm_exception_in_on_finish_is_logged_not_fatal(
+    corral_log: pytest.LogCaptureFixture,
+) -> None:
+    """Seed: ThreadManager — seed-semantics 1.2: a panic in work or onFinish crashes the Go
+    process. corral: a callback that raises is logged and the supervisor keeps working."""
+    err = RuntimeError("callback bug")
+
+    def bad(t: corral.Task[Any]) -> None:
+        raise err
+
+    sup = make("tm-bad-callback", on_finish=bad)
+    sup.start()
+    assert sup.spawn(lambda: 1, name="one").result(WAIT) == 1
+    assert sup.spawn(lambda: 2, name="two").result(WAIT) == 2
+    sup.stop(WAIT)
+    logged = [r for r in corral_log.records if r.exc_info is not None and r.exc_info[1] is err]
+    assert len(logged) == 2
+    assert sup.failures == []
+
+
+def test_routine_1_catches_panics(corral_log: pytest.LogCaptureFixture) -> None:
+    """Seed: routine — seed-semantics 4.5 #1 TestRun_catchesPanics: a routine that panics
+    does not crash the caller, and the wrapper's deferred signal still fires. corral: the
+    failure is logged at ERROR, kept in the supervisor's failures, and neither join nor stop
+    raises it."""
+    err = RuntimeError("test")
+    deferred = threading.Event()
+
+    def routine() -> None:
+        try:
+            raise err
+        finally:
+            deferred.set()
+
+    sup = make("routine-1")
+    sup.start()
+    t = sup.spawn(routine)
+    t.join(WAIT)  # does not raise
+    sup.stop(WAIT)  # does not raise
+    assert deferred.is_set()
+    assert t.state is TaskState.FAILED
+    assert sup.failures == [err]
+    assert [r.exc_info[1] for r in corral_log.records
+            if r.levelno >= logging.ERROR and r.exc_info] == [err]
+
+
 # -- stop order with needs -------------------------------------------------------------------
 
 
@@ -699,6 +1223,38 @@ def test_two_layer_stop_order_log(sup: Supervisor) -> None:
     assert web_ready.wait(WAIT)
     sup.stop(timeout=WAIT)
     assert log.lines == ["web cancelled", "db still up: True", "web stopped", "db cancelled"]
+
+
+def test_gm_readme_dependencies_shut_down_in_reverse_order() -> None:
+    """Seed: goroutine-manager — seeds/001 README §5 "Handling Dependencies Between
+    Goroutines": one goroutine must be shut down and waited for before the one it depends on
+    -> needs=: the dependent starts after what it needs and is stopped (and finished) before
+    it."""
+    log: list[str] = []
+    lock = threading.Lock()
+
+    def service(name: str) -> None:
+        with lock:
+            log.append(f"{name} started")
+        corral.ready()
+        corral.current_token().wait(WAIT)
+        with lock:
+            log.append(f"{name} stopped")
+
+    sup = make("gm-deps")
+    sup.spawn(service, "hypervisor", name="hypervisor", signals_ready=True)
+    firecracker = sup.spawn(
+        service, "firecracker", name="firecracker", needs=("hypervisor",), signals_ready=True
+    )
+    sup.start()
+    firecracker.wait_ready(WAIT)
+    sup.stop(WAIT)
+    assert log == [
+        "hypervisor started",
+        "firecracker started",
+        "firecracker stopped",
+        "hypervisor stopped",
+    ]
 
 
 # -- a stop of many running tasks ------------------------------------------------------------
@@ -784,6 +1340,31 @@ def test_a_stop_stops_pacing_once_a_batch_does_not_end_and_cancels_the_rest_at_o
     stopping.join(WAIT)
     assert not stopping.is_alive()
     assert waits == [4]  # one batch waited for in vain; the other 36 cancelled at once
+
+
+def test_tm_deadlock_more_than_100_tasks_end_during_stop() -> None:
+    """Seed: ThreadManager — seed-semantics 1.2: with the watcher itself stopping, more than
+    100 threads finishing during Stop filled the `returns` buffer and blocked Stop forever.
+    corral: 120 tasks end during stop(), every hook runs, stop() completes."""
+    n = 120
+    running = AtomicCounter()
+    all_running = threading.Event()
+    finished = AtomicCounter()
+
+    def work() -> None:
+        if running.add(1) == n:
+            all_running.set()
+        corral.current_token().wait(WAIT)
+
+    mgr_ctx = corral.Token()
+    sup = make("tm-many", token=mgr_ctx, on_finish=lambda t: finished.add(1))
+    sup.start()
+    tasks = [sup.spawn(work) for _ in range(n)]
+    assert all_running.wait(WAIT)
+    mgr_ctx.cancel("manager context cancelled")  # the stop starts off the caller's thread
+    sup.wait(timeout=WAIT)
+    assert finished.value == n
+    assert all(t.state is TaskState.CANCELLED for t in tasks)
 
 
 # -- hooks ---------------------------------------------------------------------------------------
@@ -924,6 +1505,60 @@ def test_return_only_after_the_hooks_of_every_ended_task_ran(how: str) -> None:
     assert log.lines == ["hook entered", "hook done", f"{how} returned"]
 
 
+def test_tm_2_should_execute_on_finish_functions_in_threads() -> None:
+    """Seed: ThreadManager — seed-semantics 1.4 #2: a thread's own onFinish runs (work +1,
+    onFinish -1 for the first five; no onFinish for the next five): value == 5."""
+    value = AtomicCounter()
+    sup = make("tm-2")
+    for i in range(5):
+        sup.spawn(value.add, 1, name=str(i), on_finish=lambda t: value.add(-1))
+    sup.start()
+    second = [sup.spawn(value.add, 1, name=str(i), replace=True) for i in range(5)]
+    for t in second:
+        t.join(WAIT)
+    sup.stop(WAIT)
+    assert value.value == 5
+
+
+def test_tm_3_should_execute_on_finish_functions_in_thread_manager() -> None:
+    """Seed: ThreadManager — seed-semantics 1.4 #3: the manager's onFinish runs for all 10
+    threads: value == 0."""
+    value = AtomicCounter()
+    sup = make("tm-3", on_finish=lambda t: value.add(-1))
+    for i in range(5):
+        sup.spawn(value.add, 1, name=str(i))
+    sup.start()
+    second = [sup.spawn(value.add, 1, name=str(i), replace=True) for i in range(5)]
+    for t in second:
+        t.join(WAIT)
+    sup.stop(WAIT)
+    assert value.value == 0
+
+
+def test_tm_extra_callback_order_task_then_supervisor() -> None:
+    """Seed: ThreadManager — seed-semantics 1.4 extra / 1.2: the thread's onFinish runs
+    before the manager's, both get the thread's result (here the Task: state and error), and
+    the thread's token is already cancelled when they run."""
+    err = RuntimeError("cache.Start failed")
+    log: list[tuple[str, str, TaskState, BaseException | None, bool]] = []
+
+    def record(who: str) -> Callable[[corral.Task[Any]], None]:
+        def hook(t: corral.Task[Any]) -> None:
+            log.append((who, t.name, t.state, t.last_error, t.token.cancelled))
+
+        return hook
+
+    sup = make("tm-order", on_finish=record("supervisor"))
+    sup.start()
+    t = sup.spawn(raises(err), name="watch", on_finish=record("task"))
+    t.join(WAIT)
+    sup.stop(WAIT)
+    assert log == [
+        ("task", "watch", TaskState.FAILED, err, True),
+        ("supervisor", "watch", TaskState.FAILED, err, True),
+    ]
+
+
 # -- corral.go() -----------------------------------------------------------------------------------
 
 
@@ -1016,3 +1651,37 @@ def test_a_failure_collected_by_a_plain_group_is_logged_at_debug_and_raised(
     assert [type(e) for e in caught.value.exceptions] == [ValueError]
     records = [r for r in corral_log.records if "collected failure" in r.getMessage()]
     assert [r.levelno for r in records] == [logging.DEBUG]
+
+
+def test_routine_run_maps_to_corral_go() -> None:
+    """Seed: routine — seeds/004 routine.Run -> corral.go (DESIGN): the default supervisor
+    runs the routine with the caller's context values and a token of its own, cancels that
+    token once the routine returned, and reports a panic without raising it in the caller."""
+    from corral._supervisor import _reset_default_for_tests
+
+    results: dict[str, object] = {}
+
+    def ok() -> str:
+        results["token"] = corral.current_token()
+        return REQUEST_ID.get()
+
+    def caller() -> None:  # not the main thread: the default supervisor leaves signals alone
+        REQUEST_ID.set("req-go")
+        t_ok = corral.go(ok)
+        t_boom = corral.go(raises(RuntimeError("test")))
+        results["value"] = t_ok.result(WAIT)
+        t_boom.join(WAIT)  # does not raise
+        results["boom"] = t_boom.exception()
+
+    _reset_default_for_tests()
+    try:
+        thread = threading.Thread(target=caller)
+        thread.start()
+        thread.join(WAIT)
+    finally:
+        _reset_default_for_tests()
+    assert results["value"] == "req-go"
+    token = results["token"]
+    assert isinstance(token, corral.Token)
+    assert token.cancelled
+    assert isinstance(results["boom"], RuntimeError)

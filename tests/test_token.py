@@ -1,4 +1,9 @@
-"""Token: cooperative cancellation in a tree, deadlines, callbacks and the module shortcuts."""
+"""Token: cooperative cancellation in a tree, deadlines, callbacks and the module shortcuts.
+
+Tests whose docstring starts with "Seed: <library>" port a case of one of the seed
+libraries (notes/seed-semantics.md); where the notes mark the Go behaviour **BUG?**, they
+assert corral's fixed behaviour.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +19,12 @@ from typing import Any
 import pytest
 
 import corral
+from corral import TaskState
 from corral._clock import SystemClock
 from corral.testing import MockClock
+from helpers import is_cancelled, supervisor
 
 BACKSTOP = 10.0  # seconds; a generous limit for things that should happen at once
-
-
-def is_cancelled(tok: corral.Token) -> bool:
-    """``tok.cancelled``, read afresh (mypy would narrow the property across statements)."""
-    return tok.cancelled
 
 
 class Background:
@@ -206,6 +208,47 @@ def test_cancel_without_cause_records_a_cancelled() -> None:
     tok = corral.Token()
     tok.cancel()
     assert isinstance(tok.cause, corral.Cancelled)
+
+
+def test_routine_2_creates_new_context() -> None:
+    """Seed: routine — seed-semantics 4.5 #2 TestRun_createsNewContext: the routine's
+    context is not the one passed in. corral: a task's token is its own, neither the
+    spawner's nor the group's, but a descendant of the group's."""
+    seen: list[corral.Token] = []
+
+    def routine() -> None:
+        seen.append(corral.current_token())
+        corral.current_token().wait(BACKSTOP)
+
+    sup = supervisor("routine-2")
+    sup.start()
+    outside = corral.current_token()
+    t = sup.spawn(routine)
+    t.wait_ready(BACKSTOP)
+    sup.stop(BACKSTOP)
+    assert seen == [t.token]
+    assert seen[0] is not outside
+    assert seen[0] is not sup.token
+    assert isinstance(seen[0].cause, corral.Stopped)  # cancelled through the group's token
+
+
+def test_routine_7_cancels_context_after_routine_is_finished() -> None:
+    """Seed: routine — seed-semantics 4.5 #7 TestRun_cancelsContextAfterRoutineIsFinished:
+    once the routine returned its context is cancelled (Go: eventually; corral: by the time
+    join returns), so what it registered on cancel is released."""
+    tokens: list[corral.Token] = []
+    released = threading.Event()
+
+    def routine() -> None:
+        tok = corral.current_token()
+        tokens.append(tok)
+        tok.on_cancel(released.set)
+
+    with corral.Group("routine-7") as g:
+        t = g.spawn(routine)
+    assert t.state is TaskState.SUCCEEDED
+    assert tokens[0].cancelled
+    assert released.is_set()
 
 
 # -- check ------------------------------------------------------------------------------
@@ -815,6 +858,41 @@ def test_shortcut_sleep_in_a_task_checks_its_argument() -> None:
     with pytest.raises(ExceptionGroup) as info:
         g.join()
     assert info.group_contains(ValueError)
+
+
+def test_tg_event_aware_sleep_stops_the_retry_loop() -> None:
+    """Seed: ThreadGroup — seeds/002 event_aware_sleep: verify_user's retry loop sleeps 5 s
+    between retries and breaks out as soon as the group's event is set (the group is
+    cancelled)."""
+    sleeping = threading.Event()
+    log: list[str] = []
+
+    def verify_user(user: str) -> None:
+        retries = 3
+        while retries > 0:
+            log.append(f"verify {user}")  # verify_user_internal() failed
+            sleeping.set()
+            if not corral.sleep(5):
+                log.append("stopped sleeping early")
+                break
+            retries -= 1
+
+    g = corral.Group("verify")
+    g.spawn(verify_user, "alice")
+    assert sleeping.wait(BACKSTOP)
+    g.cancel(corral.Stopped("abort"))
+    g.join(BACKSTOP)
+    assert log == ["verify alice", "stopped sleeping early"]
+
+
+def test_tg_event_aware_sleep_outside_a_group_is_a_plain_sleep() -> None:
+    """Seed: ThreadGroup — seeds/002: with no group event (main thread, no parent group)
+    event_aware_sleep is a regular sleep: corral.sleep returns True and the current token is
+    never cancelled."""
+    assert corral.current_task() is None
+    assert corral.sleep(0.001) is True
+    assert not corral.cancelled()
+    assert not corral.current_token().cancelled
 
 
 # -- what a parent and a clock keep (memory of a long-running service) -----------------

@@ -1,6 +1,11 @@
 """The tree of groups: groups made inside tasks are children, detached groups and groups
 made outside any task are roots, cancellation reaches every descendant, and a task is not
-finished before the groups it made (DESIGN.md, "The tree" and "Top-level groups")."""
+finished before the groups it made (DESIGN.md, "The tree" and "Top-level groups").
+
+Tests whose docstring starts with "Seed: <library>" port a case of one of the seed
+libraries (notes/seed-semantics.md); where the notes mark the Go behaviour **BUG?**, they
+assert corral's fixed behaviour.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import pytest
 
 import corral
 from corral import TaskState
-from helpers import TIMEOUT, released, wait, wait_token
+from helpers import REQUEST_ID, TIMEOUT, released, wait, wait_token
 
 
 def gated(gate: threading.Event, value: object = None) -> object:
@@ -296,3 +301,106 @@ def test_a_group_given_a_token_outside_any_task_is_a_root_cancelled_with_it() ->
     assert t.state is TaskState.CANCELLED
     assert isinstance(g.token.cause, corral.Cancelled)
     assert g.token.cause.args == ("from outside",)
+
+
+def test_tg_tree_of_groups_and_cancel_of_the_subtree() -> None:
+    """Seed: ThreadGroup — seeds/002: two groups made in the main thread are roots; groups
+    made by a task of ThreadGroup2 are its children (2.1, 2.2, 2.3);
+    set_event_for_child_tasks on ThreadGroup2 (cancel) sets the event of every child group,
+    and not ThreadGroup1's."""
+    made: list[corral.Group] = []
+    made_event = threading.Event()
+
+    def worker_method() -> None:
+        made.extend(corral.Group(f"ThreadGroup2.{i}") for i in (1, 2, 3))
+        for sub in made:
+            sub.spawn(wait_token)
+        made_event.set()
+        corral.current_token().wait(TIMEOUT)
+
+    g1 = corral.Group("ThreadGroup1")
+    g2 = corral.Group("ThreadGroup2")
+    g1_task = g1.spawn(wait_token)
+    assert g1.parent is None
+    assert g2.parent is None
+    assert {g1, g2} <= set(corral.roots())
+    g2.spawn(worker_method)
+    assert made_event.wait(TIMEOUT)
+    assert g2.children == made
+    assert all(sub.parent is g2 for sub in made)
+    assert not set(made) & set(corral.roots())
+
+    g2.cancel()  # set_event_for_child_tasks
+    assert all(sub.token.cancelled for sub in made)
+    assert not g1.token.cancelled
+    g2.join(TIMEOUT)
+    assert all(sub.closed for sub in made)
+    assert g1_task.state is TaskState.RUNNING
+    g1.cancel()
+    g1.join(TIMEOUT)
+
+
+def test_tg_forest_detached_group_is_a_root_of_its_own() -> None:
+    """Seed: ThreadGroup — seeds/002: the tree can become a forest (daemon threads spawned
+    from a group) -> Group(detached=True) inside a task is a root, not the task's child, and
+    is not cancelled with it."""
+    made: list[corral.Group] = []
+    made_event = threading.Event()
+    daemon_started = threading.Event()
+
+    def daemon() -> None:
+        daemon_started.set()
+        corral.current_token().wait(TIMEOUT)
+
+    def spawner() -> None:
+        d = corral.Group("daemons", detached=True)
+        made.append(d)
+        d.spawn(daemon)
+        made_event.set()
+
+    g = corral.Group("owner")
+    g.spawn(spawner)
+    assert made_event.wait(TIMEOUT)
+    d = made[0]
+    g.join(TIMEOUT)  # the task did not wait for its detached group
+    g.cancel()
+    assert d.parent is None
+    assert d in corral.roots()
+    assert daemon_started.wait(TIMEOUT)
+    assert not d.token.cancelled
+    d.cancel()
+    d.join(TIMEOUT)
+
+
+def test_bg_v1_4_head_4_head_14_parent_cancel_does_not_reach_the_task() -> None:
+    """Seed: background — seed-semantics 3.5 v1 #4, HEAD #4 and HEAD #14: the task context
+    keeps the parent's values but is never cancelled by the parent (WithoutCancel). corral:
+    work started by a request handler in a detached group keeps the handler's contextvars
+    and is not cancelled when the request's group is."""
+    proceed = threading.Event()
+    work_started = threading.Event()
+    seen: list[tuple[str, bool]] = []
+    detached: list[corral.Group] = []
+
+    def work() -> None:
+        work_started.set()
+        proceed.wait(TIMEOUT)
+        seen.append((REQUEST_ID.get(), corral.cancelled()))
+
+    def handler() -> None:
+        REQUEST_ID.set("req-7")
+        d = corral.Group("background work", detached=True)
+        detached.append(d)
+        d.spawn(work)
+
+    request = corral.Group("request")
+    try:
+        request.spawn(handler)
+        request.join(TIMEOUT)
+        assert work_started.wait(TIMEOUT)
+        request.cancel("the request is over")
+    finally:
+        proceed.set()
+    d = detached[0]
+    d.join(TIMEOUT)
+    assert seen == [("req-7", False)]
