@@ -65,7 +65,7 @@ def _no_default_coordinator_leaks() -> Iterator[None]:
     """A test that made the process-wide coordinator (CORRAL_COORDINATOR, go()) must
     not hand it to the next test."""
     yield
-    from corral._lease import _reset_default
+    from corral._coordinator import _reset_default
 
     _reset_default()
 

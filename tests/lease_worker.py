@@ -24,8 +24,9 @@ A tick's ``t`` and ``deadline_left`` are read *before* the checks: the tick stan
 "the lease was valid at ``t``". A process frozen (SIGSTOP) between the checks and the
 write still writes the line when it wakes, but with the time at which it checked; the
 write arriving late is the check-then-act race that only fencing at the resource can
-close (leases.md §3), not something the lease can prevent. ``deadline_left`` is the
-lease's deadline minus the lease clock at ``t`` (null for a file lease: no expiry).
+close (see "Fencing" in the README), not something the lease can prevent.
+``deadline_left`` is the lease's deadline minus the lease clock at ``t`` (null for a
+file lease: no expiry).
 
 When stdin is a pipe, end of file on it ends the worker at once (exit status 3): the
 test keeps the pipe open, so no worker outlives a test run that was killed.
@@ -45,7 +46,7 @@ import time
 from typing import Any
 
 import corral
-from corral._lease import lease_clock
+from corral._coordinator import lease_clock
 
 TICK = 0.02  # seconds between ticks
 

@@ -1,8 +1,9 @@
-"""What `import corral` loads: only what a plain group needs (issue 7, §8 "Import").
+"""What `import corral` loads: only what a plain group needs.
 
-`dataclasses` pulled in `inspect`, `ast` and `dis` (11 ms of 25); the lease module
-(file locks, Redis) loads on first use. Times are measured in benchmarks/run.py; these
-tests pin the modules, which do not flake.
+`dataclasses` pulled in `inspect`, `ast` and `dis` (11 ms of 25); the lease modules
+(coordinators, file locks, Redis, the campaign) load on first use, each when it is
+needed. Times are measured in benchmarks/run.py; these tests pin the modules, which do
+not flake.
 """
 
 from __future__ import annotations
@@ -27,20 +28,26 @@ def modules_after(code: str) -> set[str]:
     return set(json.loads(out.stdout.splitlines()[-1]))
 
 
+LEASE_MODULES = {
+    "corral._coordinator", "corral._file_coordinator", "corral._redis_coordinator",
+    "corral._campaign",
+}
+
+
 def test_import_corral_loads_no_dataclasses_inspect_ast_or_hashlib() -> None:
     loaded = modules_after("import corral")
     assert "corral._group" in loaded
     assert not loaded & {"dataclasses", "inspect", "ast", "dis", "hashlib", "tempfile", "socket"}
 
 
-def test_a_plain_group_does_not_load_the_lease_module() -> None:
+def test_a_plain_group_does_not_load_the_lease_modules() -> None:
     loaded = modules_after(
         "import corral\n"
         "with corral.Group(limit=2) as g:\n"
         "    g.spawn(print, 'ok')\n"
         "    assert list(g.map(abs, [-1, 2])) == [1, 2]\n"
     )
-    assert "corral._lease" not in loaded
+    assert not loaded & LEASE_MODULES
     assert not loaded & {"dataclasses", "inspect", "pathlib", "urllib.parse", "random"}
 
 
@@ -54,13 +61,22 @@ def test_the_lease_names_load_on_first_use_and_report_module_corral() -> None:
         "    assert getattr(corral, name).__module__ == 'corral', name\n"
         "    assert name in dir(corral)\n"
     )
-    assert "corral._lease" in loaded
+    assert loaded & LEASE_MODULES == {
+        "corral._coordinator", "corral._file_coordinator", "corral._redis_coordinator"
+    }
+    assert "redis" not in loaded  # (imported when a RedisCoordinator is made)
     with pytest.raises(AttributeError, match="no_such_name"):
         corral.no_such_name  # noqa: B018
 
 
-def test_a_singleton_loads_the_lease_module_by_itself(tmp_path: object) -> None:
-    # No lease name touched first: the group loads the module when a singleton needs it.
+def test_a_lease_name_loads_only_the_module_it_needs() -> None:
+    loaded = modules_after("from corral import Lease, current_lease")
+    assert loaded & LEASE_MODULES == {"corral._coordinator"}
+
+
+def test_a_singleton_loads_the_lease_modules_by_itself(tmp_path: object) -> None:
+    # No lease name touched first: the group loads the modules when a singleton needs them
+    # (a file lease: not the Redis backend).
     loaded = modules_after(
         "import corral, sys, tempfile\n"
         "d = tempfile.mkdtemp()\n"
@@ -70,7 +86,9 @@ def test_a_singleton_loads_the_lease_module_by_itself(tmp_path: object) -> None:
         "assert lease is not None and lease.name == 'one', lease\n"
         "assert type(lease).__module__ == 'corral'\n"
     )
-    assert "corral._lease" in loaded
+    assert loaded & LEASE_MODULES == {
+        "corral._coordinator", "corral._file_coordinator", "corral._campaign"
+    }
 
 
 # -- Backoff and Hooks: frozen records as the dataclasses were ------------------------------

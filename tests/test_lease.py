@@ -47,7 +47,7 @@ from corral import (
     Supervisor,
     TaskState,
 )
-from corral._lease import _reset_default, default_coordinator, lease_clock
+from corral._coordinator import _reset_default, default_coordinator, lease_clock
 from helpers import TIMEOUT, Concurrency, in_thread, released, wait
 from redis_server import RedisServer, free_port
 
@@ -545,14 +545,14 @@ def test_a_campaigner_says_who_holds_the_lease(
     when the campaign last asked (owner "host:pid", fence), without I/O; ``observe``
     asks the backend. Both are None once nobody holds it."""
     saw = threading.Event()
-    record = coordinator._saw
+    record = coordinator.note_holder
 
     def spy(name: str, holder: corral.Lease | None) -> None:  # passes every call through
         record(name, holder)
         if holder is not None:
             saw.set()
 
-    monkeypatch.setattr(coordinator, "_saw", spy)
+    monkeypatch.setattr(coordinator, "note_holder", spy)
     assert coordinator.seen("leader") is None
     # Held by "another process" (a direct acquisition: no run of the name here).
     held = grant(coordinator, "leader", owner="elsewhere:4242", secret="theirs")
@@ -565,7 +565,7 @@ def test_a_campaigner_says_who_holds_the_lease(
         seen = coordinator.seen("leader")
         assert seen is not None
         assert (seen.name, seen.owner, seen.fence) == ("leader", "elsewhere:4242", held.fence)
-        assert seen._secret is None
+        assert seen.secret is None
         observed = coordinator.observe("leader")
         assert observed is not None
         assert (observed.owner, observed.fence) == ("elsewhere:4242", held.fence)

@@ -1,14 +1,18 @@
 """The public Coordinator interface: a backend of one's own plugs into singletons.
 
 An in-memory coordinator (one process) stands for a future backend (PostgreSQL, etcd):
-it must be enough to implement the four calls. A failing backend never lets a
-singleton run ("fail open"), and is logged at ERROR once per kind of error.
+it must be enough to implement the four calls, with public names only (``lease.secret``,
+``self.note_holder``). A failing backend never lets a singleton run ("fail open"), and
+is logged at ERROR once per kind of error.
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
 import logging
 import math
+import textwrap
 import threading
 
 import pytest
@@ -34,13 +38,16 @@ class MemoryCoordinator(corral.Coordinator):
         with self._lock:
             held = self._holders.get(name)
             if held is not None and held[0] != secret:
+                # What seen() reports while a campaign of this process waits.
+                self.note_holder(name, corral.Lease(name, held[1], held[2], math.inf))
                 return None
+            self.note_holder(name, None)
             if held is None:
                 fence = self._fences[name] = self._fences.get(name, 0) + 1
                 self._holders[name] = (secret, fence, owner)
             else:
                 fence = held[1]
-            return corral.Lease(name, fence, owner, math.inf, secret=secret, coordinator=self)
+            return corral.Lease(name, fence, owner, math.inf, secret=secret)
 
     def renew(self, lease: corral.Lease) -> bool:
         with self._lock:
@@ -49,18 +56,53 @@ class MemoryCoordinator(corral.Coordinator):
                 self.refuse_once.clear()
                 self._holders.pop(lease.name, None)  # taken away (expired elsewhere)
             held = self._holders.get(lease.name)
-            return held is not None and held[0] == lease._secret
+            return held is not None and held[0] == lease.secret
 
     def release(self, lease: corral.Lease) -> None:
         with self._lock:
             held = self._holders.get(lease.name)
-            if held is not None and held[0] == lease._secret:
+            if held is not None and held[0] == lease.secret:
                 del self._holders[lease.name]
 
     def observe(self, name: str) -> corral.Lease | None:
         with self._lock:
             held = self._holders.get(name)
         return None if held is None else corral.Lease(name, held[1], held[2], math.inf)
+
+
+def test_a_coordinator_of_ones_own_needs_no_private_name_of_corral() -> None:
+    source = textwrap.dedent(inspect.getsource(MemoryCoordinator))
+    private = [
+        (ast.unparse(node.value), node.attr) for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+    ]
+    # Only attributes of its own: none of a Lease, none that Coordinator defines.
+    assert {attr for _, attr in private} == {"_lock", "_holders", "_fences"}
+    assert {owner for owner, _ in private} == {"self"}
+    assert not {"_lock", "_holders", "_fences"} & {*dir(corral.Coordinator), "_seen_holders"}
+
+
+def test_a_lease_s_secret_is_public_and_read_only() -> None:
+    lease = corral.Lease("job", 1, "here:1", math.inf, secret="s3cret")
+    assert lease.secret == "s3cret"
+    with pytest.raises(AttributeError):
+        lease.secret = "other"  # type: ignore[misc]
+    assert corral.Lease("job", 1, "there:2", math.inf).secret is None  # someone else's
+
+
+def test_seen_says_whom_a_coordinator_of_ones_own_saw_holding_the_lease() -> None:
+    memory = MemoryCoordinator()
+    assert memory.seen("job") is None
+    mine = memory.try_acquire("job", owner="here:1", secret="a")
+    assert mine is not None
+    assert memory.try_acquire("job", owner="there:2", secret="b") is None
+    seen = memory.seen("job")
+    assert seen is not None
+    assert (seen.owner, seen.fence, seen.secret) == ("here:1", 1, None)
+    memory.release(mine)
+    assert memory.try_acquire("job", owner="there:2", secret="b") is not None
+    assert memory.seen("job") is None
 
 
 def test_a_coordinator_of_ones_own_runs_one_singleton_at_a_time_and_hands_over() -> None:

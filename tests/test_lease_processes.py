@@ -3,7 +3,7 @@
 Each test starts ``lease_worker.py`` processes (each a ``Supervisor`` with one
 ``singleton=True`` task per name, campaigning for the lease), injects a fault (SIGTERM,
 ``kill -9``, SIGSTOP of the holder; a Redis restart; Redis cut off by a TCP proxy),
-and then checks the shared log that the holders wrote (leases.md §9.3):
+and then checks the shared log that the holders wrote for these properties:
 
 - per name, acquisitions in time order have strictly increasing fences;
 - the belief windows [acquired, last tick] of different fences never overlap, and
@@ -290,7 +290,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
 
 
 def takeover_bound(kind: str, sig: int) -> float:
-    """How long after the fault the next acquisition must come (leases.md §9.3 I4)."""
+    """How long after the fault the next acquisition must come (the takeover bound)."""
     if kind == "file":  # the kernel drops the lock at once: the next poll takes it
         return FILE_POLL * 1.2 + FILE_SLACK
     if sig == signal.SIGTERM:  # the lease is released: the next poll takes it

@@ -39,11 +39,11 @@ from ._task import sleep as sleep
 from ._token import Token as Token
 
 if TYPE_CHECKING:  # at run time, loaded on first use: see __getattr__ below
-    from ._lease import Coordinator as Coordinator
-    from ._lease import FileCoordinator as FileCoordinator
-    from ._lease import Lease as Lease
-    from ._lease import RedisCoordinator as RedisCoordinator
-    from ._lease import current_lease as current_lease
+    from ._coordinator import Coordinator as Coordinator
+    from ._coordinator import Lease as Lease
+    from ._coordinator import current_lease as current_lease
+    from ._file_coordinator import FileCoordinator as FileCoordinator
+    from ._redis_coordinator import RedisCoordinator as RedisCoordinator
     from ._snapshot import GroupSnapshot as GroupSnapshot
     from ._snapshot import LeaseSnapshot as LeaseSnapshot
     from ._snapshot import TaskSnapshot as TaskSnapshot
@@ -96,10 +96,10 @@ del _fn
 
 
 def __getattr__(name: str) -> object:
-    # The lease names load the lease module on first use (PEP 562): a program without
-    # singletons or coordinators never imports it, and `import corral` stays light.
+    # The lease names load their module on first use (PEP 562): a program without
+    # singletons or coordinators never imports one, and `import corral` stays light.
     if name in _lazy.LEASE_EXPORTS:
-        value = getattr(_lazy.leases(), name)
+        value = _lazy.lease_export(name)
         globals()[name] = value
         return value
     if name in _lazy.SNAPSHOT_EXPORTS:

@@ -26,7 +26,7 @@ child (``os.register_at_fork``), as ``concurrent.futures`` does for its part:
   ``corral.check`` act as outside any task. Such a child should end with
   ``os._exit()`` (multiprocessing does), not return into the parent's task.
 
-The lease module drops inherited leases in its own handler (``_lease``).
+Inherited leases are dropped by the coordinator module's own handler (``_coordinator``).
 """
 
 from __future__ import annotations

@@ -43,21 +43,19 @@ from ._task import _FINAL, ATTEMPT_ENDED, Singleton, Task, TaskState, _busy, _cu
 from ._token import Token, as_cause, check_timeout
 
 if TYPE_CHECKING:
-    from ._lease import (
+    from ._campaign import LeaseRenewer, campaign, release_after_run
+    from ._coordinator import (
         Coordinator,
-        Keeper,
         Lease,
-        campaign,
         check_coordinator,
         check_lease_name,
         default_coordinator,
         lease_clock,
-        release_after_run,
     )
     from ._snapshot import GroupSnapshot
-else:  # the lease module loads when a group first needs it (a plain group never does)
+else:  # the lease modules load when a group first needs them (a plain group never does)
     from ._lazy import (
-        Keeper,
+        LeaseRenewer,
         campaign,
         check_coordinator,
         check_lease_name,
@@ -749,7 +747,7 @@ class Group:
         caller runs the first itself and submits the rest)."""
         threading.current_thread().name = f"corral:{task.name}"
         token = task.token
-        keeper: Keeper | None = None
+        keeper: LeaseRenewer | None = None
         if task._single is not None:
             try:
                 keeper = self._campaign(task, task._single, token)
@@ -787,7 +785,7 @@ class Group:
 
     # -- singletons --------------------------------------------------------------------
 
-    def _campaign(self, task: Task[Any], single: Singleton, token: Token) -> Keeper | None:
+    def _campaign(self, task: Task[Any], single: Singleton, token: Token) -> LeaseRenewer | None:
         """Wait (PENDING, campaigning) until this process holds the task's lease; then
         start renewing it. None if the task was cancelled first."""
         coordinator = single.coordinator
@@ -801,7 +799,7 @@ class Group:
             lease = campaign(task.name, coordinator, token, on_error)
             if lease is None:
                 return None
-            keeper = Keeper(lease, coordinator, lease_clock())
+            keeper = LeaseRenewer(lease, coordinator, lease_clock())
 
             def lost(cause: LeaseLost) -> None:
                 # From the renewal thread, or from the task's own check of the lease.
@@ -821,7 +819,7 @@ class Group:
             lease._lose(LeaseLost(f"lease {task.name!r} expired before the task could start"))
         return keeper
 
-    def _end_lease(self, task: Task[Any], keeper: Keeper) -> None:
+    def _end_lease(self, task: Task[Any], keeper: LeaseRenewer) -> None:
         keeper.stop()
         lease = keeper.lease
         was_lost = lease._lost is not None

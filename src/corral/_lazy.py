@@ -1,21 +1,29 @@
-"""The lease module (file locks, Redis: ``_lease``), loaded when it is first needed.
+"""The lease modules (coordinators, file locks, Redis, the campaign), loaded when first needed.
 
-A plain group never needs it, and loading it (``re`` patterns, ``pathlib``,
+A plain group never needs them, and loading them (``re`` patterns, ``pathlib``,
 ``urllib.parse``, ``random``...) was a good part of ``import corral``. Groups call the
-functions below (each loads ``_lease`` on its first call); ``corral.FileCoordinator``
-and the other public lease names load it through the package's ``__getattr__``.
-``tests/test_imports.py`` pins what ``import corral`` loads.
+functions below (each imports its module on its first call); ``corral.FileCoordinator``
+and the other public lease names load their module through the package's
+``__getattr__`` and :func:`lease_export`. ``tests/test_imports.py`` pins what
+``import corral`` loads.
 """
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 from typing import Any
 
-__all__ = ["LEASE_EXPORTS", "SNAPSHOT_EXPORTS", "leases", "snapshots"]
+__all__ = ["LEASE_EXPORTS", "SNAPSHOT_EXPORTS", "lease_export", "snapshots"]
 
-# The lease module's public names, exported by corral (on first access).
-LEASE_EXPORTS = ("Coordinator", "FileCoordinator", "Lease", "RedisCoordinator", "current_lease")
+# The public lease names, exported by corral (on first access), and their modules.
+LEASE_EXPORTS = {
+    "Coordinator": "_coordinator",
+    "FileCoordinator": "_file_coordinator",
+    "Lease": "_coordinator",
+    "RedisCoordinator": "_redis_coordinator",
+    "current_lease": "_coordinator",
+}
 
 
 # The snapshot shapes (TypedDicts: a few milliseconds to build, so built on first use).
@@ -30,45 +38,54 @@ def snapshots() -> ModuleType:
     return _snapshot
 
 
-def leases() -> ModuleType:
-    """The lease module, imported now if it was not; its public names report module
-    ``corral`` (as every public name does)."""
-    from . import _lease
-
-    if _lease.current_lease.__module__ != "corral":
-        for name in LEASE_EXPORTS:
-            getattr(_lease, name).__module__ = "corral"
-    return _lease
+def lease_export(name: str) -> Any:
+    """The public lease name ``name``, its module imported now if it was not (each
+    module sets ``__module__ = "corral"`` on its public names itself)."""
+    return getattr(importlib.import_module(f".{LEASE_EXPORTS[name]}", __package__), name)
 
 
-# What groups use of the lease module (typed where they import them, see _group).
+# What groups use of the lease modules (typed where they import them, see _group).
 
 
 def check_coordinator(value: object) -> Any:
     if value is None:  # the common case: nothing to load
         return None
-    return leases().check_coordinator(value)
+    from ._coordinator import check_coordinator
+
+    return check_coordinator(value)
 
 
 def check_lease_name(name: str) -> Any:
-    return leases().check_lease_name(name)
+    from ._coordinator import check_lease_name
+
+    return check_lease_name(name)
 
 
 def default_coordinator() -> Any:
-    return leases().default_coordinator()
+    from ._coordinator import default_coordinator
 
-
-def campaign(*args: Any) -> Any:
-    return leases().campaign(*args)
-
-
-def Keeper(*args: Any) -> Any:  # a class there
-    return leases().Keeper(*args)
+    return default_coordinator()
 
 
 def lease_clock() -> Any:
-    return leases().lease_clock()
+    from ._coordinator import lease_clock
+
+    return lease_clock()
+
+
+def campaign(*args: Any) -> Any:
+    from ._campaign import campaign
+
+    return campaign(*args)
+
+
+def LeaseRenewer(*args: Any) -> Any:  # a class there
+    from ._campaign import LeaseRenewer
+
+    return LeaseRenewer(*args)
 
 
 def release_after_run(*args: Any) -> Any:
-    return leases().release_after_run(*args)
+    from ._campaign import release_after_run
+
+    return release_after_run(*args)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
 
 if TYPE_CHECKING:
-    from ._lease import Lease
+    from ._coordinator import Lease
     from ._task import Task
 
 __all__ = ["Backoff", "Hooks", "Restart"]

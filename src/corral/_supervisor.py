@@ -23,7 +23,7 @@ from ._task import Task, TaskState, _busy
 from ._token import Token, check_timeout
 
 if TYPE_CHECKING:
-    from ._lease import Coordinator
+    from ._coordinator import Coordinator
 
 __all__ = ["Supervisor", "go"]
 

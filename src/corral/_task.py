@@ -17,8 +17,8 @@ from ._token import Token, _cancelled_from, _check_seconds, as_cause, check_time
 
 if TYPE_CHECKING:
     from ._clock import TimerHandle
+    from ._coordinator import Coordinator, Lease
     from ._group import Group
-    from ._lease import Coordinator, Lease
     from ._snapshot import TaskSnapshot
 
 __all__ = ["Task", "TaskState", "current_task", "current_token", "ready"]
