@@ -12,8 +12,10 @@ import pytest
 
 import corral
 from corral._pool import get_pool
+from corral._runner import using
 from corral.testing import MockClock
 from redis_server import RedisServer
+from runners import ThreadPerAttemptRunner
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +67,7 @@ def _no_default_coordinator_leaks() -> Iterator[None]:
     """A test that made the process-wide coordinator (CORRAL_COORDINATOR, go()) must
     not hand it to the next test."""
     yield
-    from corral._coordinator import _reset_default
+    from corral._choose_coordinator import _reset_default
 
     _reset_default()
 
@@ -92,3 +94,17 @@ def no_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+@pytest.fixture(params=["pool", "thread-per-attempt"])
+def runner(request: pytest.FixtureRequest) -> Iterator[ThreadPerAttemptRunner | None]:
+    """The groups a test makes run their attempts on the pool (the default runner) or
+    on a thread per attempt (``runners.ThreadPerAttemptRunner``): the semantics suites
+    use it (``pytestmark``) to run over both."""
+    if request.param == "pool":
+        yield None
+        return
+    per_attempt = ThreadPerAttemptRunner()
+    with using(per_attempt):
+        yield per_attempt
+    assert per_attempt.join_all(10), "an attempt thread of the test is still running"

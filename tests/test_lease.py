@@ -47,7 +47,8 @@ from corral import (
     Supervisor,
     TaskState,
 )
-from corral._coordinator import _reset_default, default_coordinator, lease_clock
+from corral._choose_coordinator import _reset_default, default_coordinator
+from corral._coordinator import lease_clock
 from helpers import TIMEOUT, Concurrency, in_thread, released, wait
 from redis_server import RedisServer, free_port
 

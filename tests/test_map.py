@@ -18,6 +18,9 @@ import corral
 from corral import TaskState
 from helpers import TIMEOUT, Concurrency, released, wait, wait_token
 
+# Every test runs over each runner (the pool, and a thread per attempt): see conftest.
+pytestmark = pytest.mark.usefixtures("runner")
+
 
 def current() -> corral.Task[Any]:
     task = corral.current_task()

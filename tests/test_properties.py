@@ -799,10 +799,12 @@ class SupervisorOps(Ops):
         return sup.failures
 
 
+@pytest.mark.usefixtures("runner")  # over each runner (the pool, a thread per attempt)
 def test_group_operations() -> None:
     run_state_machine_as_test(GroupOps, settings=SETTINGS)
 
 
+@pytest.mark.usefixtures("runner")
 def test_supervisor_operations() -> None:
     run_state_machine_as_test(SupervisorOps, settings=SETTINGS)
 

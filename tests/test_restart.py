@@ -23,6 +23,9 @@ from corral import Backoff, Restart, TaskState
 from corral.testing import MockClock
 from helpers import NO_DELAY, AtomicCounter, group_errors, supervisor
 
+# Every test runs over each runner (the pool, and a thread per attempt): see conftest.
+pytestmark = pytest.mark.usefixtures("runner")
+
 WAIT = 10.0  # a generous backstop (real seconds); nothing here should take that long
 
 

@@ -23,6 +23,9 @@ from corral import Supervisor, TaskState
 from corral.testing import MockClock
 from helpers import BLOCKED, REQUEST_ID, AtomicCounter, in_thread
 
+# Every test runs over each runner (the pool, and a thread per attempt): see conftest.
+pytestmark = pytest.mark.usefixtures("runner")
+
 WAIT = 10.0  # a generous backstop (real seconds)
 NOT_YET = 0.2  # how long a negative check ("has not returned") looks
 
@@ -397,6 +400,37 @@ def test_cancelling_the_given_token_stops_it() -> None:
     assert state(t) is TaskState.CANCELLED
     assert log.lines == ["worker running", "worker cancelled: Stopped"]
     assert s.failures == []
+
+
+def test_a_task_that_makes_a_supervisor_and_returns_stops_it_and_ends() -> None:
+    # No orphans: the supervisor a task made (not detached) is the task's child, and a
+    # supervisor does not end by itself: the task's end stops it, gracefully.
+    made: list[Supervisor] = []
+    handles: list[corral.Task[None]] = []
+    inner_running = threading.Event()
+
+    def inner() -> None:
+        token = corral.current_token()
+        inner_running.set()
+        token.wait(WAIT)
+
+    def worker() -> str:
+        sup = Supervisor("made-in-a-task", handle_signals=False)
+        made.append(sup)
+        handles.append(sup.spawn(inner, name="inner"))
+        sup.start()
+        assert inner_running.wait(WAIT)
+        return "returned"
+
+    g = corral.Group("outer")
+    t = g.spawn(worker)
+    g.join(WAIT)  # (it waited forever when the supervisor kept the task RUNNING)
+    assert t.result() == "returned"
+    [sup] = made
+    assert sup.is_stopped
+    [inner_task] = handles
+    assert inner_task.state is TaskState.CANCELLED
+    assert isinstance(inner_task.cause, corral.Stopped)
 
 
 def test_cancelling_the_given_token_before_start_stops_it() -> None:
@@ -1266,10 +1300,10 @@ def test_a_stop_of_many_tasks_cancels_them_in_batches_that_end_before_the_next(
     # Waking every task at once is a storm (thousands of threads wanting one lock and
     # the GIL, the stopper behind them): a stop lets most of a batch end first. The
     # batch wait is made long so that a loaded machine cannot turn pacing off.
-    from corral import _supervisor
+    from corral import _stopping
 
-    monkeypatch.setattr(_supervisor, "_STOP_BATCH", 16)
-    monkeypatch.setattr(_supervisor, "_STOP_BATCH_WAIT", WAIT)
+    monkeypatch.setattr(_stopping, "_STOP_BATCH", 16)
+    monkeypatch.setattr(_stopping, "_STOP_BATCH_WAIT", WAIT)
     n = 400
     lock = threading.Lock()
     cancelled = ended = 0
@@ -1307,18 +1341,18 @@ def test_a_stop_of_many_tasks_cancels_them_in_batches_that_end_before_the_next(
 def test_a_stop_stops_pacing_once_a_batch_does_not_end_and_cancels_the_rest_at_once(
     sup: Supervisor, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from corral import _supervisor
+    from corral import _stopping
 
-    monkeypatch.setattr(_supervisor, "_STOP_BATCH", 4)
-    monkeypatch.setattr(_supervisor, "_STOP_BATCH_WAIT", 0.01)
+    monkeypatch.setattr(_stopping, "_STOP_BATCH", 4)
+    monkeypatch.setattr(_stopping, "_STOP_BATCH_WAIT", 0.01)
     waits: list[int] = []
-    mostly_done = _supervisor._mostly_done
+    mostly_done = _stopping._mostly_done
 
     def counted(batch: list[corral.Task[Any]]) -> Callable[[], bool]:
         waits.append(len(batch))
         return mostly_done(batch)
 
-    monkeypatch.setattr(_supervisor, "_mostly_done", counted)
+    monkeypatch.setattr(_stopping, "_mostly_done", counted)
     release = threading.Event()
     running = threading.Semaphore(0)
 

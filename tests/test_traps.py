@@ -24,6 +24,9 @@ from corral import TaskState
 from corral._pool import get_pool
 from helpers import TIMEOUT, in_thread, released, wait
 
+# Every test runs over each runner (the pool, and a thread per attempt): see conftest.
+pytestmark = pytest.mark.usefixtures("runner")
+
 LONG = 3600.0  # a timeout that, if waited out, fails the test through pytest-timeout
 
 
@@ -94,15 +97,19 @@ def test_wait_ready_on_itself_once_ready_returns_the_value() -> None:
 # -- needs: chains, background links, cycles -----------------------------------------
 
 
-def _never_ready() -> None:
-    """Returns without calling corral.ready(): what needs it can never start."""
+def _never_ready(gate: threading.Event) -> None:
+    """Returns without calling corral.ready() (once ``gate`` is set: what needs it is
+    spawned by then): what needs it can never start."""
+    assert gate.wait(TIMEOUT)
 
 
 def test_a_needs_chain_whose_root_ended_does_not_hang_join() -> None:
-    with corral.Group("chain") as g:
-        x = g.spawn(_never_ready, name="x", signals_ready=True)
+    gate = threading.Event()
+    with corral.Group("chain") as g, released(gate):
+        x = g.spawn(_never_ready, gate, name="x", signals_ready=True)
         e = g.spawn(_forever, name="e", needs="x")
         s = g.spawn(_forever, name="s", needs="e")
+        gate.set()
     assert x.state is TaskState.SUCCEEDED
     assert [e.state, s.state] == [TaskState.CANCELLED, TaskState.CANCELLED]
     assert e.attempts == s.attempts == 0
@@ -133,9 +140,11 @@ def test_a_needs_chain_in_any_spawn_order_of_the_waiting_list() -> None:
 
 
 def test_a_foreground_task_needing_a_background_task_that_ended() -> None:
-    with corral.Group("bg link") as g:
-        g.spawn(_never_ready, name="b", background=True, signals_ready=True)
+    gate = threading.Event()
+    with corral.Group("bg link") as g, released(gate):
+        g.spawn(_never_ready, gate, name="b", background=True, signals_ready=True)
         s = g.spawn(_forever, name="s", needs="b")
+        gate.set()
     assert s.state is TaskState.CANCELLED
 
 
@@ -172,7 +181,7 @@ def _stress_round(rng: random.Random) -> None:
     kinds: dict[str, Callable[[], None]] = {
         "ok": lambda: None,
         "fail": functools.partial(_fail, ValueError("x")),
-        "never_ready": _never_ready,
+        "never_ready": lambda: None,  # (signals_ready, and never ready)
     }
     names: list[str] = []
     tasks: list[corral.Task[None]] = []

@@ -18,6 +18,9 @@ import corral
 from corral import TaskState
 from helpers import REQUEST_ID, TIMEOUT, released, wait, wait_token
 
+# Every test runs over each runner (the pool, and a thread per attempt): see conftest.
+pytestmark = pytest.mark.usefixtures("runner")
+
 
 def gated(gate: threading.Event, value: object = None) -> object:
     assert gate.wait(TIMEOUT)

@@ -20,10 +20,9 @@ __all__ = ["SYSTEM_CLOCK", "Clock", "SystemClock", "TimerHandle", "TimerQueue"]
 class TimerHandle:
     """A scheduled callback; :meth:`cancel` stops it from running (if it has not yet)."""
 
-    __slots__ = ("_callback", "_queue", "when")
+    __slots__ = ("_callback", "_queue")
 
-    def __init__(self, when: float, callback: Callable[[], object]) -> None:
-        self.when = when
+    def __init__(self, callback: Callable[[], object]) -> None:
         self._callback: Callable[[], object] | None = callback
         # The TimerQueue whose heap holds this handle, while it does: cancel() tells it,
         # so a cancelled timer does not sit in the heap (with whatever its callback
@@ -90,7 +89,7 @@ class TimerQueue:
 
     def _push(self, when: float, callback: Callable[[], object]) -> TimerHandle:
         """Schedule (the lock held)."""
-        handle = TimerHandle(when, callback)
+        handle = TimerHandle(callback)
         handle._queue = self
         heapq.heappush(self._heap, (when, next(self._seq), handle))
         if self._ncancelled > _PURGE_MIN and self._ncancelled * 2 > len(self._heap):

@@ -9,15 +9,12 @@ module holds what every backend shares:
   fencing token, renew, release, observe), and :func:`check_lease_name`;
 - the process-wide state: the lease names this process is asking for or running
   under (one run of a name at a time), the leases it holds through a file descriptor,
-  and the fork handler that drops both in a child;
-- the choice of a coordinator: :func:`coordinator_from` (a URL or a directory),
-  :func:`check_coordinator` (a group's ``coordinator=``) and
-  :func:`default_coordinator` (``CORRAL_COORDINATOR``).
+  and the fork handler that drops both in a child.
 
 The backends are :class:`corral.FileCoordinator` (``_file_coordinator``) and
-:class:`corral.RedisCoordinator` (``_redis_coordinator``); they import this module,
-and the choice imports them inside its functions, when a spec names one. The runner
-side (campaign, renewal, release) is ``_campaign``.
+:class:`corral.RedisCoordinator` (``_redis_coordinator``); they import this module.
+Choosing one (a URL, a directory, ``CORRAL_COORDINATOR``) is ``_choose_coordinator``;
+the runner side (campaign, renewal, release) is ``_campaign``.
 """
 
 from __future__ import annotations
@@ -33,18 +30,15 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import CoordinatorError, LeaseLost
-from ._task import _current
+from ._context import current as _current
+from ._errors import LeaseLost
 from ._token import _cancelled_from, _check_seconds
 
 __all__ = [
     "Coordinator",
     "Lease",
-    "check_coordinator",
     "check_lease_name",
-    "coordinator_from",
     "current_lease",
-    "default_coordinator",
     "lease_clock",
 ]
 
@@ -198,6 +192,10 @@ class Lease:
             assert self._lost is not None
             raise _cancelled_from(self._lost)
 
+    def _watch(self, on_lost: Callable[[LeaseLost], object]) -> None:
+        """Call ``on_lost(cause)`` once, when the lease is lost (the task that holds it)."""
+        self._on_lost = on_lost
+
     def _lose(self, cause: LeaseLost) -> bool:
         """Mark the lease lost (the first cause wins) and tell the runner once."""
         with self._lock:
@@ -214,9 +212,9 @@ def current_lease() -> Lease | None:
     """The lease of the running singleton task (name, fence, owner, deadline), or None
     outside a singleton task."""
     task = _current.get()
-    if task is None or task._single is None:
+    if task is None or task._lease_state is None:
         return None
-    return task._single.lease
+    return task._lease_state.lease
 
 
 # -- coordinators --------------------------------------------------------------------------
@@ -309,8 +307,8 @@ _held_lock = threading.Lock()
 # supervisor: one run of a name at a time in a process, even if an earlier run lost its
 # lease and has not returned yet (threads cannot be killed), and only one campaigner
 # of a process asks the backend at a time.
-_local: set[str] = set()
-_local_lock = threading.Lock()
+_asking: set[str] = set()
+_asking_lock = threading.Lock()
 
 
 def register_held(lease: Lease) -> None:
@@ -330,25 +328,25 @@ def take_handle(lease: Lease) -> Any:
 
 def reserve(name: str) -> bool:
     """Claim ``name`` for one campaign or run of this process; False if it is taken."""
-    with _local_lock:
-        if name in _local:
+    with _asking_lock:
+        if name in _asking:
             return False
-        _local.add(name)
+        _asking.add(name)
         return True
 
 
 def unreserve(name: str) -> None:
-    with _local_lock:
-        _local.discard(name)
+    with _asking_lock:
+        _asking.discard(name)
 
 
 def _after_fork_in_child() -> None:
-    global _OWNER, _held_lock, _local_lock
+    global _OWNER, _held_lock, _asking_lock
     _OWNER = f"{_hostname()}:{os.getpid()}"
     # (new locks: a thread of the parent may have held one at the fork, and is gone)
     _held_lock = threading.Lock()
-    _local_lock = threading.Lock()
-    _local.clear()
+    _asking_lock = threading.Lock()
+    _asking.clear()
     for lease in list(_held):
         # The child is not the holder: its copy of the lease is lost from the start.
         # A file lock is dropped by closing the inherited descriptor, never by LOCK_UN
@@ -366,104 +364,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-# -- choosing a coordinator ----------------------------------------------------------------
-# (The backends import this module: the functions below import them when a spec names one.)
-
-_default: Coordinator | None = None
-_default_lock = threading.Lock()
-_ENV = "CORRAL_COORDINATOR"
-_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
-
-
-def coordinator_from(spec: str, *, from_env: bool = False) -> Coordinator:
-    """A coordinator from a ``redis://``/``rediss://``/``unix://`` URL or a directory.
-
-    Anything that starts like a URL (``word:``) must be a Redis URL that parses: a
-    mistyped one must not become a lock directory, one per host. ``from_env``: a
-    directory must be an absolute path (a relative one depends on each process's
-    working directory)."""
-    m = _SCHEME_RE.match(spec)
-    if m is not None:
-        from ._redis_coordinator import REDIS_SCHEMES, RedisCoordinator, redact
-
-        scheme = m[1].lower()
-        if scheme not in REDIS_SCHEMES:
-            raise ValueError(
-                f"unknown coordinator URL scheme {m[1]!r} in {redact(spec)!r}: use redis://, "
-                "rediss:// or unix:// (Redis), or a directory path (file locks; write a "
-                f"relative one with a colon as ./{spec})"
-            )
-        rest = spec[m.end():]
-        if not rest.startswith("//"):
-            example = "unix:///path/to/redis.sock" if scheme == "unix" else f"{scheme}://host:port/db"
-            raise ValueError(f"{redact(spec)!r} is not a Redis URL: write {example}")
-        return RedisCoordinator(f"{scheme}:{rest}")
-    if from_env and not os.path.isabs(spec):
-        raise ValueError(
-            "a lock directory here must be an absolute path (a relative one would depend "
-            "on each process's working directory); or give a redis://, rediss:// or "
-            "unix:// URL"
-        )
-    from ._file_coordinator import FileCoordinator
-
-    return FileCoordinator(spec)
-
-
-def check_coordinator(value: object) -> Coordinator | None:
-    """A group's ``coordinator=``: a Coordinator, a spec for :func:`coordinator_from`,
-    a path object (a directory, never a URL), or None."""
-    if value is None or isinstance(value, Coordinator):
-        return value
-    if isinstance(value, str):
-        return coordinator_from(value)
-    if isinstance(value, os.PathLike):
-        from ._file_coordinator import FileCoordinator
-
-        return FileCoordinator(value)
-    raise TypeError(
-        "coordinator must be a corral.Coordinator, a redis:// URL, a directory or None, "
-        f"not {type(value).__name__}"
-    )
-
-
-def default_coordinator() -> Coordinator:
-    """The process-wide coordinator: from ``CORRAL_COORDINATOR`` (a ``redis://`` URL or
-    an absolute directory), else a :class:`FileCoordinator` in the per-user runtime
-    directory."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            spec = os.environ.get(_ENV, "").strip()
-            if not spec:
-                from ._file_coordinator import FileCoordinator
-
-                _default = FileCoordinator()
-                return _default
-            try:
-                _default = coordinator_from(spec, from_env=True)
-            except (ValueError, TypeError) as e:
-                raise ValueError(f"{_ENV}={_shown(spec)!r}: {e}") from None
-            except CoordinatorError as e:
-                raise CoordinatorError(f"{_ENV}={_shown(spec)!r}: {e}") from e
-        return _default
-
-
-def _shown(spec: str) -> str:
-    """``spec`` as a message may show it (a URL's password hidden)."""
-    from ._redis_coordinator import redact
-
-    return redact(spec)
-
-
-def _reset_default() -> None:
-    """Forget the process-wide coordinator (tests; after changing the environment)."""
-    global _default
-    with _default_lock:
-        old, _default = _default, None
-    if old is not None:
-        old.close()
 
 
 # Tracebacks and reprs say corral.Lease, not corral._coordinator.Lease (this module

@@ -32,13 +32,11 @@ Inherited leases are dropped by the coordinator module's own handler (``_coordin
 from __future__ import annotations
 
 import os
-import threading
-from typing import Any
 
 from . import _clock, _group, _pool, _signals, _supervisor
+from ._context import busy as _busy
+from ._context import current as _current
 from ._errors import Cancelled
-from ._sync import YieldingLock
-from ._task import _FINAL, TaskState, _busy, _current
 
 __all__: list[str] = []
 
@@ -48,11 +46,10 @@ FORKED = "the process forked; this task runs in the parent, not in this child pr
 def _after_fork_in_child() -> None:
     # No other thread runs here: the registries can be read without their locks (which
     # a vanished thread may hold), then replaced.
-    inherited = list(_group._roots)
+    inherited = _group._forget_after_fork()
     _pool._after_fork_in_child()
     _signals._after_fork_in_child()
     _supervisor._forget_default_after_fork()
-    _group._forget_after_fork()
     _end_inherited(inherited, Cancelled(FORKED))
     _clock._after_fork_in_child()
     _current.set(None)  # (the context of the forking thread: this child is no task)
@@ -71,49 +68,7 @@ def _end_inherited(roots: list[_group.Group], cause: BaseException) -> None:
         if g in seen:
             continue
         seen.add(g)
-        for t in list(g._unfinished):
-            if t._child_groups:
-                todo.extend(t._child_groups)
-        _end_group(g, cause)
-
-
-def _end_group(g: _group.Group, cause: BaseException) -> None:
-    g._lock = lock = YieldingLock()
-    g._cond = threading.Condition(lock)  # type: ignore[arg-type]
-    g._nwaiters = 0  # (the waiters were the parent's threads)
-    ended = list(g._unfinished)
-    for t in ended:
-        timer, t._timer = t._timer, None
-        if timer is not None:
-            timer.cancel()
-        if t._state not in _FINAL:
-            t._state = TaskState.CANCELLED
-            t._error = cause
-            if t._cancel_cause is None:
-                t._cancel_cause = cause
-        t._slot = False
-        t._ready = False
-        t._hold = False
-        t._thread_ident = None
-        if t._single is not None:
-            t._single.campaigning = False
-        t._child_groups = None
-        t._done = True
-    g._ends += len(ended)
-    g._unfinished.clear()
-    g._live.clear()
-    g._waiting.clear()
-    g._queue.clear()
-    g._dependents.clear()
-    g._fg = 0
-    g._slots = 0
-    g._closed = True
-    g._reported = True  # (its failures are the parent's to raise)
-    if isinstance(g, _supervisor.Supervisor):
-        sup: Any = g
-        sup._stop_begun = sup._stop_done = sup._stopping = True
-        sup._stopped_event = threading.Event()
-        sup._stopped_event.set()
+        g._forget_after_fork(cause, todo)
 
 
 if hasattr(os, "register_at_fork"):

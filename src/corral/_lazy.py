@@ -50,7 +50,7 @@ def lease_export(name: str) -> Any:
 def check_coordinator(value: object) -> Any:
     if value is None:  # the common case: nothing to load
         return None
-    from ._coordinator import check_coordinator
+    from ._choose_coordinator import check_coordinator
 
     return check_coordinator(value)
 
@@ -62,7 +62,7 @@ def check_lease_name(name: str) -> Any:
 
 
 def default_coordinator() -> Any:
-    from ._coordinator import default_coordinator
+    from ._choose_coordinator import default_coordinator
 
     return default_coordinator()
 

@@ -24,12 +24,14 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from itertools import chain, islice
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+from ._context import current as _current
 from ._errors import Stopped
-from ._task import _FINAL, _current
+from ._record import DONE
+from ._validate import check_count, qualname
 
 if TYPE_CHECKING:
     from ._group import Group
@@ -137,14 +139,14 @@ class _Run(Generic[T, R]):
         main = threading.current_thread() is _MAIN_THREAD
         try:
             while not chunk.done:
-                if task._state in _FINAL:
+                if task._outcome is not None:
                     return  # it ended without running (cancelled while pending)
                 self.want = chunk
                 if remove is None:
                     # A task that ends without running never reaches the wrapper; its
                     # token is cancelled then (and when an attempt ends): wake on that.
                     remove = task.token.on_cancel(self.poke)
-                if chunk.done or task._state in _FINAL:
+                if chunk.done or task.state.is_final:
                     return
                 if main:
                     try:
@@ -160,15 +162,24 @@ class _Run(Generic[T, R]):
 
 
 def map_items(
-    group: Group,
-    fn: Callable[[T], R],
-    it: Iterator[T],
-    window: int,
-    chunksize: int,
-    prefix: str,
+    group: Group, fn: Callable[[T], R], iterable: Iterable[T], window: int | None, chunksize: int
 ) -> Iterator[R]:
-    """The iterator of ``group.map(fn, it, window=window, chunksize=chunksize)``; task
-    names are ``prefix`` and a number of the group's sequence, then ``]``."""
+    """``group.map(fn, iterable, window=window, chunksize=chunksize)`` (see there)."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+    window = check_count("window", window)
+    if window is None:
+        limit = group.limit
+        window = 2 * limit if limit is not None else 64
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+        raise TypeError(f"chunksize must be an int >= 1, not {type(chunksize).__name__}")
+    if chunksize < 1:
+        raise ValueError(f"chunksize must be >= 1, not {chunksize!r}")
+    life = group._life
+    with life.lock:
+        life.check_open()
+    it = iter(iterable)
+    prefix = f"{qualname(fn)}[map#"  # task names: the prefix, a number of the group's, "]"
     if chunksize == 1:
         return _one_by_one(group, _Run(fn), it, window, prefix)
     # The consumer steps through a chunk's values in C (chain's __next__): the generator
@@ -194,7 +205,7 @@ def _one_by_one(
     group: Group, run: _Run[T, R], it: Iterator[T], window: int, prefix: str
 ) -> Generator[R, None, None]:
     spawn = group._spawn
-    seq = group._seq
+    seq = group._life.seq
     work = run.one
     inflight: deque[tuple[Task[Any], _Chunk]] = deque()
     # Tasks whose values were yielded while their bookkeeping was still under way: the
@@ -226,10 +237,10 @@ def _take(
     task, chunk = inflight.popleft()
     if not chunk.done:
         run.wait(task, chunk)
-    if not task._done:
+    if task._phase is not DONE:
         finishing.append(task)
         if len(finishing) > window:
-            finishing[:] = [t for t in finishing if not t._done]
+            finishing[:] = [t for t in finishing if t._phase is not DONE]
     return task, chunk
 
 
@@ -239,7 +250,7 @@ def _by_chunks(
     """Yields each chunk's values, in order; then, for a chunk that did not go well,
     what its task says (an item's exception, at that item's place, or Cancelled)."""
     spawn = group._spawn
-    seq = group._seq
+    seq = group._life.seq
     work = run.many
     inflight: deque[tuple[Task[Any], _Chunk]] = deque()
     finishing: list[Task[Any]] = []

@@ -271,3 +271,6 @@ def call_hook(hook: Callable[..., object] | None, *args: Any) -> None:
 
 for _cls in (Restart, Backoff, Hooks):
     _cls.__module__ = "corral"
+
+# The backoff of a restarted task spawned without one.
+DEFAULT_BACKOFF = Backoff()

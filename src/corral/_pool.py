@@ -61,11 +61,11 @@ log = logging.getLogger("corral")
 _Work = Callable[[], object]
 
 # In a worker thread: the pool it serves, its _Worker, and whether it already offered
-# itself for more work (will_be_idle) before its current work returned.
-_local = threading.local()
+# itself for more work (release_worker_early) before its current work returned.
+_worker_local = threading.local()
 
 
-def will_be_idle() -> None:
+def release_worker_early() -> None:
     """Called by the work a worker runs when all that is left is to return: the worker
     is free for more from now on (a no-op outside a worker).
 
@@ -75,11 +75,11 @@ def will_be_idle() -> None:
     the joiner back) lets that submit reuse it: the work handed over waits for it to
     return.
     """
-    pool: WorkerPool | None = getattr(_local, "pool", None)
-    if pool is None or _local.pre_idle:
+    pool: WorkerPool | None = getattr(_worker_local, "pool", None)
+    if pool is None or _worker_local.pre_idle:
         return
-    _local.pre_idle = True
-    me: _Worker = _local.worker
+    _worker_local.pre_idle = True
+    me: _Worker = _worker_local.worker
     with pool._lock:
         if not pool._free_locked(me):
             me.work = None  # (shutdown) it retires once its work returns
@@ -261,9 +261,9 @@ class WorkerPool:
     def _worker(self, me: _Worker) -> None:
         thread = threading.current_thread()
         base_name = thread.name
-        _local.pool = self
-        _local.worker = me
-        _local.pre_idle = False
+        _worker_local.pool = self
+        _worker_local.worker = me
+        _worker_local.pre_idle = False
         work, me.work = me.work, None
         try:
             while work is not None:
@@ -275,8 +275,8 @@ class WorkerPool:
                     work = None
                     if thread.name != base_name:
                         thread.name = base_name
-                if _local.pre_idle:
-                    _local.pre_idle = False  # offered already (will_be_idle)
+                if _worker_local.pre_idle:
+                    _worker_local.pre_idle = False  # offered already (release_worker_early)
                 else:
                     with self._lock:
                         if not self._free_locked(me):
@@ -410,11 +410,11 @@ class WorkerPool:
         shutdown = self._shutdown
         self._init_state()
         self._shutdown = shutdown
-        if getattr(_local, "pool", None) is self:
-            me: _Worker = _local.worker
-            me.wake.acquire(False)  # (a parent's hand-over, or its will_be_idle offer)
+        if getattr(_worker_local, "pool", None) is self:
+            me: _Worker = _worker_local.worker
+            me.wake.acquire(False)  # (a parent's hand-over, or its release_worker_early offer)
             me.work = None
-            _local.pre_idle = False
+            _worker_local.pre_idle = False
             self._threads.add(threading.current_thread())
 
 

@@ -7,9 +7,18 @@ an import a few milliseconds that a program that never looks does not pay.
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+import math
+from typing import TYPE_CHECKING, Any, TypedDict
 
-__all__ = ["GroupSnapshot", "LeaseSnapshot", "TaskSnapshot"]
+from ._errors import describe, safe_repr
+from ._record import TaskState
+
+if TYPE_CHECKING:
+    from ._coordinator import Coordinator
+    from ._group import Group
+    from ._task import Task
+
+__all__ = ["GroupSnapshot", "LeaseSnapshot", "TaskSnapshot", "group_snapshot", "task_snapshot"]
 
 
 class LeaseSnapshot(TypedDict):
@@ -49,3 +58,88 @@ class GroupSnapshot(TypedDict, total=False):
     limit: int | None
     tasks: list[TaskSnapshot]
     pool: dict[str, int]  # roots only: the worker pool's threads, idle and busy workers
+
+
+def group_snapshot(group: Group) -> GroupSnapshot:
+    """See ``Group.snapshot``."""
+    life = group._life
+    with life.lock:
+        tasks = list(life.unfinished)
+        state = (
+            "closed" if life.closed
+            else "draining" if life.draining and any(t.drain for t in tasks)
+            else "cancelled" if group.token.cancelled
+            else "running" if life.started else "not started"
+        )
+    snap: GroupSnapshot = {
+        "name": group.name,
+        "kind": group._kind,
+        "state": state,
+        "limit": life.limit,
+        "tasks": [task_snapshot(t) for t in tasks],
+    }
+    if group.parent is None:
+        from ._pool import get_pool
+
+        pool = get_pool()
+        snap["pool"] = {"threads": pool.threads, "idle": pool.idle, "busy": pool.busy}
+    return snap
+
+
+def task_snapshot(task: Task[Any]) -> TaskSnapshot:
+    groups = task._child_groups or ()
+    state = task.state
+    cause = task.cause
+    error = task._last_error
+    snap: TaskSnapshot = {
+        "name": task.name,
+        "state": state.value,
+        "attempts": task.attempts,
+        "started": task._started_at if state is TaskState.RUNNING else None,
+        "waiting_for": task._life.waiting_for(task) if state is TaskState.PENDING else None,
+        "cause": describe(cause) if cause is not None else None,
+        "last_error": describe(error) if error is not None else None,
+        "meta": {str(k): _json_safe(v) for k, v in task.meta.items()},
+        "background": task.background,
+        "drain": task.drain,
+        "draining": task.draining,
+        "children": [g.snapshot() for g in list(groups) if not g.closed],
+    }
+    single = task._lease_state
+    if single is not None:
+        lease = single.lease
+        owner = lease.owner if lease is not None else None
+        if owner is None and single.state == "campaigning":
+            owner = _holder_seen(single.coordinator, task.name)
+        remaining = lease.remaining() if lease is not None else None
+        snap["lease"] = {
+            "state": single.state,
+            "coordinator": single.coordinator.describe(),
+            "fence": lease.fence if lease is not None else None,
+            "owner": owner,
+            "remaining": remaining if remaining is None or math.isfinite(remaining) else None,
+        }
+    return snap
+
+
+def _holder_seen(coordinator: Coordinator, name: str) -> str | None:
+    """Who holds a lease this process campaigns for, as its campaign last saw it (no
+    I/O). None while nobody holds it, or while a run of this process still does."""
+    try:
+        seen = coordinator.seen(name)
+    except Exception:  # a coordinator of one's own: a snapshot must not fail for it
+        return None
+    return seen.owner if seen is not None else None
+
+
+def _json_safe(value: Any) -> Any:
+    """A snapshot's copy of a meta value: JSON types as they are, the rest as text."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    return safe_repr(value)

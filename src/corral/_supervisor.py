@@ -15,12 +15,17 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, TypeVarTuple, Unpack
 
 from . import _signals
 from ._clock import Clock
+from ._context import busy as _busy
+from ._context import within
 from ._errors import Stopped, StopTimeout, SupervisorStopped, safe_repr
-from ._group import Group, _within, check_bool, check_count, roots
+from ._group import Group, GroupRole, roots
 from ._policy import Hooks
 from ._pool import get_pool
-from ._task import Task, TaskState, _busy
+from ._stacks import running_stacks
+from ._stopping import drain, stop_in_order
+from ._task import Task
 from ._token import Token, check_timeout
+from ._validate import check_bool, check_count
 
 if TYPE_CHECKING:
     from ._coordinator import Coordinator
@@ -31,6 +36,37 @@ log = logging.getLogger("corral")
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
+
+
+class _SupervisorRole(GroupRole):
+    """Where a supervisor differs from a plain group (see ``GroupRole``)."""
+
+    group: Supervisor
+
+    def failures(self) -> deque[Exception]:
+        return self.group._failure_log  # the most recent ones: stop() raises none
+
+    def refuse(self) -> Exception:
+        return SupervisorStopped(f"supervisor {self.group.name!r} is stopped; it takes no new tasks")
+
+    def cancelled(self, cause: BaseException) -> None:
+        self.group._begin_stop(cause)
+
+    def fatal(self, exc: BaseException) -> None:
+        if self.group._fatal_stops:
+            self.group._begin_stop(exc)
+
+    def forgotten_after_fork(self) -> None:
+        sup = self.group
+        sup._stop_begun = sup._stop_done = True
+        sup._stopped_event = threading.Event()
+        sup._stopped_event.set()
+
+    def close_as_child(self) -> BaseException | None:
+        # A supervisor does not end by itself: the task that made it ends, so it stops.
+        sup = self.group
+        sup._begin_stop(Stopped(f"supervisor {sup.name!r}: the task that made it ended"))
+        return sup._join_stopped(None)
 
 
 class Supervisor(Group):
@@ -45,6 +81,7 @@ class Supervisor(Group):
     _kind = "supervisor"
     _starts_started = False
     _failure_level = logging.ERROR
+    _Role = _SupervisorRole
 
     def __init__(
         self,
@@ -97,22 +134,22 @@ class Supervisor(Group):
             ), coordinator=coordinator,
         )
         self._handle_signals = handle_signals
-        self._given_token = token
+        self._stop_token = token
+        self._unlink_stop_token: Callable[[], None] | None = None
         if token is not None:
             # Cancelling the token given to the supervisor stops it (gracefully). The
-            # link is undone when it has stopped (_unregister): the token may outlive
-            # many supervisors.
-            self._unlink_token = token.on_cancel(self._stop_from_given_token)
+            # link is undone when it has stopped: the token may outlive many supervisors.
+            self._unlink_stop_token = token.on_cancel(self._stop_from_given_token)
 
     def _stop_from_given_token(self) -> None:
-        token = self._given_token
+        token = self._stop_token
         if token is not None:
             self._begin_stop(Stopped(f"token cancelled: {safe_repr(token.cause)}"))
 
     def __repr__(self) -> str:
         state = (
             "stopped" if self._stop_done else "stopping" if self._stop_begun
-            else "running" if self._started else "not started"
+            else "running" if self._life.started else "not started"
         )
         return f"<corral.Supervisor {self.name!r} {state} tasks={len(self)} failures={len(self._failure_log)}>"
 
@@ -121,7 +158,7 @@ class Supervisor(Group):
     @property
     def is_started(self) -> bool:
         """True once ``start()`` was called (and still true after stop)."""
-        return self._started
+        return self._life.started
 
     @property
     def is_stopped(self) -> bool:
@@ -130,43 +167,30 @@ class Supervisor(Group):
 
     @property
     def is_running(self) -> bool:
-        return self._started and not self._stop_begun
+        return self._life.started and not self._stop_begun
 
     @property
     def failures(self) -> list[Exception]:
         """The most recent failures (bounded by ``max_failures``), oldest first."""
-        with self._lock:
+        with self._life.lock:
             return list(self._failure_log)
-
-    def _record_failure_locked(self, exc: Exception) -> None:
-        self._failure_log.append(exc)
-
-    def _log_failure(self, task: Task[Any], exc: BaseException) -> None:
-        log.error(
-            "task %r failed in supervisor %r", task.name, self.name, exc_info=exc,
-            extra={"corral_task": task.name, "corral_group": self.name},
-        )
-
-    def _check_open_locked(self) -> None:
-        if self._stop_begun:
-            raise SupervisorStopped(f"supervisor {self.name!r} is stopped; it takes no new tasks")
 
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the supervisor: queued tasks start, in spawn order. A second call does
         nothing; after ``stop()`` it raises ``SupervisorStopped``."""
-        with self._lock:
+        with self._life.lock:
             if self._stop_begun:
                 raise SupervisorStopped(f"supervisor {self.name!r} was stopped; it cannot start again")
-            if self._started:
+            if self._life.started:
                 return
-            self._started = True
+            released = self._life.start()
         if self._handle_signals and _signals.subscribe(self) and self._signal_mode == "off":
             self._signal_mode = "graceful"
-        with self._lock:
-            released = self._pump_locked(scan=True)
-        self._submit_all(released)
+        life = self._life
+        if released:
+            life.runner.start(life, released)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop: cancel the tasks (dependents before what they need), wait for them
@@ -182,18 +206,35 @@ class Supervisor(Group):
         """
         timeout = check_timeout("timeout", timeout)
         self._begin_stop(Stopped(f"supervisor {self.name!r} stopped"))
-        if _within(self):
+        if within(self):
             # stop() from one of its own tasks (or a hook, or a task of a group inside
             # it): waiting would wait for ourselves. The stop goes on without us.
             return
         self._wait_stopped(self.stop_timeout if timeout is None else timeout)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the supervisor is stopped (it does not end by itself); re-raise a
+        KeyboardInterrupt/SystemExit that stopped it (once). Task failures are not
+        raised (see ``failures``)."""
+        err = self._join_stopped(timeout)
+        if err is not None:
+            raise err
+
+    def _join_stopped(self, timeout: float | None) -> BaseException | None:
+        timeout = check_timeout("timeout", timeout)
+        with self._life.lock:
+            if not self._life.waiter.wait(lambda: self._stop_done, timeout):
+                raise TimeoutError(f"supervisor {self.name!r} still running after {timeout}s")
+            fatal = self._life.fatal if not self._fatal_raised else None
+            self._fatal_raised = True
+        return fatal
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the supervisor is stopped and every task has ended. Returns at
         once if it was never started. Re-raises a KeyboardInterrupt/SystemExit that
         stopped it (once)."""
         timeout = check_timeout("timeout", timeout)
-        if not self._started and not self._stop_begun:
+        if not self._life.started and not self._stop_begun:
             return
         self._wait_stopped(timeout)
         self._raise_fatal_once()
@@ -232,12 +273,11 @@ class Supervisor(Group):
         With ``inline``, start no thread: the caller runs the stop sequence itself, in
         its own thread (interpreter exit, where Python 3.12+ refuses new threads: see
         ``_at_exit``)."""
-        with self._lock:
+        with self._life.lock:
             if self._stop_begun:
                 return
             self._stop_begun = True
-            self._stopping = True
-            started = self._started
+            started = self._life.begin_stop(self._role.refuse)
         if not started:
             # stop() before start(): queued tasks end CANCELLED without running.
             self._finish_stop(cause, run_sequence=False)
@@ -254,157 +294,51 @@ class Supervisor(Group):
         try:
             if run_sequence:
                 if isinstance(cause, Stopped):  # graceful: drain=True tasks may finish
-                    self._drain(cause)
-                self._stop_in_order(cause)
+                    drain(self._life, cause, self.drain_timeout, lambda: self._drain_cut)
+                stop_in_order(self._life, cause)
             self.token.cancel(cause)
-            with self._cond:
-                self._wait_locked(lambda: not self._unfinished, None)
+            with self._life.lock:
+                self._life.waiter.wait(lambda: not self._life.unfinished, None)
         finally:
             # Unregister before announcing the stop, so that when stop()/wait() return,
             # roots() no longer lists this supervisor.
             _signals.unsubscribe(self)
             self._unregister()
+            if self._unlink_stop_token is not None:
+                self._unlink_stop_token()
+            self._unlink_stop_token = self._stop_token = None
             if not any(isinstance(g, Supervisor) for g in roots()):
                 # The last supervisor has stopped: let idle workers go now rather than
                 # after their idle timeout. (Plain groups do not trim: a program that
                 # runs a short group per request keeps its warm workers.)
                 get_pool().trim()
-            with self._cond:
+            with self._life.lock:
                 self._stop_done = True
-                self._closed = True
-                self._notify_locked()
+                self._life.close(self._role.refuse)
+                self._life.notify()
             self._stopped_event.set()
             _busy.group = previous
-
-    def _drain(self, cause: BaseException) -> None:
-        """The graceful part of a stop: cancel everything but the drain=True tasks and
-        what they need (in dependency order), then wait for the draining tasks, up to
-        ``drain_timeout`` (or a second signal)."""
-        with self._lock:
-            draining = [
-                t for t in self._unfinished
-                if t.drain and (t._state is TaskState.RUNNING or t._state is TaskState.PENDING)
-            ]
-            if not draining:
-                return
-            keep: set[Task[Any]] = set()
-            todo = list(draining)
-            while todo:  # what the draining tasks need, directly or not
-                t = todo.pop()
-                if t in keep:
-                    continue
-                keep.add(t)
-                todo.extend(dep for n in t.needs if (dep := self._live.get(n)) is not None)
-            self._draining = True
-        timeout = self.drain_timeout
-        log.info(
-            "supervisor %r: draining %d task%s, up to %s", self.name, len(draining),
-            "" if len(draining) == 1 else "s",
-            "no limit" if timeout is None else f"{timeout:g} s",
-        )
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            # (A task that ignores its cancellation must not hold the drain up: past the
-            # drain's deadline, the order gives way.)
-            self._stop_in_order(cause, keep=keep, deadline=deadline)
-
-            def drained() -> bool:
-                if self._drain_cut:
-                    return True
-                left = [t for t in draining if not t._done]
-                if not left:
-                    return True
-                # Parked on a needed task that is gone: nothing can release it now that
-                # the supervisor takes no new tasks.
-                stranded = self._stranded_locked()
-                return all(t in stranded for t in left)
-
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            with self._cond:
-                self._wait_locked(drained, remaining)
-            left = [t for t in draining if not t._done]
-            if left and not self._drain_cut:
-                log.warning(
-                    "supervisor %r: %d draining task%s still running after %s; cancelling",
-                    self.name, len(left), "" if len(left) == 1 else "s",
-                    "no limit" if timeout is None else f"{timeout:g} s",
-                )
-        finally:
-            with self._lock:
-                self._draining = False
-                self._notify_locked()
 
     def _still_draining(self) -> bool:
         """Whether a drain goes on: a drain=True task has not ended yet."""
         return (
-            self._draining and not self._drain_cut
+            self._life.draining and not self._drain_cut
             and any(t.drain for t in self.tasks)
         )
 
     def _cut_drain(self) -> None:
         """A second signal during the drain: cancel the draining tasks at once."""
-        with self._cond:
+        with self._life.lock:
             self._drain_cut = True
-            draining = [t for t in self._unfinished if t.drain]
-            self._notify_locked()
+            draining = [t for t in self._life.unfinished if t.drain]
+            self._life.notify()
         for t in draining:
             t.cancel(Stopped(f"supervisor {self.name!r}: drain cut short by a second signal"))
 
-    def _stop_in_order(
-        self, cause: BaseException, keep: set[Task[Any]] | None = None,
-        deadline: float | None = None,
-    ) -> None:
-        # Reverse dependency order: cancel the tasks nothing live needs, wait for them,
-        # then the tasks they needed, and so on. Tasks in ``keep`` are left running.
-        # Past ``deadline`` (the drain's), stop waiting: the caller goes on, and its
-        # final stop cancels (and waits for) what is left.
-        while True:
-            with self._lock:
-                layer = self._next_layer_locked(keep)
-            if not layer:
-                return
-            self._cancel_paced(layer, cause, deadline)
-            left = None if deadline is None else deadline - time.monotonic()
-            with self._cond:
-                if not self._wait_locked(_all_done(layer), left):
-                    return
-
-    def _cancel_paced(
-        self, layer: list[Task[Any]], cause: BaseException, deadline: float | None
-    ) -> None:
-        # Cancelling thousands of running tasks at once wakes thousands of threads that
-        # all want this group's lock and the GIL; the stopping thread, which needs both
-        # for each cancel, then waits behind them (10,000 tasks took 20 s, against 10 s
-        # for as many plain threads on one Event). So cancel a batch, and let most of it
-        # end before the next. Pacing is for tasks that end when told: once a batch has
-        # not mostly ended within _STOP_BATCH_WAIT, cancel the rest at once.
-        for i in range(0, len(layer), _STOP_BATCH):
-            batch = layer[i:i + _STOP_BATCH]
-            for t in batch:
-                t.cancel(cause)
-            if i + _STOP_BATCH >= len(layer):
-                return
-            wait = _STOP_BATCH_WAIT
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - time.monotonic()))
-            with self._cond:
-                if not self._wait_locked(_mostly_done(batch), wait):
-                    break
-        for t in layer[i + _STOP_BATCH:]:
-            t.cancel(cause)
-
-    def _next_layer_locked(self, keep: set[Task[Any]] | None = None) -> list[Task[Any]]:
-        """The unfinished tasks (but those in ``keep``) that no other one needs: what a
-        stop in reverse dependency order cancels next. Empty once none is left."""
-        live = [t for t in self._unfinished if keep is None or t not in keep]
-        needed = {n for t in live for n in t.needs}
-        # (All of them if each is needed: a cycle cannot be spawned, but cancel then.)
-        return [t for t in live if t.name not in needed] or live
-
     def _wait_stopped(self, timeout: float | None) -> None:
         try:
-            with self._cond:
-                ok = self._wait_locked(lambda: self._stop_done or self._give_up, timeout)
+            with self._life.lock:
+                ok = self._life.waiter.wait(lambda: self._stop_done or self._give_up, timeout)
                 gave_up = self._give_up and not self._stop_done
             if not ok and not self._stop_begun:
                 # Nobody is stopping it: a plain timeout, as for Group.join.
@@ -418,27 +352,17 @@ class Supervisor(Group):
 
     def _stop_timeout_error(self, why: str) -> StopTimeout:
         running: dict[str, str] = {}
-        _running_stacks(self, "", sys._current_frames(), running)
+        running_stacks(self, "", running)
         names = ", ".join(repr(n) for n in running) or "none"
         return StopTimeout(f"supervisor {self.name!r}: {why}; still running: {names}", running)
 
     def _raise_fatal_once(self) -> None:
-        with self._lock:
-            fatal = self._fatal
+        with self._life.lock:
+            fatal = self._life.fatal
             if fatal is None or self._fatal_raised:
                 return
             self._fatal_raised = True
         raise fatal
-
-    def _on_fatal(self, exc: BaseException) -> None:
-        if self._fatal_stops:
-            self._begin_stop(exc)
-
-    def _on_cancelled(self) -> None:
-        super()._on_cancelled()
-        cause = self.token.cause
-        assert cause is not None  # (this is the token's on_cancel callback)
-        self._begin_stop(cause)
 
     def _on_signal(self, signum: int) -> None:
         # First signal: a graceful stop. Then, each further one: cut the drain short
@@ -454,9 +378,9 @@ class Supervisor(Group):
             self._cut_drain()
         elif not self._give_up:
             log.warning("received %s again: no longer waiting for %r", name, self.name)
-            with self._cond:
+            with self._life.lock:
                 self._give_up = True
-                self._notify_locked()
+                self._life.notify()
         elif not self._stop_done:
             log.critical("received %s again while %r will not stop: exiting now", name, self.name)
             for stream in (sys.stdout, sys.stderr):
@@ -466,66 +390,16 @@ class Supervisor(Group):
                     pass
             os._exit(128 + signum)
 
-    def _join_collect(
-        self, timeout: float | None, body_exc: BaseException | None = None
-    ) -> BaseException | None:
-        # join() of a supervisor waits until it is stopped (it does not end by itself).
-        timeout = check_timeout("timeout", timeout)
-        with self._cond:
-            if not self._wait_locked(lambda: self._stop_done, timeout):
-                raise TimeoutError(f"supervisor {self.name!r} still running after {timeout}s")
-            fatal = self._fatal if not self._fatal_raised else None
-            self._fatal_raised = True
-        return fatal
-
-
-def _all_done(tasks: list[Task[Any]]) -> Callable[[], bool]:
-    return lambda: all(t._done for t in tasks)
-
-
-# A stop cancels running tasks _STOP_BATCH at a time, and waits up to _STOP_BATCH_WAIT
-# seconds for three quarters of a batch to end before the next (see _cancel_paced).
-_STOP_BATCH = 64
-_STOP_BATCH_WAIT = 0.05
-
-
-def _mostly_done(tasks: list[Task[Any]]) -> Callable[[], bool]:
-    most = len(tasks) - len(tasks) // 4
-    return lambda: sum(t._done for t in tasks) >= most
-
-
-_OWN_FILES = (os.path.dirname(os.path.abspath(__file__)) + os.sep, threading.__file__)
-
-
-def _user_stack(frame: Any) -> str:
-    """A thread's stack from the first frame of the user's code: the frames of the
-    worker pool and corral's attempt machinery above it say nothing to the reader."""
-    import traceback  # (only for stop reports: it is slow to import)
-
-    frames = traceback.extract_stack(frame)
-    start = 0
-    for i, fs in enumerate(frames):
-        if not fs.filename.startswith(_OWN_FILES[0]) and fs.filename != _OWN_FILES[1]:
-            start = i
-            break
-    return "".join(traceback.format_list(frames[start:]))
-
-
-def _running_stacks(group: Group, prefix: str, frames: dict[int, Any], out: dict[str, str]) -> None:
-    """Each running task of ``group``'s subtree, by path ("parent/child"), with its
-    stack: a task stuck joining a child group is named, and so is the grandchild that
-    ignores its token."""
-    for t in group.tasks:
-        if t._state is TaskState.RUNNING:
-            ident = t._thread_ident
-            frame = frames.get(ident) if ident is not None else None
-            out[prefix + t.name] = _user_stack(frame) if frame is not None else "(not started yet)\n"
-        for child in list(t._child_groups or ()):
-            if not child._closed:
-                _running_stacks(child, f"{prefix}{t.name}/", frames, out)
 
 
 # -- the process-wide default supervisor (corral.go) -----------------------------------
+
+
+class _DefaultSupervisor(Supervisor):
+    # A go() task that raises KeyboardInterrupt/SystemExit fails (logged at ERROR) like
+    # any failure: it must not stop go() for the rest of the process.
+    _fatal_stops = False
+
 
 _default: Supervisor | None = None
 _default_lock = threading.Lock()
@@ -538,14 +412,11 @@ def _default_supervisor() -> Supervisor:
         if _default is None:
             # Its drain=True tasks may finish within the stop's bound, leaving a fifth
             # of it for what is cancelled then to wind down.
-            sup = Supervisor(
+            sup = _DefaultSupervisor(
                 "corral.go", detached=True, stop_timeout=DEFAULT_STOP_TIMEOUT,
                 drain_timeout=DEFAULT_STOP_TIMEOUT * 0.8,
             )
             sup._signal_mode = "passthrough"
-            # A go() task that raises KeyboardInterrupt/SystemExit fails (logged at
-            # ERROR) like any failure: it must not stop go() for the rest of the process.
-            sup._fatal_stops = False
             sup.start()
             _default = sup
         return _default
@@ -597,7 +468,7 @@ def _at_exit() -> None:
         for sup in supervisors:
             if not sup._stop_begun:
                 sup._begin_stop(cause, inline=True)
-                if sup._started:
+                if sup.is_started:
                     ours.append(sup)
         for g in groups:
             if not isinstance(g, Supervisor):
@@ -605,15 +476,15 @@ def _at_exit() -> None:
         waited = [g for g in groups if not (isinstance(g, Supervisor) and g._give_up)]
         while True:
             ours = [sup for sup in ours if not _exit_step(sup, cause)]
-            pending: list[Group] = [*ours] or [g for g in waited if g._unfinished]
+            pending: list[Group] = [*ours] or [g for g in waited if len(g)]
             left = deadline - time.monotonic()
             if not pending or left <= 0:
                 break
-            g = pending[0]
-            with g._cond:
-                ends = g._ends
-                g._wait_locked(
-                    lambda g=g, ends=ends: g._ends != ends or not g._unfinished,  # type: ignore[misc]
+            life = pending[0]._life
+            with life.lock:
+                ends = life.ends
+                life.waiter.wait(
+                    lambda life=life, ends=ends: life.ends != ends or not life.unfinished,  # type: ignore[misc]
                     min(left, 0.05),  # (and look at the other groups now and then)
                 )
         abandoned = _log_abandoned(groups, time.monotonic() - (deadline - bound))
@@ -641,7 +512,7 @@ def _exit_forest() -> tuple[list[Group], list[Supervisor]]:
         if isinstance(g, Supervisor):
             supervisors.append(g)
         for t in g.tasks:
-            todo.extend(c for c in list(t._child_groups or ()) if not c._closed)
+            todo.extend(t._child_groups_alive())
     return groups, supervisors
 
 
@@ -650,8 +521,8 @@ def _exit_step(sup: Supervisor, cause: BaseException) -> bool:
     tasks that no live task needs (dependents end before what they need, as in
     ``_stop_in_order``; no drain: at exit whatever runs is cancelled). True once no
     task is left and the stop is done."""
-    with sup._lock:
-        layer = sup._next_layer_locked()
+    with sup._life.lock:
+        layer = sup._life.next_layer()
     if not layer:
         sup._finish_stop(cause, run_sequence=False)
         return True
@@ -662,12 +533,11 @@ def _exit_step(sup: Supervisor, cause: BaseException) -> bool:
 
 
 def _log_abandoned(groups: list[Group], waited: float) -> int:
-    frames = sys._current_frames()
     running: dict[str, str] = {}
     where: list[str] = []
     for g in groups:
         before = len(running)
-        _running_stacks(g, "", frames, running)
+        running_stacks(g, "", running)
         where.extend(f"{name!r} ({g._kind} {g.name!r})" for name in list(running)[before:])
     if not where:
         return 0

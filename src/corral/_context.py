@@ -1,0 +1,37 @@
+"""What the calling thread runs for corral: the current task (a context variable, so
+that it follows the attempt's context) and what the thread is busy with."""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._group import Group
+    from ._task import Task
+
+__all__ = ["busy", "current", "within"]
+
+# What this thread is busy with for corral: ``group``, the group whose task attempt it
+# runs (or the supervisor it is stopping); ``finishing``, the task whose end hooks it
+# runs. A wait on either from this thread would wait for itself.
+busy = threading.local()
+
+current: contextvars.ContextVar[Task[Any] | None] = contextvars.ContextVar(
+    "corral_current_task", default=None
+)
+
+
+def within(group: Group) -> bool:
+    """Whether this thread runs (a hook or an attempt of) a task in ``group``'s subtree:
+    a wait on ``group`` from here would wait for itself."""
+    task = current.get()
+    in_group: Group | None = getattr(busy, "group", None)
+    for start in (in_group, task.group if task is not None else None):
+        g = start
+        while g is not None:
+            if g is group:
+                return True
+            g = g.parent
+    return False

@@ -1,0 +1,271 @@
+"""Drives a group's lifecycle: runs a transition under the lock, then applies what it
+returned (hooks, failure reports, token cancellations, attempts for the runner).
+
+Whatever runs an attempt (a worker thread, next an event loop) calls the same
+functions here, so hooks, logs and failures behave the same under every runner. Hooks
+run in the task's context (log context and tracing spans reach them), never under the
+group's lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._context import busy as _busy
+from ._errors import GRACEFUL, Cancelled, describe
+from ._policy import Restart, call_hook
+from ._record import ATTEMPT_ENDED, COMES_BACK, DependencyLost, TaskState
+
+if TYPE_CHECKING:
+    from ._lifecycle import Lifecycle
+    from ._task import Task
+
+__all__ = ["CANCELLED_ENDS", "end_attempt", "finalize", "report", "spawn"]
+
+log = logging.getLogger("corral")
+
+# What a task may raise to end CANCELLED rather than FAILED (never a failure)
+CANCELLED_ENDS = (Cancelled, *GRACEFUL)
+
+
+def spawn(life: Lifecycle, task: Task[Any], replace: bool, base: str | None) -> Task[Any]:
+    """Add a new task to the group; ``base``: its automatic name's stem, if any."""
+    with life.lock:
+        released, ended, cancel_old, held = life.add(task, replace, base)
+    if cancel_old is not None:
+        assert cancel_old._cancel_cause is not None
+        cancel_old.token.cancel(cancel_old._cancel_cause)
+    for t in ended:
+        finalize(life, t)
+    if held:
+        # on_added runs outside the lock: until it has, others only note a cancellation,
+        # so no end hook can come before it.
+        task._in_context(call_hook, life.hooks.on_added, task)
+        with life.lock:
+            released, ended = life.added(task)
+        for t in ended:
+            finalize(life, t)
+    if released:
+        life.runner.start(life, released)
+    return task
+
+
+def set_ready(life: Lifecycle, task: Task[Any], value: Any) -> None:
+    if not life.set_ready(task, value):
+        return
+    if not life.dependents and not life.waiter.count:
+        return
+    with life.lock:
+        life.notify()
+        released = life.pump(scan=task.name in life.dependents)
+    if released:
+        life.runner.start(life, released)
+
+
+def begin_attempt(life: Lifecycle, task: Task[Any]) -> None:
+    """The attempt holds what it needs (its lease): its function runs next."""
+    life.begin_attempt(task)
+    if not task.signals_ready:
+        set_ready(life, task, None)  # ready once running
+
+
+def end_attempt(
+    life: Lifecycle, task: Task[Any], outcome: TaskState, value: Any, exc: BaseException | None
+) -> list[Task[Any]]:
+    """An attempt ended (``outcome``, with its value or exception); returns the tasks
+    this released, for the runner to run."""
+    token = task.token
+    hooks = life.hooks
+    if (
+        outcome is TaskState.SUCCEEDED
+        and task.restart is Restart.NEVER
+        and task.on_finish is None
+        and hooks.on_succeeded is None
+        and hooks.on_finished is None
+    ):
+        # The common ending (succeeded, nothing to restart, no hook to run), in one
+        # short lock section; anything unusual takes the general path below.
+        if token._cause is None:
+            token._cancel(ATTEMPT_ENDED)
+        with life.lock:
+            released = life.succeeded_simply(task, value)
+        if released is not None:
+            return released
+    fatal = False
+    if outcome is TaskState.FAILED:
+        assert exc is not None
+        fatal = not isinstance(exc, Exception)
+        life.failed_attempt(task, exc)
+        if hooks.on_failed is not None:
+            task._in_context(call_hook, hooks.on_failed, task, exc)
+    elif outcome is TaskState.SUCCEEDED and hooks.on_succeeded is not None:
+        task._in_context(call_hook, hooks.on_succeeded, task, value)
+    comes_back = outcome is TaskState.CANCELLED and isinstance(token.cause, COMES_BACK)
+    if outcome is TaskState.CANCELLED:
+        # Record why it was cancelled: the token's cause if it was cancelled, else
+        # the cause carried by the Cancelled it raised, else what it raised.
+        exc = token.cause or (exc.cause if isinstance(exc, Cancelled) else None) or exc
+    if not token.cancelled:
+        token._cancel(ATTEMPT_ENDED)  # so on_cancel callbacks release what it held
+    with life.lock:
+        out = life.attempt_ended(
+            task, outcome, value, exc, fatal=fatal, comes_back=comes_back,
+            has_end_hooks=task.on_finish is not None or hooks.on_finished is not None,
+        )
+    for dep in out.dependents:
+        dep.token.cancel(DependencyLost(f"needed task {task.name!r} ended"))
+    if out.restart_delay is not None:
+        task._in_context(_log_restart, life, task, outcome, out.exc, out.restart_delay)
+        if hooks.on_restart is not None:
+            task._in_context(call_hook, hooks.on_restart, task, out.restart_delay)
+        with life.lock:
+            if life.restart_announced(task, out, lambda: resume(life, task)):
+                out.ended.append(task)
+    for t in out.ended:
+        finalize(life, t)
+    if out.final is not None and not out.done:
+        if out.final is TaskState.FAILED and not task._in_map:
+            assert out.exc is not None
+            task_failed(life, task, out.exc)
+        finalize(life, task, last=not out.released)
+    return out.released
+
+
+def resume(life: Lifecycle, task: Task[Any]) -> None:
+    """A restart's delay has passed (the clock's timer)."""
+    with life.lock:
+        released, ended = life.resume(task)
+    for t in ended:
+        finalize(life, t)
+    if released:
+        life.runner.start(life, released)
+
+
+def finalize(life: Lifecycle, task: Task[Any], last: bool = False) -> None:
+    """Run an ended task's end hooks, then mark it DONE (join and len see it after
+    its hooks). ``last``: the calling worker has nothing else to do after this."""
+    token = task.token
+    if not token.cancelled:
+        # A task that ended without running (pending, backing off) carries the
+        # cancellation's cause on its token; an attempt that ended, ATTEMPT_ENDED.
+        error = task._error if task._outcome is TaskState.CANCELLED else None
+        token._cancel(error or ATTEMPT_ENDED)
+    # While its end hooks run, the task has ended but is not yet done: a hook that
+    # joins it (t.result(), t.join()) must not wait for itself.
+    previous, _busy.finishing = getattr(_busy, "finishing", None), task
+    try:
+        if task.on_finish is not None:
+            task._in_context(call_hook, task.on_finish, task)
+        if life.hooks.on_finished is not None:
+            task._in_context(call_hook, life.hooks.on_finished, task)
+    finally:
+        _busy.finishing = previous
+    with life.lock:
+        released = life.finished(task, last)
+    if released:
+        life.runner.start(life, released)
+
+
+def cancel_task(life: Lifecycle, task: Task[Any], cause: BaseException) -> None:
+    with life.lock:
+        what = life.cancel_task(task, cause)
+    if what == "ended":
+        finalize(life, task)
+    elif what == "running":
+        assert task._cancel_cause is not None
+        life.runner.cancel(task, task._cancel_cause)
+
+
+def group_cancelled(life: Lifecycle) -> None:
+    """The group's token was cancelled: tasks that are not running end now, running
+    ones have their tokens cancelled."""
+    cause = life.token.cause
+    assert cause is not None
+    with life.lock:
+        ended, running = life.cancelled(cause)
+    for token in running:
+        token._cancel(cause)
+    for t in ended:
+        finalize(life, t)
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+def join_outcome(
+    life: Lifecycle, failures: list[Exception], fatal: BaseException | None,
+    body_exc: BaseException | None,
+) -> BaseException | None:
+    """What a group's join raises: a fatal error (the failures logged), else one
+    ``ExceptionGroup`` of the with-body's exception and the failures, else the body's
+    own ``BaseException``, else nothing."""
+    if fatal is not None:
+        for f in failures:
+            log.error(
+                "task failure while stopping for %r", fatal, exc_info=f,
+                extra={"corral_task": getattr(f, "__corral_task__", None), "corral_group": life.name},
+            )
+        return fatal
+    if isinstance(body_exc, Exception):
+        failures.insert(0, body_exc)
+    elif body_exc is not None and not failures:
+        return body_exc
+    if not failures:
+        return None
+    return ExceptionGroup(f"{len(failures)} task(s) failed in {life.kind} {life.name!r}", failures)
+
+
+def task_failed(life: Lifecycle, task: Task[Any], exc: BaseException) -> None:
+    try:
+        exc.__corral_task__ = task.name  # type: ignore[attr-defined]
+        exc.add_note(
+            f"corral: task {task.name!r} (attempt {task.attempts}) in {life.kind} {life.name!r}"
+        )
+    except Exception:  # pragma: no cover - exotic exception types
+        pass
+
+    def log_it() -> None:
+        # A plain group raises its failures from join(), where the user sees them: it
+        # logs them at DEBUG; a supervisor raises none: it logs them at ERROR.
+        log.log(
+            life.failure_level, "task %r failed in %s %r", task.name, life.kind, life.name,
+            exc_info=exc, extra={"corral_task": task.name, "corral_group": life.name},
+        )
+
+    report(life, exc, lambda: task._in_context(log_it))
+
+
+def report(life: Lifecycle, exc: BaseException, log_it: Callable[[], object]) -> None:
+    """Record a failure (or the first KeyboardInterrupt/SystemExit), log it, and
+    escalate: a fatal one stops the group, another cancels it with fail_fast."""
+    with life.lock:
+        life.record(exc)
+    log_it()
+    if not isinstance(exc, Exception):
+        life.on_fatal(exc)
+    elif life.fail_fast:
+        life.group.cancel(exc)
+
+
+def _log_restart(
+    life: Lifecycle, task: Task[Any], outcome: TaskState, exc: BaseException | None, delay: float
+) -> None:
+    extra = {"corral_task": task.name, "corral_group": life.name}
+    if outcome is TaskState.FAILED and exc is not None:
+        # One line at WARNING (a flapping task must not flood the log, and a traceback
+        # per attempt costs more than the restart); the traceback at DEBUG.
+        log.warning(
+            "task %r failed (attempt %d): %s; restarting in %.3gs", task.name,
+            task.attempts, describe(exc), delay, extra=extra,
+        )
+        log.debug(
+            "task %r attempt %d failed with", task.name, task.attempts,
+            exc_info=exc, extra=extra,
+        )
+    else:  # returned, and restart=ALWAYS/ON_SUCCESS asks for another run: routine
+        log.info(
+            "task %r returned (attempt %d); restarting in %.3gs", task.name,
+            task.attempts, delay, extra=extra,
+        )

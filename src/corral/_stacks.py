@@ -1,0 +1,47 @@
+"""Where running tasks are: the stacks that a stop report (``StopTimeout``) and the
+at-exit warning show."""
+
+from __future__ import annotations
+
+import os
+import threading
+from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._group import Group
+
+__all__ = ["running_stacks"]
+
+_OWN_FILES = (os.path.dirname(os.path.abspath(__file__)) + os.sep, threading.__file__)
+_CALLS_TASKS = os.path.join(_OWN_FILES[0], "_threads.py")  # (its _call_function runs a task's function)
+
+
+def user_stack(frame: FrameType) -> str:
+    """A stack from the first frame of the user's code: the frames of the worker pool
+    and corral's attempt machinery above it say nothing to the reader."""
+    import traceback  # (only for stop reports: it is slow to import)
+
+    frames = traceback.extract_stack(frame)
+    start = 0
+    for i, fs in enumerate(frames):
+        if fs.filename == _CALLS_TASKS and fs.name == "_call_function":
+            start = i + 1  # the frame where corral called the task's function: what follows is the user's
+            break
+        if not start and not fs.filename.startswith(_OWN_FILES[0]) and fs.filename != _OWN_FILES[1]:
+            start = i  # (a stack that does not come through _call_function: its first user frame)
+    return "".join(traceback.format_list(frames[start:]))
+
+
+def running_stacks(group: Group, prefix: str, out: dict[str, str]) -> None:
+    """Each running task of ``group``'s subtree, by path ("parent/child"), with its
+    stack: a task stuck joining a child group is named, and so is the grandchild that
+    ignores its token."""
+    from ._record import TaskState
+
+    for t in group.tasks:
+        if t.state is TaskState.RUNNING:
+            frame = t._stack()
+            out[prefix + t.name] = user_stack(frame) if frame is not None else "(not started yet)\n"
+        for child in t._child_groups_alive():
+            running_stacks(child, f"{prefix}{t.name}/", out)

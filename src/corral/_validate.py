@@ -1,0 +1,233 @@
+"""Checks of what users pass to groups and spawns: a clear TypeError or ValueError at
+the call site, never a late failure in a worker."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._errors import safe_repr
+from ._policy import DEFAULT_BACKOFF, NO_HOOKS, Backoff, Hooks, Restart, check_max_restarts
+
+if TYPE_CHECKING:
+    from ._task import Task
+
+__all__ = [
+    "MAX_NAME",
+    "check_bool",
+    "check_count",
+    "check_hooks",
+    "check_name",
+    "check_needs",
+    "check_spawn",
+    "name_stem",
+    "qualname",
+]
+
+MAX_NAME = 200  # characters: names go into logs, thread names and snapshots
+
+
+def check_count(what: str, value: object) -> int | None:
+    """An int >= 1 or None (``limit``, ``window``, ``max_failures``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int >= 1 or None, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{what} must be >= 1 (or None), not {value!r}")
+    return value
+
+
+def check_name(name: object) -> None:
+    if name is None:
+        return
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str or None, not {type(name).__name__}")
+    if not name:
+        raise ValueError("name must not be empty")
+    if len(name) > MAX_NAME:
+        raise ValueError(f"name must be at most {MAX_NAME} characters, not {len(name)}")
+    if not name.isprintable():
+        # Names reach log lines: a newline or an escape sequence in one could forge them.
+        raise ValueError(f"name must be printable (no control characters), not {name!r}")
+
+
+def check_bool(what: str, value: object) -> bool:
+    """A flag option: True or False (``fail_fast='no'`` would be truthy)."""
+    if value is not True and value is not False:
+        raise TypeError(f"{what} must be True or False, not {safe_repr(value)}")
+    return value
+
+
+# Code flags of functions whose call returns a generator or coroutine instead of
+# running the body (inspect.CO_GENERATOR, CO_COROUTINE, CO_ASYNC_GENERATOR; inspect
+# itself is not imported: it is slow to import).
+_CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
+_CO_ANY_GENERATOR = _CO_GENERATOR | _CO_COROUTINE | _CO_ASYNC_GENERATOR
+
+
+def _check_not_generator(fn: Callable[..., Any]) -> None:
+    # (On every spawn: a plain function or a bound method, which forwards __code__,
+    # costs one attribute read; partials and callable objects are unwrapped.)
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        target: Any = fn
+        for _ in range(8):
+            if isinstance(target, functools.partial):
+                target = target.func
+            elif (inner := getattr(target, "__func__", None)) is not None:
+                target = inner
+            else:
+                break
+        code = getattr(target, "__code__", None)
+    flags = getattr(code, "co_flags", 0)
+    if not isinstance(flags, int) or not flags & _CO_ANY_GENERATOR:
+        return
+    if flags & _CO_COROUTINE:
+        kind = "a coroutine function (async def)"
+        hint = "corral runs coroutine functions from its asyncio support only; call it with asyncio.run() inside a plain function for now"
+    elif flags & _CO_ASYNC_GENERATOR:
+        kind = "an async generator function"
+        hint = "spawn a function that iterates it instead"
+    else:
+        kind = "a generator function"
+        hint = "its body would never run: spawn a function that consumes it, e.g. lambda: list(gen())"
+    raise TypeError(f"fn is {kind} ({qualname(fn)}): {hint}")
+
+
+def qualname(fn: Callable[..., Any]) -> str:
+    """``module.qualname`` of a callable (the stem of a task's automatic name)."""
+    mod = getattr(fn, "__module__", None)
+    qual = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if qual is None:
+        qual = type(fn).__qualname__
+    return f"{mod}.{qual}" if mod else str(qual)
+
+
+def check_hooks(hooks: object, on_finish: object) -> Hooks:
+    """A group's ``hooks=`` and ``on_finish=`` (the latter is ``hooks.on_finished``)."""
+    if hooks is not None and not isinstance(hooks, Hooks):
+        raise TypeError(f"hooks must be a corral.Hooks or None, not {type(hooks).__name__}")
+    if on_finish is None:
+        return hooks or NO_HOOKS
+    if not callable(on_finish):
+        raise TypeError(f"on_finish must be callable, not {type(on_finish).__name__}")
+    if hooks is not None and hooks.on_finished is not None:
+        raise TypeError("give either on_finish= or hooks=Hooks(on_finished=...), not both")
+    return (hooks or NO_HOOKS).__replace__(on_finished=on_finish)
+
+
+def name_stem(fn: Callable[..., Any], cache: dict[Callable[..., Any], str]) -> str:
+    """The stem of the automatic name of ``fn``'s tasks (``module.qualname``), kept in
+    ``cache`` (a group's: bounded, as a group may be fed fresh lambdas forever)."""
+    try:
+        stem = cache.get(fn)
+    except TypeError:  # an unhashable callable (e.g. a callable dataclass)
+        return qualname(fn)
+    if stem is None:
+        stem = qualname(fn)
+        if len(cache) >= 256:
+            cache.clear()
+        cache[fn] = stem
+    return stem
+
+
+def check_spawn(
+    fn: Callable[..., Any],
+    name: str | None,
+    meta: Mapping[str, Any] | None,
+    background: object,
+    restart: Restart | str,
+    backoff: Backoff | None,
+    max_restarts: tuple[int, float] | None,
+    replace: object,
+    needs: Iterable[str] | str,
+    on_finish: object,
+    signals_ready: object,
+    singleton: object,
+    drain: object,
+) -> tuple[Restart, Backoff | None, tuple[int, float] | None, tuple[str, ...]]:
+    """Check ``spawn``'s arguments; return the restart policy, the backoff, the
+    restart limit and the needs, normalised."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+    _check_not_generator(fn)
+    if (
+        background.__class__ is not bool or replace.__class__ is not bool
+        or signals_ready.__class__ is not bool or singleton.__class__ is not bool
+        or drain.__class__ is not bool
+    ):
+        for what, value in (
+            ("background", background), ("replace", replace), ("signals_ready", signals_ready),
+            ("singleton", singleton), ("drain", drain),
+        ):
+            check_bool(what, value)
+    if name is not None:
+        check_name(name)
+    elif replace:
+        raise TypeError("replace=True needs a name= (it replaces the live task of that name)")
+    if meta is not None and not isinstance(meta, Mapping):
+        raise TypeError(f"meta must be a mapping or None, not {type(meta).__name__}")
+    policy = restart if restart is Restart.NEVER else Restart.coerce(restart)
+    if backoff is not None and not isinstance(backoff, Backoff):
+        raise TypeError(f"backoff must be a corral.Backoff or None, not {type(backoff).__name__}")
+    mr = None if max_restarts is None else check_max_restarts(max_restarts)
+    if not needs:
+        needs_t: tuple[str, ...] = ()
+    elif isinstance(needs, str):
+        needs_t = (needs,)
+    else:
+        try:
+            needs_t = tuple(needs)
+        except TypeError:
+            raise TypeError(
+                f"needs must be a task name or an iterable of names, not {type(needs).__name__}"
+            ) from None
+    for n in needs_t:
+        if not isinstance(n, str):
+            raise TypeError(f"needs must name tasks by str, not {type(n).__name__}")
+    if on_finish is not None and not callable(on_finish):
+        raise TypeError(f"on_finish must be callable, not {type(on_finish).__name__}")
+    if singleton and name is None:
+        raise TypeError(
+            "a singleton task needs a name= (its lease is named after it, and every "
+            "process that runs it must use the same name)"
+        )
+    if policy is not Restart.NEVER and backoff is None:
+        backoff = DEFAULT_BACKOFF
+    return policy, backoff, mr, needs_t
+
+
+def check_needs(
+    live: Mapping[str, Task[Any]], name: str, needs: tuple[str, ...], group: str
+) -> None:
+    """``needs`` names live tasks, and the new task ``name`` would close no cycle."""
+    for n in needs:
+        if n == name or (n not in live):
+            known = ", ".join(repr(k) for k in list(live)[:20]) or "none"
+            raise ValueError(
+                f"needs names {n!r}, which is not a live task of group {group!r} "
+                f"(spawn what a task needs first; live tasks: {known})"
+            )
+    # A cycle: what it needs (directly or not) needs a task of this name. Possible
+    # when a task of this name ended (or is replaced) while a task needing it waits.
+    seen: set[str] = set()
+    path: list[str] = []
+    stack = [(n, 0) for n in needs]
+    while stack:
+        n, depth = stack.pop()
+        del path[depth:]
+        path.append(n)
+        if n == name:
+            chain = " -> ".join(repr(x) for x in [name, *path])
+            raise ValueError(
+                f"spawning {name!r} with needs={needs!r} would make a dependency cycle "
+                f"({chain}): neither could ever start"
+            )
+        if n in seen:
+            continue
+        seen.add(n)
+        dep = live.get(n)
+        if dep is not None:
+            stack.extend((m, depth + 1) for m in dep.needs)

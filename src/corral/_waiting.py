@@ -1,0 +1,109 @@
+"""Waiting for a group's state to change: the waiter behind every blocking call.
+
+A group's transitions ``notify()`` its waiter (under the group's lock) whenever
+something a waiter may wait for has changed; a blocking call (``join``, ``result``,
+``wait_until``, a supervisor's ``stop``) re-checks its predicate then. Notifying costs
+nothing while no one waits.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ._errors import Stopped
+from ._token import check_timeout
+
+if TYPE_CHECKING:
+    from ._lifecycle import Lifecycle
+    from ._sync import YieldingLock
+
+__all__ = ["Waiter", "wait_until"]
+
+_MAIN_THREAD = threading.main_thread()
+# The main thread waits in slices: Python runs signal handlers only there, between
+# bytecodes, and a signal that the kernel delivered to another thread does not
+# interrupt an untimed lock wait. Without slices a SIGTERM could go unhandled while
+# the main thread sits in serve(), wait() or join().
+MAIN_THREAD_SLICE = 0.1
+
+
+class Waiter:
+    """Threads waiting on one group (a condition over the group's lock)."""
+
+    __slots__ = ("_cond", "count")
+
+    def __init__(self, lock: YieldingLock) -> None:
+        self._cond = threading.Condition(lock)  # type: ignore[arg-type]
+        self.count = 0  # threads in wait(): notify only when someone waits
+
+    def notify(self) -> None:
+        """Wake every waiter to re-check (the lock is held)."""
+        if self.count:
+            self._cond.notify_all()
+
+    def wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """With the lock held: block until ``predicate()`` holds (True) or ``timeout``
+        seconds have passed (its last answer)."""
+        self.count += 1
+        try:
+            if threading.current_thread() is not _MAIN_THREAD:
+                return self._cond.wait_for(predicate, timeout)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not predicate():
+                if deadline is None:
+                    self._cond.wait(MAIN_THREAD_SLICE)
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return predicate()
+                    self._cond.wait(min(left, MAIN_THREAD_SLICE))
+            return True
+        finally:
+            self.count -= 1
+
+
+def wait_until(
+    life: Lifecycle,
+    predicate: Callable[[], bool],
+    timeout: float | None,
+    interval: float,
+    cancel: Callable[[BaseException], None],
+) -> bool:
+    """``Group.wait_until``: poll ``predicate`` (and re-check whenever a task ends); when
+    it holds, ``cancel`` the group gracefully and return True."""
+    if not callable(predicate):
+        raise TypeError(f"predicate must be callable, not {type(predicate).__name__}")
+    timeout = check_timeout("timeout", timeout)
+    if isinstance(interval, bool) or not isinstance(interval, int | float):
+        raise TypeError(f"interval must be a number of seconds, not {type(interval).__name__}")
+    if not 0 < interval < math.inf:
+        raise ValueError(f"interval must be a finite number > 0, not {interval!r}")
+    token = life.token
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        seen = life.ends  # read before the predicate: an end during it is not missed
+        # Read before the predicate too: if nothing can change the outcome any more,
+        # the predicate's answer now is the last word.
+        hopeless = token._cause is not None or not life.unfinished
+        if predicate():
+            cancel(Stopped("wait_until condition met"))
+            return True
+        if hopeless:
+            # The group was cancelled (a failure, cancel()) or every task has ended:
+            # nothing left in it can make the predicate true.
+            return False
+        wait = interval
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            wait = min(wait, left)
+        with life.lock:
+            life.waiter.wait(
+                lambda seen=seen: life.ends != seen or token._cause is not None,  # type: ignore[misc]
+                wait,
+            )
