@@ -4,8 +4,7 @@ run over each runner through the ``runner`` fixture (conftest), as anyio's
 ``anyio_backend`` runs one suite over every backend.
 
 ``ThreadPerAttemptRunner`` starts a fresh thread for every attempt (no pool, no
-continuation, no idle hint), and implements each step of the runner interface
-itself, through the same driver calls as the pool runner.
+continuation, no early release of a worker), and reports stacks its own way.
 """
 
 from __future__ import annotations
@@ -15,19 +14,17 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from corral import _driver, _singleton
+from corral import _driver
 from corral._lifecycle import Lifecycle
-from corral._record import TaskState
-from corral._runner import Runner
-from corral._threads import close_groups, run_attempt
+from corral._threads import ThreadSteps, run_attempt
 
 if TYPE_CHECKING:
-    from corral._campaign import LeaseRenewer
     from corral._task import Task
 
 
-class ThreadPerAttemptRunner(Runner):
-    """One new daemon thread per attempt."""
+class ThreadPerAttemptRunner(ThreadSteps):
+    """One new daemon thread per attempt (its blocking steps: those of any attempt that
+    owns its thread)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -58,20 +55,6 @@ class ThreadPerAttemptRunner(Runner):
             busy.group = None
         if released:
             self.start(life, released)
-
-    def campaign(self, life: Lifecycle, task: Task[Any]) -> LeaseRenewer | None:
-        return _singleton.campaign_for(life, task)
-
-    def close_groups(
-        self, task: Task[Any], outcome: TaskState, exc: BaseException | None
-    ) -> tuple[TaskState, BaseException | None]:
-        return close_groups(task, outcome, exc)
-
-    def end_lease(self, life: Lifecycle, task: Task[Any], renewer: LeaseRenewer) -> None:
-        _singleton.end_lease(life, task, renewer)
-
-    def cancel(self, task: Task[Any], cause: BaseException) -> None:
-        task.token.cancel(cause)
 
     def stack(self, task: Task[Any]) -> FrameType | None:
         thread = self._threads.get(task)

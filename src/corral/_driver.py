@@ -45,9 +45,8 @@ def spawn(life: Lifecycle, task: Task[Any], replace: bool, base: str | None) -> 
         task._in_context(call_hook, life.hooks.on_added, task)
         with life.lock:
             released, ended = life.added(task)
-        for t in ended:
-            finalize(life, t)
-    if released:
+        _apply(life, released, ended)
+    elif released:
         life.runner.start(life, released)
     return task
 
@@ -137,6 +136,11 @@ def resume(life: Lifecycle, task: Task[Any]) -> None:
     """A restart's delay has passed (the clock's timer)."""
     with life.lock:
         released, ended = life.resume(task)
+    _apply(life, released, ended)
+
+
+def _apply(life: Lifecycle, released: list[Task[Any]], ended: list[Task[Any]]) -> None:
+    """Run the end hooks of the tasks a transition ended, then start what it released."""
     for t in ended:
         finalize(life, t)
     if released:

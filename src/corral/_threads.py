@@ -27,22 +27,14 @@ if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
     from ._task import Task
 
-__all__ = ["ThreadRunner", "close_groups", "run_attempt"]
+__all__ = ["ThreadRunner", "ThreadSteps", "close_groups", "run_attempt"]
 
 log = logging.getLogger("corral")
 
 
-class ThreadRunner(Runner):
-    """Runs attempts on the worker pool's threads."""
-
-    def __init__(self) -> None:
-        self._submit = get_pool().submit
-        self._threads: dict[Task[Any], int] = {}  # running attempt -> its thread's ident
-
-    def start(self, life: Lifecycle, tasks: list[Task[Any]]) -> None:
-        submit = self._submit
-        for task in tasks:
-            submit(_AttemptChain(self, life, task))
+class ThreadSteps(Runner):
+    """The blocking steps of an attempt that runs on a thread of its own: done in that
+    thread (any runner whose attempts own a thread can use these)."""
 
     def campaign(self, life: Lifecycle, task: Task[Any]) -> LeaseRenewer | None:
         return _singleton.campaign_for(life, task)
@@ -57,6 +49,19 @@ class ThreadRunner(Runner):
 
     def cancel(self, task: Task[Any], cause: BaseException) -> None:
         task.token.cancel(cause)
+
+
+class ThreadRunner(ThreadSteps):
+    """Runs attempts on the worker pool's threads."""
+
+    def __init__(self) -> None:
+        self._submit = get_pool().submit
+        self._threads: dict[Task[Any], int] = {}  # running attempt -> its thread's ident
+
+    def start(self, life: Lifecycle, tasks: list[Task[Any]]) -> None:
+        submit = self._submit
+        for task in tasks:
+            submit(_AttemptChain(self, life, task))
 
     def stack(self, task: Task[Any]) -> FrameType | None:
         ident = self._threads.get(task)
