@@ -52,8 +52,13 @@ def spawn(life: Lifecycle, task: Task[Any], replace: bool, base: str | None) -> 
 
 
 def set_ready(life: Lifecycle, task: Task[Any], value: Any) -> None:
-    if not life.set_ready(task, value):
-        return
+    """The running task says it is ready (``corral.ready()``)."""
+    if life.set_ready(task, value):
+        ready_said(life, task)
+
+
+def ready_said(life: Lifecycle, task: Task[Any]) -> None:
+    """A task became ready: wake whoever waits for it, and start what needed it."""
     if not life.dependents and not life.waiter.count:
         return
     with life.lock:
@@ -61,13 +66,6 @@ def set_ready(life: Lifecycle, task: Task[Any], value: Any) -> None:
         released = life.pump(scan=task.name in life.dependents)
     if released:
         life.runner.start(life, released)
-
-
-def begin_attempt(life: Lifecycle, task: Task[Any]) -> None:
-    """The attempt holds what it needs (its lease): its function runs next."""
-    life.begin_attempt(task)
-    if not task.signals_ready:
-        set_ready(life, task, None)  # ready once running
 
 
 def end_attempt(

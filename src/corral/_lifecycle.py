@@ -449,7 +449,8 @@ class Lifecycle:
 
     def _attempt_over(self, task: Task[Any]) -> None:
         """An attempt ended: its limit slot is free and it is no longer ready."""
-        if task._phase is RUNNING and takes_slot(task):
+        # (takes_slot, inlined: this runs at the end of every attempt)
+        if task._phase is RUNNING and not task.background and task._lease_state is None:
             self.slots -= 1
         task._ready = False
 

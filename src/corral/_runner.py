@@ -6,7 +6,8 @@ default), and next on an event loop. An attempt, whatever runs it, goes through 
 same steps, each a call into the driver or one of the runner's blocking steps:
 
 1. ``campaign`` (a singleton only): block until this process holds the task's lease;
-2. ``driver.begin_attempt``, then the task's function in the attempt's context;
+2. ``life.begin_attempt`` (ready now unless it says so itself), then the task's
+   function in the attempt's context;
 3. ``close_groups``: block until the groups the task made are closed;
 4. ``end_lease`` (a singleton only): stop renewing, release;
 5. ``driver.end_attempt``, which returns the tasks that end released: the runner runs

@@ -67,18 +67,8 @@ class ThreadRunner(ThreadSteps):
         ident = self._threads.get(task)
         return None if ident is None else sys._current_frames().get(ident)
 
-    def release_worker_early(self) -> None:
-        release_worker_early()
-
-    def run(self, life: Lifecycle, task: Task[Any]) -> list[Task[Any]]:
-        """Run one attempt in this thread (see ``run_attempt``), known by its thread."""
-        threading.current_thread().name = f"corral:{task.name}"
-        threads = self._threads
-        threads[task] = threading.get_ident()
-        try:
-            return run_attempt(self, life, task)
-        finally:
-            threads.pop(task, None)
+    # (the pool's own function: called under the group's lock at the end of attempts)
+    release_worker_early = staticmethod(release_worker_early)
 
 
 class _AttemptChain:
@@ -95,9 +85,17 @@ class _AttemptChain:
     def __call__(self) -> None:
         runner, life, task = self.runner, self.life, self.task
         _busy.group = life.group
+        thread = threading.current_thread()
+        threads = runner._threads
+        ident = threading.get_ident()
         try:
             while True:
-                released = runner.run(life, task)
+                thread.name = f"corral:{task.name}"
+                threads[task] = ident  # (what stack() looks up)
+                try:
+                    released = run_attempt(runner, life, task)
+                finally:
+                    del threads[task]
                 if not released:
                     return
                 # This worker runs the next released task (of the same group) itself,
@@ -122,7 +120,9 @@ def run_attempt(runner: Runner, life: Lifecycle, task: Task[Any]) -> list[Task[A
         if renewer is None:  # cancelled while campaigning: it never ran
             return _driver.end_attempt(life, task, TaskState.CANCELLED, None, None)
     token = task.token
-    _driver.begin_attempt(life, task)
+    life.begin_attempt(task)
+    if not task.signals_ready and life.set_ready(task, None):  # ready once running
+        _driver.ready_said(life, task)
     outcome: TaskState
     value: Any = None
     exc: BaseException | None = None
