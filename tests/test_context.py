@@ -1,7 +1,7 @@
 """Context: tasks run in a copy of the spawner's contextvars; log records name their task.
 
 Tests whose docstring starts with "Seed: <library>" port a case of one of the seed
-libraries (notes/seed-semantics.md); where the notes mark the Go behaviour **BUG?**, they
+libraries; where the Go library's behaviour is a bug (marked **BUG?**), they
 assert corral's fixed behaviour.
 """
 
@@ -216,7 +216,7 @@ def test_restart_after_a_virtual_backoff_starts_from_the_spawners_values() -> No
 
 
 def test_routine_3_transfers_logger() -> None:
-    """Seed: routine — seed-semantics 4.5 #3 TestRun_transfersLogger: the parent's logger (a
+    """Seed: routine — #3 TestRun_transfersLogger: the parent's logger (a
     contextvar) reaches the routine; its debug "foobar" ends up in the parent's buffer."""
     buffer = io.StringIO()
     logger = logging.Logger("routine-3", level=logging.DEBUG)  # not registered globally
@@ -234,7 +234,7 @@ def test_routine_3_transfers_logger() -> None:
 
 
 def test_routine_4_transfers_sink() -> None:
-    """Seed: routine — seed-semantics 4.5 #4 TestRun_transfersSink: the parent's log sink
+    """Seed: routine — #4 TestRun_transfersSink: the parent's log sink
     reaches the routine."""
     sink: list[str] = []
 
@@ -250,7 +250,7 @@ def test_routine_4_transfers_sink() -> None:
 
 
 def test_routine_5_transfers_locale() -> None:
-    """Seed: routine — seed-semantics 4.5 #5 TestRun_transfersLocale: the routine sees
+    """Seed: routine — #5 TestRun_transfersLocale: the routine sees
     exactly the parent's language and timezone."""
     locale = ("en-US, en;q=0.9, de-DE;q=0.8, ru;q=0.6", "Europe/Berlin")
     LOCALE.set(locale)
@@ -260,7 +260,7 @@ def test_routine_5_transfers_locale() -> None:
 
 
 def test_routine_6_transfers_oauth2_token() -> None:
-    """Seed: routine — seed-semantics 4.5 #6 TestRun_transfersOAuth2Token: the routine sees
+    """Seed: routine — #6 TestRun_transfersOAuth2Token: the routine sees
     the parent's token "test-token"."""
     OAUTH2_TOKEN.set("test-token")
     with corral.Group("routine-6") as g:
@@ -269,7 +269,7 @@ def test_routine_6_transfers_oauth2_token() -> None:
 
 
 def test_routine_context_is_a_copy_taken_at_spawn() -> None:
-    """Seed: routine — seed-semantics 4.2 step 1 (WithoutCancel keeps the values): each task
+    """Seed: routine — step 1 (WithoutCancel keeps the values): each task
     runs in a copy of the spawner's context taken at spawn; what the task sets does not leak
     back, and what the spawner sets afterwards does not reach it."""
     proceed = threading.Event()

@@ -2,7 +2,7 @@
 wait_until, map, join, names, dependencies and introspection (DESIGN.md).
 
 Tests whose docstring starts with "Seed: <library>" port a case of one of the seed
-libraries (notes/seed-semantics.md); where the notes mark the Go behaviour **BUG?**, they
+libraries; where the Go library's behaviour is a bug (marked **BUG?**), they
 assert corral's fixed behaviour.
 """
 
@@ -115,7 +115,7 @@ def test_meta_is_on_every_task() -> None:
 
 
 def test_bg_v1_2_run_executes_in_goroutine() -> None:
-    """Seed: background — seed-semantics 3.5 v1 #2 / HEAD #2: Run returns before the task
+    """Seed: background — v1 #2 / HEAD #2: Run returns before the task
     runs, and the task runs on another thread."""
     proceed = threading.Event()
     ran_on: list[int] = []
@@ -418,7 +418,7 @@ def test_a_task_that_returns_after_its_token_was_cancelled_ends_cancelled() -> N
 
 
 def test_gm_3_foreground_goroutine() -> None:
-    """Seed: goroutine-manager — seed-semantics 2.3 #3: a foreground task blocks Wait;
+    """Seed: goroutine-manager — #3: a foreground task blocks Wait;
     before it panics the context is not done and nothing is collected; once it panics, Wait
     returns, the context is done and the error is collected."""
     err = ValueError("test error")
@@ -441,7 +441,7 @@ def test_gm_3_foreground_goroutine() -> None:
 
 
 def test_gm_8_multiple_goroutine_errors() -> None:
-    """Seed: goroutine-manager — seed-semantics 2.3 #8: fg1 panics err1, which cancels the
+    """Seed: goroutine-manager — #8: fg1 panics err1, which cancels the
     context; fg2 wakes on it and panics err2 (not a cancellation, so recorded): both are
     collected, in recovery order."""
     err1, err2 = ValueError("test error 1"), ValueError("test error 2")
@@ -471,7 +471,7 @@ def test_gm_8_multiple_goroutine_errors() -> None:
 
 
 def test_gm_9_parent_context() -> None:
-    """Seed: goroutine-manager — seed-semantics 2.3 #9: cancelling the parent context
+    """Seed: goroutine-manager — #9: cancelling the parent context
     reaches the group's tasks; a task that then raises is collected."""
     err = ValueError("test error")
     parent = corral.Token()
@@ -491,7 +491,7 @@ def test_gm_9_parent_context() -> None:
 
 
 def test_gm_extra_cancelled_after_stop_is_not_recorded() -> None:
-    """Seed: goroutine-manager — seed-semantics 2.3 extra: a Canceled panic after
+    """Seed: goroutine-manager — extra: a Canceled panic after
     StopAllGoroutines is not recorded and the hook is not called. corral: a task raising
     Cancelled (check()) after a graceful stop ends CANCELLED, on_failed is not called, join
     raises nothing."""
@@ -514,7 +514,7 @@ def test_gm_extra_cancelled_after_stop_is_not_recorded() -> None:
 
 
 def test_gm_extra_cancelled_after_parent_cancel_keeps_the_parent_cause() -> None:
-    """Seed: goroutine-manager — seed-semantics 2.3 extra: the same Canceled panic after a
+    """Seed: goroutine-manager — extra: the same Canceled panic after a
     *parent* cancel is recorded in Go, to tell "the request timed out" from "we stopped on
     purpose". corral never reports Cancelled as a failure; the distinction is the cause (a
     deadline's TimeoutError, not Stopped)."""
@@ -633,7 +633,7 @@ def test_fatal_exception_in_a_task_is_reraised_by_the_with_exit() -> None:
 
 
 def test_gm_extra_non_exception_panic_is_not_lost() -> None:
-    """Seed: goroutine-manager — seed-semantics 2.3 extra: a non-error panic value is still
+    """Seed: goroutine-manager — extra: a non-error panic value is still
     recorded. Python raises only exceptions; the nearest case is a BaseException that is not
     an Exception (SystemExit): it cancels the group and join re-raises it as is."""
     sibling_started = threading.Event()
@@ -703,7 +703,7 @@ def test_background_tasks_alone_do_not_keep_the_group_open() -> None:
 
 
 def test_gm_4_background_goroutine_failure_is_collected() -> None:
-    """Seed: goroutine-manager — seed-semantics 2.3 #4: a background task's panic is
+    """Seed: goroutine-manager — #4: a background task's panic is
     collected too and cancels the context ("eventually": the port waits on the token instead
     of racing)."""
     err = ValueError("test error")
@@ -727,7 +727,7 @@ def test_gm_4_background_goroutine_failure_is_collected() -> None:
 
 
 def test_gm_4_background_goroutine_does_not_hold_wait() -> None:
-    """Seed: goroutine-manager — seed-semantics 2.3 #4: background work is not waited for
+    """Seed: goroutine-manager — #4: background work is not waited for
     ("Wait not blocked"). corral: when the foreground is done, a background task is
     cancelled (cause Stopped) and waited for, so it never outlives its group; nothing is
     reported."""
@@ -750,7 +750,7 @@ def test_gm_4_background_goroutine_does_not_hold_wait() -> None:
 
 
 def test_bg_head_16_close_waits_for_one_offs_and_cancels_loops() -> None:
-    """Seed: background — seed-semantics 3.5 HEAD #16 Test_Close: a loop and a one-off both
+    """Seed: background — HEAD #16 Test_Close: a loop and a one-off both
     block on proceed; counts (1, 1); Close (= Wait and Cancel) -> (0, 0). corral: the loop
     is a background task with Restart.ALWAYS, the one-off a foreground task; join waits for
     the one-off and then cancels the loop."""
@@ -923,7 +923,7 @@ def test_wrap_rejects_a_non_callable() -> None:
 
 
 def test_gm_1_foreground_panic_collector_recovers() -> None:
-    """Seed: goroutine-manager — seed-semantics 2.3 #1: a panic inside a foreground
+    """Seed: goroutine-manager — #1: a panic inside a foreground
     collector is swallowed, collected into errs, and cancels the context; Wait is not
     blocked."""
     err = ValueError("test error")
@@ -938,7 +938,7 @@ def test_gm_1_foreground_panic_collector_recovers() -> None:
 
 
 def test_gm_2_background_panic_collector_recovers() -> None:
-    """Seed: goroutine-manager — seed-semantics 2.3 #2: same as #1 with a background
+    """Seed: goroutine-manager — #2: same as #1 with a background
     collector."""
     err = ValueError("test error")
     g = corral.Group("gm-2")
@@ -950,7 +950,7 @@ def test_gm_2_background_panic_collector_recovers() -> None:
 
 
 def test_gm_6_multiple_goroutines() -> None:
-    """Seed: goroutine-manager — seed-semantics 2.3 #6: fg1 (a task), fg2 (a plain thread in
+    """Seed: goroutine-manager — #6: fg1 (a task), fg2 (a plain thread in
     a foreground collector) and bg1 (a background task): Wait blocks until both foreground
     ones are done, whatever bg1 does; with no panic the context is never cancelled."""
     fg1_gate, fg2_gate, bg1_gate = threading.Event(), threading.Event(), threading.Event()
@@ -986,7 +986,7 @@ def test_gm_6_multiple_goroutines() -> None:
 
 
 def test_gm_extra_any_other_exception_after_stop_is_recorded() -> None:
-    """Seed: goroutine-manager — seed-semantics 2.2: Canceled panics are graceful after a
+    """Seed: goroutine-manager — : Canceled panics are graceful after a
     stop, but any other panic is always recorded, even after stop. corral: collect()
     swallows Cancelled and Stopped without recording them; a ValueError after the stop is a
     failure."""
@@ -1004,7 +1004,7 @@ def test_gm_extra_any_other_exception_after_stop_is_recorded() -> None:
 
 
 def test_gm_extra_unfinished_foreground_collector_blocks_wait() -> None:
-    """Seed: goroutine-manager — seed-semantics 2.3 extra: a foreground collector that is
+    """Seed: goroutine-manager — extra: a foreground collector that is
     never invoked blocks Wait. corral counts a collector from __enter__ (Go: from creation),
     so a collector entered and not yet exited blocks join, and one only created does not."""
     g = corral.Group("gm-collector")
@@ -1372,7 +1372,7 @@ def test_a_closed_group_takes_nothing_new() -> None:
 
 
 def test_gm_5_stop_all_goroutines() -> None:
-    """Seed: goroutine-manager — seed-semantics 2.3 #5: a background and a foreground task
+    """Seed: goroutine-manager — #5: a background and a foreground task
     wait on the context; before the stop nothing ends and Wait blocks; StopAllGoroutines
     (cancel with Stopped) then Wait: both finished, context done, nothing collected."""
     started = {"fg": threading.Event(), "bg": threading.Event()}
@@ -1396,7 +1396,7 @@ def test_gm_5_stop_all_goroutines() -> None:
 
 
 def test_gm_7_reuse_goroutine_manager() -> None:
-    """Seed: goroutine-manager — seed-semantics 2.3 #7: the manager takes new batches after
+    """Seed: goroutine-manager — #7: the manager takes new batches after
     each Wait; after StopAllGoroutines a new goroutine sees a done context; errs stays nil.
     corral: a group takes tasks until it is joined; a task spawned after the cancel ends
     CANCELLED without running; after join the group is closed (GroupClosed), it is not
@@ -1425,7 +1425,7 @@ def test_gm_7_reuse_goroutine_manager() -> None:
 
 
 def test_bg_v1_3_wait_waits_for_pending_tasks() -> None:
-    """Seed: background — seed-semantics 3.5 v1 #3 / HEAD #3: Wait blocks while a task is
+    """Seed: background — v1 #3 / HEAD #3: Wait blocks while a task is
     pending, and returns once it is done."""
     proceed = threading.Event()
     waited = threading.Event()
@@ -1447,7 +1447,7 @@ def test_bg_v1_3_wait_waits_for_pending_tasks() -> None:
 
 
 def test_bg_wait_includes_tasks_added_while_waiting() -> None:
-    """Seed: background — seed-semantics 3.4 Wait: tasks added while waiting make the wait
+    """Seed: background — Wait: tasks added while waiting make the wait
     longer."""
     proceed = threading.Event()
     log: list[str] = []
@@ -1635,7 +1635,7 @@ def test_replace_true_without_a_live_task_just_spawns() -> None:
 
 
 def test_bg_head_17_task_defaults() -> None:
-    """Seed: background — seed-semantics 3.5 HEAD #17 task.New: a one-off task with empty
+    """Seed: background — HEAD #17 task.New: a one-off task with empty
     metadata and no retry (it runs once); it is named after its callable."""
     called: list[bool] = []
 
@@ -1917,7 +1917,7 @@ def test_a_dependent_runs_again_when_what_it_needs_ends_and_comes_back(
 
 
 def test_bg_v1_1_head_1_new_manager() -> None:
-    """Seed: background — seed-semantics 3.5 v1 #1 Test_New and HEAD #1 Test_NewManager: a
+    """Seed: background — v1 #1 Test_New and HEAD #1 Test_NewManager: a
     new manager has no hooks and counts nothing."""
     hooks = corral.Hooks()
     assert all(getattr(hooks, name) is None for name in (
@@ -1931,7 +1931,7 @@ def test_bg_v1_1_head_1_new_manager() -> None:
 
 
 def test_bg_v1_6_head_5_on_task_added_with_meta() -> None:
-    """Seed: background — seed-semantics 3.5 v1 #6 / HEAD #5: OnTaskAdded is called with the
+    """Seed: background — v1 #6 / HEAD #5: OnTaskAdded is called with the
     task's metadata, synchronously in the caller."""
     added: list[tuple[dict[str, Any], int]] = []
     g = corral.Group("bg-added", hooks=corral.Hooks(
@@ -1943,7 +1943,7 @@ def test_bg_v1_6_head_5_on_task_added_with_meta() -> None:
 
 
 def test_bg_v1_7_head_6_on_task_succeeded_with_meta() -> None:
-    """Seed: background — seed-semantics 3.5 v1 #7 / HEAD #6: OnTaskSucceeded is called with
+    """Seed: background — v1 #7 / HEAD #6: OnTaskSucceeded is called with
     the metadata (and, in corral, the result)."""
     succeeded: list[tuple[dict[str, Any], object]] = []
     g = corral.Group("bg-succeeded", hooks=corral.Hooks(
@@ -1955,7 +1955,7 @@ def test_bg_v1_7_head_6_on_task_succeeded_with_meta() -> None:
 
 
 def test_bg_v1_8_head_7_on_task_failed_with_meta() -> None:
-    """Seed: background — seed-semantics 3.5 v1 #8 / HEAD #7: OnTaskFailed gets the metadata
+    """Seed: background — v1 #8 / HEAD #7: OnTaskFailed gets the metadata
     and the error."""
     err = RuntimeError("assert.AnError")
     failed: list[tuple[dict[str, Any], BaseException]] = []
@@ -1968,7 +1968,7 @@ def test_bg_v1_8_head_7_on_task_failed_with_meta() -> None:
 
 
 def test_bg_callback_order_for_a_one_off() -> None:
-    """Seed: background — seed-semantics 3.4: Added (in the caller), then Succeeded, then
+    """Seed: background — : Added (in the caller), then Succeeded, then
     the count is decremented and Wait released (Go: decrement before signalling)."""
     log: list[str] = []
     g = corral.Group("bg-order", hooks=corral.Hooks(
@@ -1985,7 +1985,7 @@ def test_bg_callback_order_for_a_one_off() -> None:
 
 
 def test_bg_observer_exception_is_logged_not_fatal(corral_log: pytest.LogCaptureFixture) -> None:
-    """Seed: background — seed-semantics 3.4: a panic in an observer crashes the Go process;
+    """Seed: background — : a panic in an observer crashes the Go process;
     the port logs observer exceptions. corral: a hook that raises is logged and the group
     goes on."""
     err = RuntimeError("observer bug")
@@ -2002,7 +2002,7 @@ def test_bg_observer_exception_is_logged_not_fatal(corral_log: pytest.LogCapture
 
 
 def test_gm_10_hooks_on_after_recover_300_failing_tasks() -> None:
-    """Seed: goroutine-manager — seed-semantics 2.3 #10: 300 foreground tasks each fail: the
+    """Seed: goroutine-manager — #10: 300 foreground tasks each fail: the
     hook (on_failed) is called exactly 300 times, even after the first failure cancelled the
     group, and every failure is reported exactly once in the ExceptionGroup."""
     n = 300
@@ -2027,7 +2027,7 @@ def test_gm_10_hooks_on_after_recover_300_failing_tasks() -> None:
 
 
 def test_gm_extra_on_after_recover_runs_before_the_cancel() -> None:
-    """Seed: goroutine-manager — seed-semantics 2.2 Hooks: OnAfterRecover runs once per
+    """Seed: goroutine-manager — Hooks: OnAfterRecover runs once per
     recorded panic, before the context is cancelled. corral: on_failed sees the group not
     yet cancelled."""
     err = ValueError("test error")
@@ -2191,7 +2191,7 @@ def test_repr_of_group_and_task_shows_state() -> None:
 
 
 def test_bg_v1_5_len_counts_the_task_while_its_callback_runs() -> None:
-    """Seed: background — seed-semantics 3.5 v1 #5 Test_Len: inside OnTaskSucceeded, Len()
+    """Seed: background — v1 #5 Test_Len: inside OnTaskSucceeded, Len()
     still counts the finishing task (10, 9, ..., 1); after Wait it is 0."""
     lens: queue.SimpleQueue[int] = queue.SimpleQueue()
     g = corral.Group("bg-len", hooks=corral.Hooks(on_succeeded=lambda t, r: lens.put(len(g))))
@@ -2212,7 +2212,7 @@ def test_bg_v1_5_len_counts_the_task_while_its_callback_runs() -> None:
 
 
 def test_bg_head_15_count_of() -> None:
-    """Seed: background — seed-semantics 3.5 HEAD #15 Test_CountOf: the count is 1 right
+    """Seed: background — HEAD #15 Test_CountOf: the count is 1 right
     after Run (counted synchronously), also for a loop task, and 0 after Wait / Cancel."""
     gate = threading.Event()
     g = corral.Group("bg-count")
@@ -2343,7 +2343,7 @@ def test_a_replacement_waiting_for_a_task_held_in_on_restart_starts_when_it_ends
 
 
 def test_bg_unknown_type_is_refused_at_the_call() -> None:
-    """Seed: background — seed-semantics 3.4: an unknown task type calls
+    """Seed: background — : an unknown task type calls
     OnTaskFailed(ErrUnknownType) and runs nothing. corral: an unknown restart policy is a
     ValueError at the call; nothing is added."""
     added: list[str] = []

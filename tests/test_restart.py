@@ -1,7 +1,7 @@
 """Restart policies, backoff and restart limits, on virtual time (MockClock).
 
 Tests whose docstring starts with "Seed: <library>" port a case of one of the seed
-libraries (notes/seed-semantics.md); where the notes mark the Go behaviour **BUG?**, they
+libraries; where the Go library's behaviour is a bug (marked **BUG?**), they
 assert corral's fixed behaviour.
 """
 
@@ -218,7 +218,7 @@ def test_restarts_are_logged_at_warning(corral_log: pytest.LogCaptureFixture) ->
 
 
 def test_tm_extra_restart_on_error_restarts_until_success() -> None:
-    """Seed: ThreadManager — seed-semantics 1.4 extra: RestartOnError restarts on error
+    """Seed: ThreadManager — extra: RestartOnError restarts on error
     until success -> Restart.ON_FAILURE; each failed attempt reaches on_failed."""
     failed: list[str] = []
     calls = AtomicCounter()
@@ -238,7 +238,7 @@ def test_tm_extra_restart_on_error_restarts_until_success() -> None:
 
 
 def test_tm_extra_restart_on_success_is_the_opposite() -> None:
-    """Seed: ThreadManager — seed-semantics 1.4 extra: RestartOnSuccess restarts only after
+    """Seed: ThreadManager — extra: RestartOnSuccess restarts only after
     a success -> Restart.ON_SUCCESS: two successes are run again, the failure ends the task."""
     err = ValueError("third run fails")
     calls = AtomicCounter()
@@ -260,7 +260,7 @@ def test_tm_extra_restart_on_success_is_the_opposite() -> None:
 
 
 def test_tm_extra_restart_always_reruns_both_ways_until_stopped() -> None:
-    """Seed: ThreadManager — seed-semantics 1.2 Restart (the unconditional onFinish) ->
+    """Seed: ThreadManager — Restart (the unconditional onFinish) ->
     Restart.ALWAYS: a failure and a success are both run again; stop() ends it."""
     calls = AtomicCounter()
     third = threading.Event()
@@ -283,7 +283,7 @@ def test_tm_extra_restart_always_reruns_both_ways_until_stopped() -> None:
 
 
 def test_bg_head_12_loop_task_runs_again_and_again_until_cancelled() -> None:
-    """Seed: background — seed-semantics 3.5 HEAD #12 Test_RunTaskTypeLoop: a loop task runs
+    """Seed: background — HEAD #12 Test_RunTaskTypeLoop: a loop task runs
     its Fn again at once after each return (>= 100 iterations), until Cancel. corral:
     Restart.ALWAYS with no delay; cancelling the task ends the loop."""
     ticks = AtomicCounter()
@@ -304,7 +304,7 @@ def test_bg_head_12_loop_task_runs_again_and_again_until_cancelled() -> None:
 
 
 def test_bg_head_13_loop_task_reports_each_failing_iteration() -> None:
-    """Seed: background — seed-semantics 3.5 HEAD #13: a failing loop iteration is reported
+    """Seed: background — HEAD #13: a failing loop iteration is reported
     to OnTaskFailed (the first error received is AnError) and the loop goes on (>= 2 runs)."""
     err = RuntimeError("assert.AnError")
     errors: queue.SimpleQueue[BaseException] = queue.SimpleQueue()
@@ -494,7 +494,7 @@ def test_without_reset_after_the_exponent_never_goes_back(clock: MockClock) -> N
 
 
 def test_routine_backoff_sequence_doubles_to_a_10_minute_cap() -> None:
-    """Seed: routine — seed-semantics 4.3/4.4: the routine-panic backoff is exponential x2
+    """Seed: routine — /4.4: the routine-panic backoff is exponential x2
     from 1 s, no jitter, capped at 10 min: 1, 2, 4, ... 512, then 600 s."""
     backoff = corral.Backoff(initial=1, maximum=600, multiplier=2, jitter=0)
     assert [backoff.delay(n) for n in range(12)] == [
@@ -503,7 +503,7 @@ def test_routine_backoff_sequence_doubles_to_a_10_minute_cap() -> None:
 
 
 def test_routine_restarts_after_panics_with_exponential_backoff() -> None:
-    """Seed: routine — seed-semantics 4.3: a routine that panics is run again after 1 s, 2
+    """Seed: routine — : a routine that panics is run again after 1 s, 2
     s, 4 s... (on virtual time: exact)."""
     clock = MockClock()
     starts: list[float] = []
@@ -528,7 +528,7 @@ def test_routine_restarts_after_panics_with_exponential_backoff() -> None:
 
 
 def test_routine_bug_on_restart_runs_before_the_restart_it_announces() -> None:
-    """Seed: routine — seed-semantics 4.3 (restart after a panic, reported) and DESIGN
+    """Seed: routine — (restart after a panic, reported) and DESIGN
     Hooks: on_restart announces a scheduled restart, so it runs before the restarted attempt
     starts (and before join returns). A logging handler widens the window between "restart
     scheduled" and the hook (at most 0.5 s), so that a hook called after the timer is armed
@@ -720,7 +720,7 @@ def test_restart_window_slides(clock: MockClock, delay: float, runs: int | None)
 
 
 def test_bg_head_10_task_retry_strategy_limit_5() -> None:
-    """Seed: background — seed-semantics 3.5 HEAD #10 Test_TaskRetryStrategies:
+    """Seed: background — HEAD #10 Test_TaskRetryStrategies:
     Retry{Limit(5)} on an always failing Fn -> 5 calls. corral: Restart.ON_FAILURE with
     max_restarts=(4, period) runs it 5 times; each attempt reaches on_failed; the task then
     fails with RestartLimitExceeded (caused by the last error), reported once."""
@@ -744,7 +744,7 @@ def test_bg_head_10_task_retry_strategy_limit_5() -> None:
 
 
 def test_bg_default_no_retry_is_limit_1() -> None:
-    """Seed: background — seed-semantics 3.4 mkstrategies: with no retry strategy the task
+    """Seed: background — mkstrategies: with no retry strategy the task
     runs once (Limit(1)); max_restarts=(0, period) with ON_FAILURE is the same."""
     calls = AtomicCounter()
     err = RuntimeError("fails")
@@ -987,7 +987,7 @@ def test_keyboard_interrupt_is_never_restarted(exc_type: type[BaseException]) ->
 
 
 def test_tm_bug_restarted_task_gets_a_fresh_uncancelled_token() -> None:
-    """Seed: ThreadManager — seed-semantics 1.2 **BUG?** a restarted thread reuses its
+    """Seed: ThreadManager — **BUG?** a restarted thread reuses its
     cancelled ctx, so a ctx-aware work returns at once and loops. corral: each attempt gets
     a fresh, uncancelled token, and the restarted watch keeps running until stopped."""
     log: list[str] = []
@@ -1020,7 +1020,7 @@ def test_tm_bug_restarted_task_gets_a_fresh_uncancelled_token() -> None:
 
 
 def test_tm_extra_restart_is_suppressed_once_stopped() -> None:
-    """Seed: ThreadManager — seed-semantics 1.4 extra "Restart is suppressed once stopped":
+    """Seed: ThreadManager — extra "Restart is suppressed once stopped":
     a task waiting to restart ends CANCELLED on stop() and never runs again (on virtual
     time)."""
     clock = MockClock()
@@ -1045,7 +1045,7 @@ def test_tm_extra_restart_is_suppressed_once_stopped() -> None:
 
 
 def test_tm_deadlock_restart_loop_racing_stop() -> None:
-    """Seed: ThreadManager — seed-semantics 1.2 "Restart can race with Stop" (deadlock
+    """Seed: ThreadManager — "Restart can race with Stop" (deadlock
     risk): a task restarting at once in a loop does not keep stop() from completing, and
     runs no more after it."""
     looping = threading.Event()

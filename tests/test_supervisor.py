@@ -4,7 +4,7 @@ Every in-process supervisor passes handle_signals=False: pytest runs in the main
 and signal handling is tested in subprocesses (test_signals.py).
 
 Tests whose docstring starts with "Seed: <library>" port a case of one of the seed
-libraries (notes/seed-semantics.md); where the notes mark the Go behaviour **BUG?**, they
+libraries; where the Go library's behaviour is a bug (marked **BUG?**), they
 assert corral's fixed behaviour.
 """
 
@@ -469,7 +469,7 @@ def test_same_name_while_queued() -> None:
 
 
 def test_tm_1_should_execute_multiple_threads() -> None:
-    """Seed: ThreadManager — seed-semantics 1.4 #1: threads queued before Start run at
+    """Seed: ThreadManager — #1: threads queued before Start run at
     start, threads run with the same ids afterwards run too: all 10 work functions ran."""
     value = AtomicCounter()
     sup = make("tm-1")
@@ -487,7 +487,7 @@ def test_tm_1_should_execute_multiple_threads() -> None:
 
 
 def test_tm_4_should_report_started_stopped_running() -> None:
-    """Seed: ThreadManager — seed-semantics 1.4 #4: (is_started, is_stopped, is_running) is
+    """Seed: ThreadManager — #4: (is_started, is_stopped, is_running) is
     (F, F, F) after construction, (T, F, T) after start, (T, T, F) after stop."""
     sup = make("tm-4")
 
@@ -502,7 +502,7 @@ def test_tm_4_should_report_started_stopped_running() -> None:
 
 
 def test_tm_5_should_stop_if_stop_is_invoked() -> None:
-    """Seed: ThreadManager — seed-semantics 1.4 #5: Stop cancels a thread sleeping on its
+    """Seed: ThreadManager — #5: Stop cancels a thread sleeping on its
     context and waits for it (Go: Stop returns in < 3 s; here the cancelled sleep is
     asserted, 3 s is a backstop)."""
     started = threading.Event()
@@ -523,7 +523,7 @@ def test_tm_5_should_stop_if_stop_is_invoked() -> None:
 
 
 def test_tm_6_should_stop_if_the_manager_context_is_cancelled() -> None:
-    """Seed: ThreadManager — seed-semantics 1.4 #6: cancelling the manager's context (the
+    """Seed: ThreadManager — #6: cancelling the manager's context (the
     supervisor's token) stops it: it becomes stopped and the thread's token is cancelled."""
     started = threading.Event()
     slept: list[bool] = []
@@ -546,7 +546,7 @@ def test_tm_6_should_stop_if_the_manager_context_is_cancelled() -> None:
 
 
 def test_tm_7_wait_returns_once_stopped_and_all_tasks_finished() -> None:
-    """Seed: ThreadManager — seed-semantics 1.4 #7: Wait before Start returns at once; after
+    """Seed: ThreadManager — #7: Wait before Start returns at once; after
     Start it blocks until the manager context's timeout stops the manager (which cancels the
     thread). On virtual time: the 3 s deadline is exact."""
     clock = MockClock()
@@ -574,7 +574,7 @@ def test_tm_7_wait_returns_once_stopped_and_all_tasks_finished() -> None:
 
 
 def test_tm_8_should_cancel_a_thread_if_another_with_the_same_id_is_started() -> None:
-    """Seed: ThreadManager — seed-semantics 1.4 #8: running a task with the id of a running
+    """Seed: ThreadManager — #8: running a task with the id of a running
     one cancels the old one (cause Replaced); the new one runs once the old one has
     finished."""
     started = threading.Event()
@@ -601,7 +601,7 @@ def test_tm_8_should_cancel_a_thread_if_another_with_the_same_id_is_started() ->
 
 
 def test_tm_9_should_have_no_effect_if_started_multiple_times() -> None:
-    """Seed: ThreadManager — seed-semantics 1.4 #9: start() three times before and after the
+    """Seed: ThreadManager — #9: start() three times before and after the
     second batch: no error, value == 10."""
     value = AtomicCounter()
     sup = make("tm-9")
@@ -619,7 +619,7 @@ def test_tm_9_should_have_no_effect_if_started_multiple_times() -> None:
 
 
 def test_tm_10_should_have_no_effect_if_stopped_multiple_times() -> None:
-    """Seed: ThreadManager — seed-semantics 1.4 #10: stop() three times: no error, value ==
+    """Seed: ThreadManager — #10: stop() three times: no error, value ==
     10."""
     value = AtomicCounter()
     sup = make("tm-10")
@@ -636,7 +636,7 @@ def test_tm_10_should_have_no_effect_if_stopped_multiple_times() -> None:
 
 
 def test_tm_11_start_after_stop_raises() -> None:
-    """Seed: ThreadManager — seed-semantics 1.4 #11: Start after Stop panics ->
+    """Seed: ThreadManager — #11: Start after Stop panics ->
     SupervisorStopped."""
     sup = make("tm-11")
     sup.start()
@@ -646,7 +646,7 @@ def test_tm_11_start_after_stop_raises() -> None:
 
 
 def test_tm_extra_stop_before_start_cancels_the_queue() -> None:
-    """Seed: ThreadManager — seed-semantics 1.4 extra "Stop before Start raises": corral
+    """Seed: ThreadManager — extra "Stop before Start raises": corral
     decided otherwise (DESIGN: stop() before start() just marks it stopped). Queued tasks
     end CANCELLED without running, their on_finish still runs, and start() then raises."""
     ran: list[str] = []
@@ -663,7 +663,7 @@ def test_tm_extra_stop_before_start_cancels_the_queue() -> None:
 
 
 def test_tm_extra_run_after_stop_is_refused() -> None:
-    """Seed: ThreadManager — seed-semantics 1.4 extra "Run after Stop is ignored": corral
+    """Seed: ThreadManager — extra "Run after Stop is ignored": corral
     raises SupervisorStopped instead of dropping the work silently; nothing runs."""
     ran: list[int] = []
     sup = make("tm-run-after-stop")
@@ -675,7 +675,7 @@ def test_tm_extra_run_after_stop_is_refused() -> None:
 
 
 def test_tm_extra_same_id_while_queued_replaces_the_queued_task() -> None:
-    """Seed: ThreadManager — seed-semantics 1.4 extra: Run with the same id while queued
+    """Seed: ThreadManager — extra: Run with the same id while queued
     replaces the queued thread, so only the last one runs (replace=True; without it,
     DuplicateTaskName)."""
     ran: list[str] = []
@@ -697,7 +697,7 @@ def test_tm_extra_same_id_while_queued_replaces_the_queued_task() -> None:
 
 
 def test_tm_extra_wait_after_stop_returns_at_once() -> None:
-    """Seed: ThreadManager — seed-semantics 1.4 extra: Wait after Stop returns immediately
+    """Seed: ThreadManager — extra: Wait after Stop returns immediately
     (timeout=0 suffices)."""
     sup = make("tm-wait-after-stop")
     sup.start()
@@ -708,7 +708,7 @@ def test_tm_extra_wait_after_stop_returns_at_once() -> None:
 
 
 def test_tm_wait_blocks_until_stopped_even_with_no_tasks_left() -> None:
-    """Seed: ThreadManager — seed-semantics 1.2 Wait: if all threads finish but nothing
+    """Seed: ThreadManager — Wait: if all threads finish but nothing
     stops the manager, Wait keeps blocking, because new threads can still be added."""
     sup = make("tm-wait-blocks")
     sup.start()
@@ -721,7 +721,7 @@ def test_tm_wait_blocks_until_stopped_even_with_no_tasks_left() -> None:
 
 
 def test_tm_bug_replaced_task_end_does_not_cancel_its_replacement() -> None:
-    """Seed: ThreadManager — seed-semantics 1.2 **BUG?** when a replaced thread finishes it
+    """Seed: ThreadManager — **BUG?** when a replaced thread finishes it
     cancels (and untracks) its replacement. corral: the old task's end never touches the new
     one, which keeps running, stays tracked, and is stopped by stop() with cause Stopped."""
     gate = threading.Event()
@@ -757,7 +757,7 @@ def test_tm_bug_replaced_task_end_does_not_cancel_its_replacement() -> None:
 
 
 def test_tm_deadlock_219_stop_from_inside_a_task() -> None:
-    """Seed: ThreadManager — seed-semantics 1.3 #219 (potential deadlock when stopping): a
+    """Seed: ThreadManager — #219 (potential deadlock when stopping): a
     task that calls stop() on its own supervisor does not wait for itself; the supervisor
     then stops."""
     log: list[str] = []
@@ -776,7 +776,7 @@ def test_tm_deadlock_219_stop_from_inside_a_task() -> None:
 
 
 def test_tm_deadlock_219_stop_from_a_callback_while_stopping() -> None:
-    """Seed: ThreadManager — seed-semantics 1.3 #219: Stop called from a callback (onFinish)
+    """Seed: ThreadManager — #219: Stop called from a callback (onFinish)
     while a stop is in progress returns early instead of deadlocking (Go returns before
     taking the lock)."""
     outcomes: list[str] = []
@@ -802,7 +802,7 @@ def test_tm_deadlock_219_stop_from_a_callback_while_stopping() -> None:
 
 
 def test_tm_stop_blocks_on_a_task_that_ignores_its_token() -> None:
-    """Seed: ThreadManager — seed-semantics 1.2 Stop: a thread whose work ignores its ctx
+    """Seed: ThreadManager — Stop: a thread whose work ignores its ctx
     keeps Stop blocked until it returns. corral: stop(timeout) raises StopTimeout naming it
     with its stack; the stop completes once it returns."""
     gate = threading.Event()
@@ -830,7 +830,7 @@ def test_tm_stop_blocks_on_a_task_that_ignores_its_token() -> None:
 
 
 def test_tm_causes_tell_stop_replace_and_cancel_apart() -> None:
-    """Seed: ThreadManager — seed-semantics 1.2: in Go, Stop, replacement and cancel all
+    """Seed: ThreadManager — : in Go, Stop, replacement and cancel all
     give plain context.Canceled. corral keeps the cause: Stopped, Replaced, or the given
     text; none is a failure."""
     started = {key: threading.Event() for key in ("replaced", "cancelled", "stopped")}
@@ -861,7 +861,7 @@ def test_tm_causes_tell_stop_replace_and_cancel_apart() -> None:
 
 
 def test_tm_queued_tasks_start_in_spawn_order() -> None:
-    """Seed: ThreadManager — seed-semantics 1.2 Start: Go starts queued threads in map order
+    """Seed: ThreadManager — Start: Go starts queued threads in map order
     (unspecified). corral starts them in spawn order (visible with limit=1)."""
     order: list[str] = []
     sup = make("tm-order-of-start", limit=1)
@@ -874,7 +874,7 @@ def test_tm_queued_tasks_start_in_spawn_order() -> None:
 
 
 def test_tm_nil_work_is_a_type_error() -> None:
-    """Seed: ThreadManager — seed-semantics 1.2 Run: a nil work func is allowed and skipped
+    """Seed: ThreadManager — Run: a nil work func is allowed and skipped
     in Go. corral checks arguments at the call: a non-callable is a TypeError, and nothing
     is queued."""
     sup = make("tm-nil")
@@ -885,7 +885,7 @@ def test_tm_nil_work_is_a_type_error() -> None:
 
 
 def test_tm_manager_token_cancelled_before_start_stops_it() -> None:
-    """Seed: ThreadManager — seed-semantics 1.2: mgrCtx.Done() stops the manager only once
+    """Seed: ThreadManager — : mgrCtx.Done() stops the manager only once
     started (Go). corral: cancelling the supervisor's token stops it at once, even before
     start(): queued tasks end without running, and start() then raises."""
     ran: list[int] = []
@@ -1134,7 +1134,7 @@ def test_stop_from_a_hook_does_not_deadlock() -> None:
 def test_tm_errors_are_logged_once_and_kept_in_failures(
     corral_log: pytest.LogCaptureFixture,
 ) -> None:
-    """Seed: ThreadManager — seed-semantics 1.2: errors are only logged ("Error in thread"
+    """Seed: ThreadManager — : errors are only logged ("Error in thread"
     with the id). corral: a supervisor logs a failure once at ERROR with its traceback,
     keeps it in `failures`, and stop() does not raise it."""
     err = RuntimeError("watch failed")
@@ -1153,7 +1153,7 @@ def test_tm_errors_are_logged_once_and_kept_in_failures(
 def test_tm_exception_in_on_finish_is_logged_not_fatal(
     corral_log: pytest.LogCaptureFixture,
 ) -> None:
-    """Seed: ThreadManager — seed-semantics 1.2: a panic in work or onFinish crashes the Go
+    """Seed: ThreadManager — : a panic in work or onFinish crashes the Go
     process. corral: a callback that raises is logged and the supervisor keeps working."""
     err = RuntimeError("callback bug")
 
@@ -1171,7 +1171,7 @@ def test_tm_exception_in_on_finish_is_logged_not_fatal(
 
 
 def test_routine_1_catches_panics(corral_log: pytest.LogCaptureFixture) -> None:
-    """Seed: routine — seed-semantics 4.5 #1 TestRun_catchesPanics: a routine that panics
+    """Seed: routine — #1 TestRun_catchesPanics: a routine that panics
     does not crash the caller, and the wrapper's deferred signal still fires. corral: the
     failure is logged at ERROR, kept in the supervisor's failures, and neither join nor stop
     raises it."""
@@ -1377,7 +1377,7 @@ def test_a_stop_stops_pacing_once_a_batch_does_not_end_and_cancels_the_rest_at_o
 
 
 def test_tm_deadlock_more_than_100_tasks_end_during_stop() -> None:
-    """Seed: ThreadManager — seed-semantics 1.2: with the watcher itself stopping, more than
+    """Seed: ThreadManager — : with the watcher itself stopping, more than
     100 threads finishing during Stop filled the `returns` buffer and blocked Stop forever.
     corral: 120 tasks end during stop(), every hook runs, stop() completes."""
     n = 120
@@ -1540,7 +1540,7 @@ def test_return_only_after_the_hooks_of_every_ended_task_ran(how: str) -> None:
 
 
 def test_tm_2_should_execute_on_finish_functions_in_threads() -> None:
-    """Seed: ThreadManager — seed-semantics 1.4 #2: a thread's own onFinish runs (work +1,
+    """Seed: ThreadManager — #2: a thread's own onFinish runs (work +1,
     onFinish -1 for the first five; no onFinish for the next five): value == 5."""
     value = AtomicCounter()
     sup = make("tm-2")
@@ -1555,7 +1555,7 @@ def test_tm_2_should_execute_on_finish_functions_in_threads() -> None:
 
 
 def test_tm_3_should_execute_on_finish_functions_in_thread_manager() -> None:
-    """Seed: ThreadManager — seed-semantics 1.4 #3: the manager's onFinish runs for all 10
+    """Seed: ThreadManager — #3: the manager's onFinish runs for all 10
     threads: value == 0."""
     value = AtomicCounter()
     sup = make("tm-3", on_finish=lambda t: value.add(-1))
@@ -1570,7 +1570,7 @@ def test_tm_3_should_execute_on_finish_functions_in_thread_manager() -> None:
 
 
 def test_tm_extra_callback_order_task_then_supervisor() -> None:
-    """Seed: ThreadManager — seed-semantics 1.4 extra / 1.2: the thread's onFinish runs
+    """Seed: ThreadManager — extra / 1.2: the thread's onFinish runs
     before the manager's, both get the thread's result (here the Task: state and error), and
     the thread's token is already cancelled when they run."""
     err = RuntimeError("cache.Start failed")

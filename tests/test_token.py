@@ -1,7 +1,7 @@
 """Token: cooperative cancellation in a tree, deadlines, callbacks and the module shortcuts.
 
 Tests whose docstring starts with "Seed: <library>" port a case of one of the seed
-libraries (notes/seed-semantics.md); where the notes mark the Go behaviour **BUG?**, they
+libraries; where the Go library's behaviour is a bug (marked **BUG?**), they
 assert corral's fixed behaviour.
 """
 
@@ -211,7 +211,7 @@ def test_cancel_without_cause_records_a_cancelled() -> None:
 
 
 def test_routine_2_creates_new_context() -> None:
-    """Seed: routine — seed-semantics 4.5 #2 TestRun_createsNewContext: the routine's
+    """Seed: routine — #2 TestRun_createsNewContext: the routine's
     context is not the one passed in. corral: a task's token is its own, neither the
     spawner's nor the group's, but a descendant of the group's."""
     seen: list[corral.Token] = []
@@ -233,7 +233,7 @@ def test_routine_2_creates_new_context() -> None:
 
 
 def test_routine_7_cancels_context_after_routine_is_finished() -> None:
-    """Seed: routine — seed-semantics 4.5 #7 TestRun_cancelsContextAfterRoutineIsFinished:
+    """Seed: routine — #7 TestRun_cancelsContextAfterRoutineIsFinished:
     once the routine returned its context is cancelled (Go: eventually; corral: by the time
     join returns), so what it registered on cancel is released."""
     tokens: list[corral.Token] = []

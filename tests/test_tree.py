@@ -3,7 +3,7 @@ made outside any task are roots, cancellation reaches every descendant, and a ta
 finished before the groups it made (DESIGN.md, "The tree" and "Top-level groups").
 
 Tests whose docstring starts with "Seed: <library>" port a case of one of the seed
-libraries (notes/seed-semantics.md); where the notes mark the Go behaviour **BUG?**, they
+libraries; where the Go library's behaviour is a bug (marked **BUG?**), they
 assert corral's fixed behaviour.
 """
 
@@ -376,7 +376,7 @@ def test_tg_forest_detached_group_is_a_root_of_its_own() -> None:
 
 
 def test_bg_v1_4_head_4_head_14_parent_cancel_does_not_reach_the_task() -> None:
-    """Seed: background — seed-semantics 3.5 v1 #4, HEAD #4 and HEAD #14: the task context
+    """Seed: background — v1 #4, HEAD #4 and HEAD #14: the task context
     keeps the parent's values but is never cancelled by the parent (WithoutCancel). corral:
     work started by a request handler in a detached group keeps the handler's contextvars
     and is not cancelled when the request's group is."""
