@@ -40,6 +40,23 @@ def test_import_corral_loads_no_dataclasses_inspect_ast_or_hashlib() -> None:
     assert not loaded & {"dataclasses", "inspect", "ast", "dis", "hashlib", "tempfile", "socket"}
 
 
+def test_import_corral_loads_no_typing_and_a_task_is_still_generic() -> None:
+    # typing (with contextlib, re's helpers...) is a tenth of the import: corral's
+    # modules name it for type checkers only.
+    loaded = modules_after("import corral")
+    assert "typing" not in loaded
+    assert str(corral.Task[int]) == "corral.Task[int]"
+    assert corral.Task[int].__origin__ is corral.Task
+
+
+def test_what_only_a_stop_a_map_or_a_singleton_needs_loads_on_first_use() -> None:
+    loaded = modules_after("import corral")
+    assert not loaded & {
+        "corral._stopping", "corral._stacks", "corral._collect", "corral._map",
+        "corral._singleton", "corral._snapshot",
+    }
+
+
 def test_a_plain_group_does_not_load_the_lease_modules() -> None:
     loaded = modules_after(
         "import corral\n"

@@ -6,7 +6,6 @@ supervisors (a lifecycle, signals, a failure record) for threads, and singleton
 tasks that run in exactly one process of a cluster (leases on a file lock or Redis).
 """
 
-from typing import TYPE_CHECKING
 
 from . import _fork, _lazy  # noqa: F401 (_fork resets corral's state in a forked child)
 from ._errors import Cancelled as Cancelled
@@ -37,6 +36,9 @@ from ._task import current_token as current_token
 from ._task import ready as ready
 from ._task import sleep as sleep
 from ._token import Token as Token
+
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
+
 
 if TYPE_CHECKING:  # at run time, loaded on first use: see __getattr__ below
     from ._coordinator import Coordinator as Coordinator

@@ -12,7 +12,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
 __all__ = ["SYSTEM_CLOCK", "Clock", "SystemClock", "TimerHandle", "TimerQueue"]
 
@@ -48,14 +49,17 @@ class TimerHandle:
             callback()
 
 
-class Clock(Protocol):
-    """What corral needs of time: a monotonic reading and timers."""
+if TYPE_CHECKING:  # (a protocol for type checkers; at run time a clock is checked by its methods)
+    from typing import Protocol
 
-    def monotonic(self) -> float: ...
+    class Clock(Protocol):
+        """What corral needs of time: a monotonic reading and timers."""
 
-    def call_at(self, when: float, callback: Callable[[], object]) -> TimerHandle:
-        """Run ``callback`` (quickly, without blocking) once ``monotonic() >= when``."""
-        ...
+        def monotonic(self) -> float: ...
+
+        def call_at(self, when: float, callback: Callable[[], object]) -> TimerHandle:
+            """Run ``callback`` (quickly, without blocking) once ``monotonic() >= when``."""
+            ...
 
 
 _PURGE_MIN = 64  # cancelled entries a heap may keep however small it is (~12 KB)

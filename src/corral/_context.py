@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._group import Group
     from ._task import Task
 

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from ._context import busy as _busy
 from ._errors import GRACEFUL, Cancelled, describe
 from ._policy import Restart, call_hook
 from ._record import ATTEMPT_ENDED, COMES_BACK, DependencyLost, TaskState
 
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
+
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._lifecycle import Lifecycle
     from ._task import Task
 

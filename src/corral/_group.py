@@ -14,11 +14,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, TypeVarTuple, Unpack
 
 from . import _driver, _runner
-from ._clock import SYSTEM_CLOCK, Clock
-from ._collect import Collector, wrap
+from ._clock import SYSTEM_CLOCK
 from ._context import current as _current
 from ._errors import Cancelled, GroupClosed, Stopped
 from ._lifecycle import Lifecycle
@@ -29,8 +27,18 @@ from ._token import Token, as_cause, check_timeout
 from ._validate import check_bool, check_count, check_hooks, check_name, check_spawn, name_stem
 from ._waiting import wait_until
 
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
+
 if TYPE_CHECKING:
+    from typing import Any, Literal, ParamSpec, TypeVar, TypeVarTuple, Unpack
+
+    from ._clock import Clock
+    T = TypeVar("T")
+    R = TypeVar("R")
+    Ts = TypeVarTuple("Ts")
+    P = ParamSpec("P")
     from ._choose_coordinator import check_coordinator, default_coordinator
+    from ._collect import Collector
     from ._coordinator import Coordinator, check_lease_name
     from ._singleton import LeaseState
     from ._snapshot import GroupSnapshot
@@ -41,10 +49,6 @@ __all__ = ["Group", "GroupRole", "roots"]
 
 log = logging.getLogger("corral")
 
-T = TypeVar("T")
-R = TypeVar("R")
-Ts = TypeVarTuple("Ts")
-P = ParamSpec("P")
 
 _roots: dict[Group, None] = {}
 _roots_lock = threading.Lock()
@@ -423,6 +427,8 @@ class Group:
         A foreground collector (the default) keeps ``join`` waiting while its block
         runs. ``Cancelled``, ``Stopped`` and ``Replaced`` are not failures.
         """
+        from ._collect import Collector  # (loaded on first use)
+
         return Collector(self._life, background)
 
     def wrap(self, fn: Callable[P, R]) -> Callable[P, R | None]:
@@ -431,6 +437,8 @@ class Group:
         calls go straight through and their exceptions propagate."""
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        from ._collect import wrap
+
         return wrap(self._life, fn)
 
     # -- map ---------------------------------------------------------------------------

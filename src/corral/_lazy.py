@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import Any
+
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
+
+if TYPE_CHECKING:
+    from typing import Any
+
 
 __all__ = ["LEASE_EXPORTS", "SNAPSHOT_EXPORTS", "lease_export", "snapshots"]
 

@@ -47,7 +47,6 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from ._errors import DuplicateTaskName, Replaced, RestartLimitExceeded
 from ._policy import DEFAULT_BACKOFF, Hooks, Restart
@@ -71,7 +70,11 @@ from ._token import Token
 from ._validate import check_needs
 from ._waiting import Waiter
 
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
+
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._clock import Clock
     from ._group import Group
     from ._runner import Runner

@@ -6,9 +6,12 @@ import enum
 import logging
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Self
+
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
 if TYPE_CHECKING:
+    from typing import Any, ClassVar, Final, Self
+
     from ._coordinator import Lease
     from ._task import Task
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from typing import TYPE_CHECKING, Any
 
 from ._errors import Cancelled, LeaseLost
 from ._policy import Restart
 
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
+
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._clock import TimerHandle
     from ._task import Task
     from ._token import Token

@@ -17,12 +17,13 @@ same steps, each a call into the driver or one of the runner's blocking steps:
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
-from typing import TYPE_CHECKING, Any
+from types import FrameType, TracebackType
+
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._campaign import LeaseRenewer
     from ._lifecycle import Lifecycle
     from ._record import TaskState
@@ -74,12 +75,22 @@ def chosen() -> Runner | None:
     return _chosen
 
 
-@contextmanager
-def using(runner: Runner) -> Iterator[Runner]:
-    """Groups made inside the block use ``runner`` (for tests of another runner)."""
-    global _chosen
-    previous, _chosen = _chosen, runner
-    try:
-        yield runner
-    finally:
-        _chosen = previous
+class using:
+    """``with using(runner):`` groups made inside the block use ``runner`` (tests of
+    another runner)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+        self._previous: Runner | None = None
+
+    def __enter__(self) -> Runner:
+        global _chosen
+        self._previous, _chosen = _chosen, self._runner
+        return self._runner
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        global _chosen
+        _chosen = self._previous

@@ -22,9 +22,12 @@ import signal
 import threading
 import time
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._supervisor import Supervisor
 
 log = logging.getLogger("corral")

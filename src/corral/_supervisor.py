@@ -11,31 +11,32 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, TypeVarTuple, Unpack
 
 from . import _signals
-from ._clock import Clock
 from ._context import busy as _busy
 from ._context import within
 from ._errors import Stopped, StopTimeout, SupervisorStopped, safe_repr
 from ._group import Group, GroupRole, roots
 from ._policy import Hooks
 from ._pool import get_pool
-from ._stacks import running_stacks
-from ._stopping import drain, stop_in_order
 from ._task import Task
 from ._token import Token, check_timeout
 from ._validate import check_bool, check_count
 
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
+
 if TYPE_CHECKING:
+    from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack
+
+    from ._clock import Clock
+    T = TypeVar("T")
+    Ts = TypeVarTuple("Ts")
     from ._coordinator import Coordinator
 
 __all__ = ["Supervisor", "go"]
 
 log = logging.getLogger("corral")
 
-T = TypeVar("T")
-Ts = TypeVarTuple("Ts")
 
 
 class _SupervisorRole(GroupRole):
@@ -293,6 +294,8 @@ class Supervisor(Group):
         previous, _busy.group = getattr(_busy, "group", None), self
         try:
             if run_sequence:
+                from ._stopping import drain, stop_in_order  # (loaded by the first stop)
+
                 if isinstance(cause, Stopped):  # graceful: drain=True tasks may finish
                     drain(self._life, cause, self.drain_timeout, lambda: self._drain_cut)
                 stop_in_order(self._life, cause)
@@ -352,6 +355,8 @@ class Supervisor(Group):
 
     def _stop_timeout_error(self, why: str) -> StopTimeout:
         running: dict[str, str] = {}
+        from ._stacks import running_stacks  # (only for stop reports)
+
         running_stacks(self, "", running)
         names = ", ".join(repr(n) for n in running) or "none"
         return StopTimeout(f"supervisor {self.name!r}: {why}; still running: {names}", running)
@@ -537,6 +542,8 @@ def _log_abandoned(groups: list[Group], waited: float) -> int:
     where: list[str] = []
     for g in groups:
         before = len(running)
+        from ._stacks import running_stacks
+
         running_stacks(g, "", running)
         where.extend(f"{name!r} ({g._kind} {g.name!r})" for name in list(running)[before:])
     if not where:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextvars
 import time
 from collections.abc import Callable, Mapping
-from types import FrameType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from types import FrameType, GenericAlias
 
 from . import _driver
 from ._context import busy as _busy
@@ -16,7 +15,11 @@ from ._policy import Backoff, Restart
 from ._record import ATTEMPT_ENDED, DONE, TaskRecord, TaskState
 from ._token import Token, _cancelled_from, _check_seconds, as_cause, check_timeout
 
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
+
 if TYPE_CHECKING:
+    from typing import Any, Generic, TypeVar
+
     from ._coordinator import Lease
     from ._group import Group
     from ._lifecycle import Lifecycle
@@ -25,10 +28,20 @@ if TYPE_CHECKING:
 
 __all__ = ["Task", "TaskState", "current_task", "current_token", "ready"]
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    T = TypeVar("T")
+
+    class _Handle(TaskRecord, Generic[T]):
+        pass
+else:  # (Task[int] works at run time without typing: a generic alias, as list[int])
+    T = None
+
+    class _Handle(TaskRecord):
+        __slots__ = ()
+        __class_getitem__ = classmethod(GenericAlias)
 
 
-class Task(TaskRecord, Generic[T]):
+class Task(_Handle[T]):
     """The handle of one unit of work in a group. Made by ``Group.spawn``."""
 
     __slots__ = (

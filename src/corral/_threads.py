@@ -11,9 +11,8 @@ import logging
 import sys
 import threading
 from types import CoroutineType, FrameType
-from typing import TYPE_CHECKING, Any
 
-from . import _driver, _singleton
+from . import _driver
 from ._context import busy as _busy
 from ._context import current as _current
 from ._policy import call_hook
@@ -22,7 +21,11 @@ from ._record import TaskState
 from ._runner import Runner
 from ._validate import qualname
 
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
+
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._campaign import LeaseRenewer
     from ._lifecycle import Lifecycle
     from ._task import Task
@@ -37,7 +40,9 @@ class ThreadSteps(Runner):
     thread (any runner whose attempts own a thread can use these)."""
 
     def campaign(self, life: Lifecycle, task: Task[Any]) -> LeaseRenewer | None:
-        return _singleton.campaign_for(life, task)
+        from ._singleton import campaign_for  # (loaded with the first singleton)
+
+        return campaign_for(life, task)
 
     def close_groups(
         self, task: Task[Any], outcome: TaskState, exc: BaseException | None
@@ -45,7 +50,9 @@ class ThreadSteps(Runner):
         return close_groups(task, outcome, exc)
 
     def end_lease(self, life: Lifecycle, task: Task[Any], renewer: LeaseRenewer) -> None:
-        _singleton.end_lease(life, task, renewer)
+        from ._singleton import end_lease
+
+        end_lease(life, task, renewer)
 
     def cancel(self, task: Task[Any], cause: BaseException) -> None:
         task.token.cancel(cause)

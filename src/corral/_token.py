@@ -8,8 +8,13 @@ import weakref
 from collections.abc import Callable, Iterator
 from types import TracebackType
 
-from ._clock import SYSTEM_CLOCK, Clock, TimerHandle
+from ._clock import SYSTEM_CLOCK, TimerHandle
 from ._errors import Cancelled, safe_repr
+
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
+
+if TYPE_CHECKING:
+    from ._clock import Clock
 
 __all__ = ["Token"]
 

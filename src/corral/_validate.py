@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
 
 from ._errors import safe_repr
 from ._policy import DEFAULT_BACKOFF, NO_HOOKS, Backoff, Hooks, Restart, check_max_restarts
 
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
+
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._task import Task
 
 __all__ = [

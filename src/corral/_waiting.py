@@ -12,10 +12,11 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from ._errors import Stopped
 from ._token import check_timeout
+
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
 if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
