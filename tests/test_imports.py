@@ -13,6 +13,7 @@ import json
 import pickle
 import subprocess
 import sys
+import typing
 
 import pytest
 
@@ -46,7 +47,7 @@ def test_import_corral_loads_no_typing_and_a_task_is_still_generic() -> None:
     loaded = modules_after("import corral")
     assert "typing" not in loaded
     assert str(corral.Task[int]) == "corral.Task[int]"
-    assert corral.Task[int].__origin__ is corral.Task
+    assert typing.get_origin(corral.Task[int]) is corral.Task
 
 
 def test_what_only_a_stop_a_map_or_a_singleton_needs_loads_on_first_use() -> None:

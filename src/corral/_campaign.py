@@ -190,14 +190,7 @@ def release_after_run(coordinator: Coordinator, lease: Lease) -> None:
     A lost lease is released too: compare-and-delete is a harmless no-op on a lease
     that is someone else's, and a file lease's descriptor must be closed either way."""
     try:
-        with lease._lock:
-            if lease._lost is None:  # from here on, the lease is not valid (not "lost")
-                lease._lost = LeaseLost(
-                    f"lease {lease.name!r} (fence {lease.fence}) was released: its task "
-                    "ended, so it is no longer held"
-                )
-                lease._released = True
-                lease._on_lost = None
+        lease._end_of_run()
         _release_quietly(coordinator, lease)
     finally:
         unreserve(lease.name)

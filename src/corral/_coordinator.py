@@ -192,6 +192,18 @@ class Lease:
             assert self._lost is not None
             raise _cancelled_from(self._lost)
 
+    def _end_of_run(self) -> None:
+        """The guarded work returned: from here on the lease is not valid (released, not
+        "lost", unless it was lost before), and nobody is told of a loss any more."""
+        with self._lock:
+            if self._lost is None:
+                self._lost = LeaseLost(
+                    f"lease {self.name!r} (fence {self.fence}) was released: its task "
+                    "ended, so it is no longer held"
+                )
+                self._released = True
+                self._on_lost = None
+
     def _watch(self, on_lost: Callable[[LeaseLost], object]) -> None:
         """Call ``on_lost(cause)`` once, when the lease is lost (the task that holds it)."""
         self._on_lost = on_lost

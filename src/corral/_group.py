@@ -21,6 +21,8 @@ from ._context import current as _current
 from ._errors import Cancelled, GroupClosed, Stopped
 from ._lifecycle import Lifecycle
 from ._policy import Backoff, Hooks, Restart
+from ._queries import foreground_done
+from ._queries import stranded as find_stranded
 from ._task import Task
 from ._threads import ThreadRunner
 from ._token import Token, as_cause, check_timeout
@@ -371,11 +373,11 @@ class Group:
             )
         deadline = None if timeout is None else time.monotonic() + timeout
         with life.lock:
-            if not life.waiter.wait(life.foreground_done, timeout):
+            if not life.waiter.wait(lambda: foreground_done(life), timeout):
                 raise TimeoutError(
                     f"{self._kind} {self.name!r} still has {life.foreground} running task(s) after {timeout}s"
                 )
-            stranded = life.stranded() if life.foreground else {}
+            stranded = find_stranded(life) if life.foreground else {}
             background = [t for t in life.unfinished if t.background and t not in stranded]
         for t, missing in stranded.items():
             t.cancel(Cancelled(

@@ -60,6 +60,7 @@ from ._record import (
     QUEUED,
     RESTARTING,
     RUNNING,
+    STATE_OF,
     Ending,
     TaskState,
     takes_slot,
@@ -75,12 +76,65 @@ TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported a
 if TYPE_CHECKING:
     from typing import Any
 
-    from ._clock import Clock
+    from ._clock import Clock, TimerHandle
     from ._group import Group
     from ._runner import Runner
     from ._task import Task
 
-__all__ = ["Lifecycle"]
+__all__ = ["Lifecycle", "TaskRecord"]
+
+
+class TaskRecord:
+    """What the lifecycle keeps for one task. ``Task`` (the public handle) is one; only
+    this module writes these fields (the handle reads them)."""
+
+    __slots__ = (
+        "_attempt_started",
+        "_cancel_cause",
+        "_consecutive",
+        "_error",
+        "_ever_ready",
+        "_last_error",
+        "_outcome",
+        "_phase",
+        "_ready",
+        "_ready_value",
+        "_replaced_by",
+        "_replaces",
+        "_restart_times",
+        "_result",
+        "_started_at",
+        "_timer",
+        "_token_used",
+        "attempts",
+        "token",
+    )
+
+    def _init_record(self, token: Token) -> None:
+        self._phase = ADDING
+        self._outcome: TaskState | None = None
+        self.attempts = 0
+        self.token = token
+        self._token_used = False
+        self._cancel_cause: BaseException | None = None
+        self._consecutive = 0
+        self._error: BaseException | None = None
+        self._last_error: BaseException | None = None
+        self._ready = False  # ready in the current attempt (what needs= waits for)
+        self._ever_ready = False  # ready in some attempt (what wait_ready returns on)
+        self._ready_value: Any = None
+        self._replaced_by: Task[Any] | None = None
+        self._replaces: Task[Any] | None = None
+        self._restart_times: deque[float] | None = None
+        self._result: Any = None
+        self._timer: TimerHandle | None = None
+        self._attempt_started = 0.0
+        self._started_at: float | None = None
+
+    @property
+    def state(self) -> TaskState:
+        """PENDING, RUNNING, BACKOFF, then SUCCEEDED, FAILED or CANCELLED."""
+        return self._outcome or STATE_OF[self._phase]
 
 
 class Lifecycle:
@@ -612,71 +666,6 @@ class Lifecycle:
         self.waiting.clear()
         self.notify()
         return ended, running
-
-    # -- what waits ------------------------------------------------------------------------
-
-    def stranded(self) -> dict[Task[Any], str]:
-        """Parked tasks that nothing left can release, each with the name of the task it
-        waits for in vain: a task it needs is gone, or is itself stranded (chains).
-
-        Only meaningful once no task of the group runs (nothing could spawn the missing
-        name again): see ``foreground_done``.
-        """
-        out: dict[Task[Any], str] = {}
-        candidates = [
-            t for t in self.waiting
-            if t._phase is PARKED and t.needs and t._replaces is None
-        ]
-        changed = True
-        while changed:  # a fixpoint: chains in any order
-            changed = False
-            for t in candidates:
-                if t in out:
-                    continue
-                for n in t.needs:
-                    dep = self.live.get(n)
-                    if dep is None or dep in out:
-                        out[t] = n
-                        changed = True
-                        break
-        return out
-
-    def foreground_done(self) -> bool:
-        if self.foreground == 0:
-            return True
-        if self.waiting and self.foreground <= len(self.waiting):
-            # Only parked tasks are left in the foreground: done if none of them can
-            # ever be released (nothing is running that could bring back what they need).
-            stranded = self.stranded()
-            return sum(1 for t in stranded if not t.background) == self.foreground
-        return False
-
-    def waiting_for(self, task: Task[Any]) -> str:
-        """Why a PENDING task waits, in words (for snapshots)."""
-        if task._phase is CAMPAIGNING:
-            return "lease (campaigning)"
-        if not self.started:
-            return f"{self.kind} not started"
-        old = task._replaces
-        if old is not None and old._outcome is None:
-            return f"replaced task {old.name!r} to end"
-        for n in task.needs:
-            dep = self.live.get(n)
-            if dep is None:
-                return f"needs {n!r} (gone)"
-            if not dep._ready:
-                return f"needs {n!r}"
-        if self.cancelling or self.token._cause is not None:
-            return "group cancelled"
-        return "limit"
-
-    def next_layer(self, keep: set[Task[Any]] | None = None) -> list[Task[Any]]:
-        """The unfinished tasks (but those in ``keep``) that no other one needs: what a
-        stop in reverse dependency order cancels next. Empty once none is left."""
-        live = [t for t in self.unfinished if keep is None or t not in keep]
-        needed = {n for t in live for n in t.needs}
-        # (All of them if each is needed: a cycle cannot be spawned, but cancel then.)
-        return [t for t in live if t.name not in needed] or live
 
     # -- a forked child --------------------------------------------------------------------
 

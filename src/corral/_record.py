@@ -1,11 +1,10 @@
-"""A task's record: the fields the lifecycle (``_lifecycle``) keeps for each task, its
-phase, and the public state each phase shows. Only the lifecycle changes a record
-(``Task``, the public handle, is one, and reads it)."""
+"""What a task's record holds besides its fields (``_lifecycle.TaskRecord``): the phases
+and the public state each shows, the causes the lifecycle gives, and the effects an
+attempt's end returns."""
 
 from __future__ import annotations
 
 import enum
-from collections import deque
 
 from ._errors import Cancelled, LeaseLost
 from ._policy import Restart
@@ -15,13 +14,10 @@ TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported a
 if TYPE_CHECKING:
     from typing import Any
 
-    from ._clock import TimerHandle
     from ._task import Task
-    from ._token import Token
 
 __all__ = [
-    "ATTEMPT_ENDED", "COMES_BACK", "FINAL", "DependencyLost", "Ending", "Phase", "TaskRecord",
-    "TaskState",
+    "ATTEMPT_ENDED", "COMES_BACK", "FINAL", "DependencyLost", "Ending", "Phase", "TaskState",
 ]
 
 
@@ -63,7 +59,7 @@ ADDING, PARKED, QUEUED = Phase.ADDING, Phase.PARKED, Phase.QUEUED
 CAMPAIGNING, RUNNING, RESTARTING = Phase.CAMPAIGNING, Phase.RUNNING, Phase.RESTARTING
 BACKOFF, ENDED, DONE = Phase.BACKOFF, Phase.ENDED, Phase.DONE
 # The public state of each phase before the task ends (then it is the outcome).
-_STATE_OF = {
+STATE_OF = {
     ADDING: TaskState.PENDING, PARKED: TaskState.PENDING, QUEUED: TaskState.PENDING,
     CAMPAIGNING: TaskState.PENDING, RUNNING: TaskState.RUNNING,
     RESTARTING: TaskState.BACKOFF, BACKOFF: TaskState.BACKOFF,
@@ -80,59 +76,6 @@ class DependencyLost(Cancelled):
 # Causes after which a task waits to run again rather than ending: what it needs ended,
 # or (a singleton) it lost its lease.
 COMES_BACK = (DependencyLost, LeaseLost)
-
-
-class TaskRecord:
-    """What the lifecycle keeps for one task. ``Task`` (the public handle) is one; only
-    this module writes these fields (the handle reads them)."""
-
-    __slots__ = (
-        "_attempt_started",
-        "_cancel_cause",
-        "_consecutive",
-        "_error",
-        "_ever_ready",
-        "_last_error",
-        "_outcome",
-        "_phase",
-        "_ready",
-        "_ready_value",
-        "_replaced_by",
-        "_replaces",
-        "_restart_times",
-        "_result",
-        "_started_at",
-        "_timer",
-        "_token_used",
-        "attempts",
-        "token",
-    )
-
-    def _init_record(self, token: Token) -> None:
-        self._phase = ADDING
-        self._outcome: TaskState | None = None
-        self.attempts = 0
-        self.token = token
-        self._token_used = False
-        self._cancel_cause: BaseException | None = None
-        self._consecutive = 0
-        self._error: BaseException | None = None
-        self._last_error: BaseException | None = None
-        self._ready = False  # ready in the current attempt (what needs= waits for)
-        self._ever_ready = False  # ready in some attempt (what wait_ready returns on)
-        self._ready_value: Any = None
-        self._replaced_by: Task[Any] | None = None
-        self._replaces: Task[Any] | None = None
-        self._restart_times: deque[float] | None = None
-        self._result: Any = None
-        self._timer: TimerHandle | None = None
-        self._attempt_started = 0.0
-        self._started_at: float | None = None
-
-    @property
-    def state(self) -> TaskState:
-        """PENDING, RUNNING, BACKOFF, then SUCCEEDED, FAILED or CANCELLED."""
-        return self._outcome or _STATE_OF[self._phase]
 
 
 def takes_slot(task: Task[Any]) -> bool:

@@ -11,6 +11,7 @@ import math
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ._errors import describe, safe_repr
+from ._queries import waiting_for
 from ._record import TaskState
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def task_snapshot(task: Task[Any]) -> TaskSnapshot:
         "state": state.value,
         "attempts": task.attempts,
         "started": task._started_at if state is TaskState.RUNNING else None,
-        "waiting_for": task._life.waiting_for(task) if state is TaskState.PENDING else None,
+        "waiting_for": waiting_for(task._life, task) if state is TaskState.PENDING else None,
         "cause": describe(cause) if cause is not None else None,
         "last_error": describe(error) if error is not None else None,
         "meta": {str(k): _json_safe(v) for k, v in task.meta.items()},

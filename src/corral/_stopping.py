@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._queries import next_layer
+from ._queries import stranded as find_stranded
 from ._record import DONE, TaskState
 
 if TYPE_CHECKING:
@@ -65,7 +67,7 @@ def drain(
                 return True
             # Parked on a needed task that is gone: nothing can release it now that
             # the supervisor takes no new tasks.
-            stranded = life.stranded()
+            stranded = find_stranded(life)
             return all(t in stranded for t in left)
 
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -94,7 +96,7 @@ def stop_in_order(
     cancels (and waits for) what is left."""
     while True:
         with life.lock:
-            layer = life.next_layer(keep)
+            layer = next_layer(life, keep)
         if not layer:
             return
         _cancel_paced(life, layer, cause, deadline)

@@ -19,6 +19,7 @@ from ._errors import Stopped, StopTimeout, SupervisorStopped, safe_repr
 from ._group import Group, GroupRole, roots
 from ._policy import Hooks
 from ._pool import get_pool
+from ._queries import next_layer
 from ._task import Task
 from ._token import Token, check_timeout
 from ._validate import check_bool, check_count
@@ -527,7 +528,7 @@ def _exit_step(sup: Supervisor, cause: BaseException) -> bool:
     ``_stop_in_order``; no drain: at exit whatever runs is cancelled). True once no
     task is left and the stop is done."""
     with sup._life.lock:
-        layer = sup._life.next_layer()
+        layer = next_layer(sup._life)
     if not layer:
         sup._finish_stop(cause, run_sequence=False)
         return True
