@@ -1719,3 +1719,16 @@ def test_routine_run_maps_to_corral_go() -> None:
     assert isinstance(token, corral.Token)
     assert token.cancelled
     assert isinstance(results["boom"], RuntimeError)
+
+
+def test_a_supervisor_overrides_only_public_methods_of_group() -> None:
+    # Composition, not a fragile base class: what a supervisor does differently goes
+    # through GroupRole (its _Role) and a few class constants, never through Group's
+    # private methods.
+    overridden = {
+        name for name, value in vars(Supervisor).items()
+        if name in vars(corral.Group) and (callable(value) or isinstance(value, property))
+        and name != "_Role"
+    }
+    assert all(not n.startswith("_") or n.startswith("__") for n in overridden), overridden
+    assert "join" in overridden  # (a supervisor's join waits for its stop)
