@@ -26,7 +26,15 @@ from ._queries import stranded as find_stranded
 from ._task import Task
 from ._threads import ThreadRunner
 from ._token import Token, as_cause, check_timeout
-from ._validate import check_bool, check_count, check_hooks, check_name, check_spawn, name_stem
+from ._validate import (
+    check_bool,
+    check_callable,
+    check_count,
+    check_hooks,
+    check_name,
+    check_spawn,
+    name_stem,
+)
 from ._waiting import wait_until
 
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
@@ -263,6 +271,14 @@ class Group:
         ``functools.partial``. ``drain=True`` marks work that a supervisor's graceful
         stop lets finish (up to its ``drain_timeout``) instead of cancelling it.
         """
+        if (
+            name is None and meta is None and restart is Restart.NEVER and backoff is None
+            and max_restarts is None and on_finish is None and needs == ()
+            and background is False and replace is False and signals_ready is False
+            and singleton is False and drain is False
+        ):  # every option at its default (most spawns): only fn to check
+            check_callable(fn)
+            return self._spawn(fn, args, None)
         policy, backoff, limits, needs_t = check_spawn(
             fn, name, meta, background, restart, backoff, max_restarts, replace, needs,
             on_finish, signals_ready, singleton, drain,

@@ -385,13 +385,20 @@ class Lifecycle:
         if task._phase is CAMPAIGNING:
             task._phase = RUNNING
 
-    def begin_attempt(self, task: Task[Any]) -> None:
+    def begin_attempt(self, task: Task[Any]) -> bool:
         """The attempt's function is about to run. No lock: only the attempt's own
-        thread writes these fields while it is RUNNING."""
+        thread writes these fields while it is RUNNING. A task that does not say when
+        it is ready is ready now: True if that is news (see ``set_ready``)."""
         task._started_at = time.time()
         task.attempts += 1
         if task.restart is not Restart.NEVER:  # only a restart's backoff needs it
             task._attempt_started = self.clock.monotonic()
+        if task.signals_ready or task._ready:
+            return False
+        task._ready_value = None
+        task._ever_ready = True
+        task._ready = True
+        return True
 
     def set_ready(self, task: Task[Any], value: Any) -> bool:
         """The running task says it is ready. No lock (the task's own thread): a
@@ -411,10 +418,28 @@ class Lifecycle:
         path (``attempt_ended``) must run instead."""
         if self.dependents or task.needs:
             return None
-        self._attempt_over(task)
-        self.set_final(task, TaskState.SUCCEEDED, value, None)
-        self.mark_done(task)
-        released = self.pump(scan=task._replaced_by is not None)
+        # (_attempt_over, set_final and mark_done for this case, inlined: the end of
+        # nearly every attempt)
+        if task._phase is RUNNING and not task.background and task._lease_state is None:
+            self.slots -= 1
+        task._ready = False
+        task._phase = DONE
+        task._outcome = TaskState.SUCCEEDED
+        task._result = value
+        name = task.name
+        live = self.live
+        if live.get(name) is task:
+            old = task._replaces
+            if old is not None and old._outcome is None:
+                live[name] = old  # (see set_final)
+            else:
+                del live[name]
+        self.ends += 1
+        del self.unfinished[task]
+        if not task.background:
+            self.foreground -= 1
+        self.notify()
+        released = self.pump(scan=task._replaced_by is not None) if self.queue or task._replaced_by is not None else []
         if not released:
             self.release_worker_early()  # before the lock lets a joiner go (see _pool)
         return released

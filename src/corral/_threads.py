@@ -127,8 +127,7 @@ def run_attempt(runner: Runner, life: Lifecycle, task: Task[Any]) -> list[Task[A
         if renewer is None:  # cancelled while campaigning: it never ran
             return _driver.end_attempt(life, task, TaskState.CANCELLED, None, None)
     token = task.token
-    life.begin_attempt(task)
-    if not task.signals_ready and life.set_ready(task, None):  # ready once running
+    if life.begin_attempt(task):  # (ready once running, unless it says so itself)
         _driver.ready_said(life, task)
     outcome: TaskState
     value: Any = None

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_NAME",
     "check_bool",
+    "check_callable",
     "check_count",
     "check_hooks",
     "check_name",
@@ -136,6 +137,14 @@ def name_stem(fn: Callable[..., Any], cache: dict[Callable[..., Any], str]) -> s
     return stem
 
 
+def check_callable(fn: Callable[..., Any]) -> None:
+    """What a task runs: callable, and its call runs its body (no generator function,
+    no coroutine function)."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+    _check_not_generator(fn)
+
+
 def check_spawn(
     fn: Callable[..., Any],
     name: str | None,
@@ -153,9 +162,7 @@ def check_spawn(
 ) -> tuple[Restart, Backoff | None, tuple[int, float] | None, tuple[str, ...]]:
     """Check ``spawn``'s arguments; return the restart policy, the backoff, the
     restart limit and the needs, normalised."""
-    if not callable(fn):
-        raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-    _check_not_generator(fn)
+    check_callable(fn)
     if (
         background.__class__ is not bool or replace.__class__ is not bool
         or signals_ready.__class__ is not bool or singleton.__class__ is not bool
