@@ -456,7 +456,10 @@ def test_a_stream_of_short_tasks_does_not_grow_the_pool() -> None:
     finally:
         sup.stop(timeout=BACKSTOP)
     started = used - before
-    assert len(started) <= 16, f"{len(started)} new threads for 20,000 short tasks"
+    # 1-3 on a quiet machine. On a starved one, work may wait 10 ms with no worker
+    # running, and then the starter rightly adds a thread: CI saw 19 at a load average
+    # of 20+. The regression started 110-140.
+    assert len(started) <= 48, f"{len(started)} new threads for 20,000 short tasks"
 
 
 def test_idle_work_goes_to_the_most_recently_idle_worker(

@@ -114,10 +114,11 @@ def _cancel_paced(
     # all want the group's lock and the GIL; the stopping thread, which needs both for
     # each cancel, then waits behind them (10,000 tasks took 20 s, against 10 s for as
     # many plain threads on one Event). So cancel a batch, and let most of it end
-    # before the next. A batch that has not mostly ended within _STOP_BATCH_WAIT (its
-    # tasks ignore their tokens, or the machine is loaded) doubles the next one: tasks
-    # that end when told are not held up for long behind ones that do not, and the
-    # batches never grow into the storm at once.
+    # before the next, waiting at most _STOP_BATCH_WAIT. A batch none of whose tasks
+    # ended by then (they ignore their tokens) doubles the next one: tasks that end when
+    # told are not held up for long behind ones that do not. A batch that ends slowly
+    # (a loaded machine) keeps the pace: growing then would bring the storm back just
+    # when the machine can least afford it.
     size = _STOP_BATCH
     i, n = 0, len(layer)
     while i < n:
@@ -131,8 +132,10 @@ def _cancel_paced(
         if deadline is not None:
             wait = min(wait, max(0.0, deadline - time.monotonic()))
         with life.lock:
-            if not life.waiter.wait(_mostly_done(batch), wait):
-                size *= 2
+            if not life.waiter.wait(_mostly_done(batch), wait) and not any(
+                t._phase is DONE for t in batch
+            ):
+                size *= 2  # not one ended: they ignore their tokens (a slow machine ends some)
 
 
 def _all_done(tasks: list[Task[Any]]) -> Callable[[], bool]:
