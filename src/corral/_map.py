@@ -44,7 +44,7 @@ R = TypeVar("R")
 
 _MAIN_THREAD = threading.main_thread()
 # The main thread waits in slices: Python runs signal handlers only there, between
-# bytecodes (as Group._wait_locked does).
+# bytecodes (as _waiting.Waiter does).
 _MAIN_THREAD_SLICE = 0.1
 
 
