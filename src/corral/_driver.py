@@ -40,8 +40,7 @@ def spawn(life: Lifecycle, task: Task[Any], replace: bool, base: str | None) -> 
     if cancel_old is not None:
         assert cancel_old._cancel_cause is not None
         cancel_old.token.cancel(cancel_old._cancel_cause)
-    for t in ended:
-        finalize(life, t)
+    _apply(life, released, ended)  # (nothing is released while the task is held)
     if held:
         # on_added runs outside the lock: until it has, others only note a cancellation,
         # so no end hook can come before it.
@@ -49,8 +48,6 @@ def spawn(life: Lifecycle, task: Task[Any], replace: bool, base: str | None) -> 
         with life.lock:
             released, ended = life.added(task)
         _apply(life, released, ended)
-    elif released:
-        life.runner.start(life, released)
     return task
 
 
@@ -169,8 +166,7 @@ def finalize(life: Lifecycle, task: Task[Any], last: bool = False) -> None:
         _busy.finishing = previous
     with life.lock:
         released = life.finished(task, last)
-    if released:
-        life.runner.start(life, released)
+    _apply(life, released, [])
 
 
 def cancel_task(life: Lifecycle, task: Task[Any], cause: BaseException) -> None:
@@ -190,8 +186,9 @@ def group_cancelled(life: Lifecycle) -> None:
     assert cause is not None
     with life.lock:
         ended, running = life.cancelled(cause)
-    for token in running:
-        token._cancel(cause)
+    runner = life.runner
+    for t in running:
+        runner.cancel(t, cause)  # (a new attempt's token is born cancelled: see new_task_token)
     for t in ended:
         finalize(life, t)
 

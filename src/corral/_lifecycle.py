@@ -418,28 +418,21 @@ class Lifecycle:
         path (``attempt_ended``) must run instead."""
         if self.dependents or task.needs:
             return None
-        # (_attempt_over, set_final and mark_done for this case, inlined: the end of
-        # nearly every attempt)
+        # What _attempt_over, set_final and mark_done do, for this case alone (no timer,
+        # no needs: the end of nearly every attempt, kept to one call).
         if task._phase is RUNNING and not task.background and task._lease_state is None:
             self.slots -= 1
         task._ready = False
         task._phase = DONE
         task._outcome = TaskState.SUCCEEDED
         task._result = value
-        name = task.name
-        live = self.live
-        if live.get(name) is task:
-            old = task._replaces
-            if old is not None and old._outcome is None:
-                live[name] = old  # (see set_final)
-            else:
-                del live[name]
+        self._leave_live(task)
         self.ends += 1
         del self.unfinished[task]
         if not task.background:
             self.foreground -= 1
         self.notify()
-        released = self.pump(scan=task._replaced_by is not None) if self.queue or task._replaced_by is not None else []
+        released = self.pump(scan=task._replaced_by is not None)
         if not released:
             self.release_worker_early()  # before the lock lets a joiner go (see _pool)
         return released
@@ -531,8 +524,7 @@ class Lifecycle:
 
     def _attempt_over(self, task: Task[Any]) -> None:
         """An attempt ended: its limit slot is free and it is no longer ready."""
-        # (takes_slot, inlined: this runs at the end of every attempt)
-        if task._phase is RUNNING and not task.background and task._lease_state is None:
+        if task._phase is RUNNING and takes_slot(task):
             self.slots -= 1
         task._ready = False
 
@@ -578,6 +570,11 @@ class Lifecycle:
         if task._timer is not None:
             task._timer.cancel()
             task._timer = None
+        self._leave_live(task)
+
+    def _leave_live(self, task: Task[Any]) -> None:
+        """An ended task gives its name up (to the task it replaced, if that one has not
+        ended yet)."""
         if self.live.get(task.name) is task:
             old = task._replaces
             if old is not None and old._outcome is None:
@@ -674,9 +671,9 @@ class Lifecycle:
         self.end_waiting(task, task._cancel_cause)
         return "ended"
 
-    def cancelled(self, cause: BaseException) -> tuple[list[Task[Any]], list[Token]]:
+    def cancelled(self, cause: BaseException) -> tuple[list[Task[Any]], list[Task[Any]]]:
         """The group's token was cancelled: the tasks that do not run end now (their end
-        hooks must run); returns them, and the tokens of the running ones to cancel."""
+        hooks must run); returns them, and the running ones (to deliver the cancel to)."""
         ended = []
         running = []
         for t in self.unfinished:
@@ -684,7 +681,7 @@ class Lifecycle:
             if phase is PARKED or phase is QUEUED or phase is BACKOFF:
                 ended.append(t)
             elif phase is RUNNING or phase is CAMPAIGNING:
-                running.append(t.token)
+                running.append(t)
         for t in ended:
             self.end_waiting(t, t._cancel_cause or cause)
         self.queue.clear()

@@ -190,9 +190,8 @@ class Supervisor(Group):
             released = self._life.start()
         if self._handle_signals and _signals.subscribe(self) and self._signal_mode == "off":
             self._signal_mode = "graceful"
-        life = self._life
         if released:
-            life.runner.start(life, released)
+            self._life.runner.start(self._life, released)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop: cancel the tasks (dependents before what they need), wait for them
@@ -227,9 +226,7 @@ class Supervisor(Group):
         with self._life.lock:
             if not self._life.waiter.wait(lambda: self._stop_done, timeout):
                 raise TimeoutError(f"supervisor {self.name!r} still running after {timeout}s")
-            fatal = self._life.fatal if not self._fatal_raised else None
-            self._fatal_raised = True
-        return fatal
+            return self._take_fatal_locked()
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the supervisor is stopped and every task has ended. Returns at
@@ -364,11 +361,18 @@ class Supervisor(Group):
 
     def _raise_fatal_once(self) -> None:
         with self._life.lock:
-            fatal = self._life.fatal
-            if fatal is None or self._fatal_raised:
-                return
-            self._fatal_raised = True
-        raise fatal
+            fatal = self._take_fatal_locked()
+        if fatal is not None:
+            raise fatal
+
+    def _take_fatal_locked(self) -> BaseException | None:
+        """The KeyboardInterrupt/SystemExit that stopped it, the first time it is asked
+        for (it is raised once), else None."""
+        fatal = self._life.fatal
+        if fatal is None or self._fatal_raised:
+            return None
+        self._fatal_raised = True
+        return fatal
 
     def _on_signal(self, signum: int) -> None:
         # First signal: a graceful stop. Then, each further one: cut the drain short
