@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
 
 Row = tuple[str, str, str, str, str]
+_HERE = os.path.dirname(os.path.abspath(__file__))  # (the scripts import run.py from here)
 
 STOP_SCRIPT = r"""
 import json, sys, threading, time
@@ -45,23 +47,11 @@ if kind == "corral":
     t0 = time.perf_counter()
     sup.stop()
     seconds = time.perf_counter() - t0
-else:
-    stop = threading.Event()
+else:  # (the same as run.py's row for a tree's cancel: the stdlib way)
+    sys.path.insert(0, sys.argv[3])
+    from run import threads_event_cancel
 
-    def waiter():
-        running.release()
-        stop.wait()
-
-    threads = [threading.Thread(target=waiter, daemon=True) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for _ in range(n):
-        running.acquire()
-    t0 = time.perf_counter()
-    stop.set()
-    for t in threads:
-        t.join()
-    seconds = time.perf_counter() - t0
+    seconds = threads_event_cancel(n)
 print(json.dumps({"seconds": seconds}))
 """
 
@@ -95,6 +85,15 @@ def sample():
     out["threads_peak"] = max(out["threads_peak"], threading.active_count())
 
 
+def feed(submit):  # n no-op tasks, one after another, with a reading halfway
+    for i in range(n):
+        submit(noop)
+        if i % 1000 == 0:
+            sample()
+            if i == n // 2:
+                out["rss_half_kib"] = rss_kib()
+
+
 if kind == "tasks":
     import corral
     from corral._pool import get_pool
@@ -106,12 +105,7 @@ if kind == "tasks":
     get_pool().wait_idle()
     reading("before")
     t0 = time.perf_counter()
-    for i in range(n):
-        sup.spawn(noop)
-        if i % 1000 == 0:
-            sample()
-            if i == n // 2:
-                out["rss_half_kib"] = rss_kib()
+    feed(sup.spawn)
     get_pool().wait_idle()
     out["seconds"] = time.perf_counter() - t0
     reading("after")
@@ -125,12 +119,7 @@ elif kind == "executor":
         ex.submit(noop).result()
         reading("before")
         t0 = time.perf_counter()
-        for i in range(n):
-            ex.submit(noop)
-            if i % 1000 == 0:
-                sample()
-                if i == n // 2:
-                    out["rss_half_kib"] = rss_kib()
+        feed(ex.submit)
         ex.submit(noop).result()
         out["seconds"] = time.perf_counter() - t0
         reading("after")
@@ -182,7 +171,7 @@ def stop_rows(sizes: tuple[int, ...], rounds: int) -> list[Row]:
         theirs: list[float] = []
         for _ in range(rounds):
             ours.append(_run(STOP_SCRIPT, "corral", n)["seconds"])
-            theirs.append(_run(STOP_SCRIPT, "threads", n)["seconds"])
+            theirs.append(_run(STOP_SCRIPT, "threads", n, _HERE)["seconds"])
         c, t = statistics.median(ours), statistics.median(theirs)
         met = c <= t and max(ours) < 5.0
         rows.append((
