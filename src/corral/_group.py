@@ -326,12 +326,7 @@ class Group:
         base = None
         life = self._life
         if name is None:
-            try:
-                base = self._stems.get(fn)
-            except TypeError:  # (unhashable: name_stem says what to do)
-                pass
-            if base is None:
-                base = name_stem(fn, self._stems)
+            base = name_stem(fn, self._stems)
             name = f"{base}#{next(life.seq)}"  # next() of a count is atomic
         # Made outside the lock: the critical section stays short (the spawner and
         # the workers finishing tasks contend for it).

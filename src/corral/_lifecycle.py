@@ -420,7 +420,7 @@ class Lifecycle:
             return None
         # What _attempt_over, set_final and mark_done do, for this case alone (no timer,
         # no needs: the end of nearly every attempt, kept to one call).
-        if task._phase is RUNNING and not task.background and task._lease_state is None:
+        if task._phase is RUNNING and takes_slot(task):
             self.slots -= 1
         task._ready = False
         task._phase = DONE
