@@ -58,6 +58,17 @@ def test_what_only_a_stop_a_map_or_a_singleton_needs_loads_on_first_use() -> Non
     }
 
 
+def test_signal_handling_loads_with_the_first_supervisor_that_handles_signals() -> None:
+    loaded = modules_after("import corral")
+    assert not loaded & {"corral._signals", "signal", "queue", "heapq"}
+    loaded = modules_after(
+        "import corral\nwith corral.Supervisor(handle_signals=False) as s: s.spawn(print)"
+    )
+    assert "corral._signals" not in loaded
+    loaded = modules_after("import corral\nwith corral.Supervisor() as s: s.spawn(print)")
+    assert {"corral._signals", "signal"} <= loaded
+
+
 def test_a_plain_group_does_not_load_the_lease_modules() -> None:
     loaded = modules_after(
         "import corral\n"

@@ -6,12 +6,16 @@ so tests can run them on virtual time (:class:`corral.testing.MockClock`).
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable
+
+try:  # (heapq's C half, without heapq.py's import cost)
+    from _heapq import heapify, heappop, heappush
+except ImportError:  # pragma: no cover - other interpreters
+    from heapq import heapify, heappop, heappush
 
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
@@ -95,14 +99,14 @@ class TimerQueue:
         """Schedule (the lock held)."""
         handle = TimerHandle(callback)
         handle._queue = self
-        heapq.heappush(self._heap, (when, next(self._seq), handle))
+        heappush(self._heap, (when, next(self._seq), handle))
         if self._ncancelled > _PURGE_MIN and self._ncancelled * 2 > len(self._heap):
             self._purge()
         return handle
 
     def _pop(self) -> TimerHandle:
         """Take the earliest entry off the heap (the lock held)."""
-        handle = heapq.heappop(self._heap)[2]
+        handle = heappop(self._heap)[2]
         if handle._callback is None:
             self._ncancelled = max(0, self._ncancelled - 1)
         else:
@@ -125,7 +129,7 @@ class TimerQueue:
         """Rebuild the heap from its live entries (the lock held)."""
         heap = self._heap
         heap[:] = [entry for entry in heap if entry[2]._callback is not None]
-        heapq.heapify(heap)
+        heapify(heap)
         self._ncancelled = 0
 
 

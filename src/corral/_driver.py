@@ -89,6 +89,7 @@ def end_attempt(
         with life.lock:
             released = life.succeeded_simply(task, value)
         if released is not None:
+            task._drop_context()
             return released
     fatal = False
     if outcome is TaskState.FAILED:
@@ -164,6 +165,7 @@ def finalize(life: Lifecycle, task: Task[Any], last: bool = False) -> None:
             task._in_context(call_hook, life.hooks.on_finished, task)
     finally:
         _busy.finishing = previous
+    task._drop_context()
     with life.lock:
         released = life.finished(task, last)
     _apply(life, released, [])

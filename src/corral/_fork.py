@@ -32,8 +32,9 @@ Inherited leases are dropped by the coordinator module's own handler (``_coordin
 from __future__ import annotations
 
 import os
+import sys
 
-from . import _clock, _group, _pool, _signals, _supervisor
+from . import _clock, _group, _pool, _supervisor
 from ._context import busy as _busy
 from ._context import current as _current
 from ._errors import Cancelled
@@ -48,7 +49,9 @@ def _after_fork_in_child() -> None:
     # a vanished thread may hold), then replaced.
     inherited = _group._forget_after_fork()
     _pool._after_fork_in_child()
-    _signals._after_fork_in_child()
+    signals = sys.modules.get(f"{__package__}._signals")  # (loaded on first use)
+    if signals is not None:
+        signals._after_fork_in_child()
     _supervisor._forget_default_after_fork()
     _end_inherited(inherited, Cancelled(FORKED))
     _clock._after_fork_in_child()

@@ -5,14 +5,12 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 
-from . import _signals
 from ._context import busy as _busy
 from ._context import within
 from ._errors import Stopped, StopTimeout, SupervisorStopped, safe_repr
@@ -27,6 +25,7 @@ from ._validate import check_bool, check_count
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
 if TYPE_CHECKING:
+    from types import ModuleType
     from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack
 
     from ._clock import Clock
@@ -37,6 +36,16 @@ if TYPE_CHECKING:
 __all__ = ["Supervisor", "go"]
 
 log = logging.getLogger("corral")
+
+# Signal handling (and the signal module) is loaded by the first supervisor that handles
+# signals: a program that only uses groups does not pay for it at import.
+_SIGNALS = f"{__package__}._signals"
+
+
+def _signals() -> ModuleType:
+    from . import _signals
+
+    return _signals
 
 
 
@@ -188,7 +197,7 @@ class Supervisor(Group):
             if self._life.started:
                 return
             released = self._life.start()
-        if self._handle_signals and _signals.subscribe(self) and self._signal_mode == "off":
+        if self._handle_signals and _signals().subscribe(self) and self._signal_mode == "off":
             self._signal_mode = "graceful"
         if released:
             self._life.runner.start(self._life, released)
@@ -303,7 +312,8 @@ class Supervisor(Group):
         finally:
             # Unregister before announcing the stop, so that when stop()/wait() return,
             # roots() no longer lists this supervisor.
-            _signals.unsubscribe(self)
+            if _SIGNALS in sys.modules:  # (loaded by the first supervisor that handles them)
+                _signals().unsubscribe(self)
             self._unregister()
             if self._unlink_stop_token is not None:
                 self._unlink_stop_token()
@@ -349,7 +359,8 @@ class Supervisor(Group):
                     "gave up waiting (second signal)" if gave_up else f"not stopped after {timeout}s"
                 )
         finally:
-            _signals.restore_if_idle()
+            if _SIGNALS in sys.modules:
+                _signals().restore_if_idle()
 
     def _stop_timeout_error(self, why: str) -> StopTimeout:
         running: dict[str, str] = {}
@@ -377,6 +388,8 @@ class Supervisor(Group):
     def _on_signal(self, signum: int) -> None:
         # First signal: a graceful stop. Then, each further one: cut the drain short
         # (if draining), give up waiting (StopTimeout), and last, exit at once.
+        import signal
+
         name = signal.Signals(signum).name
         if not self._stop_begun:
             log.info("received %s: stopping supervisor %r", name, self.name)

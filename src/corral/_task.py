@@ -116,6 +116,12 @@ class Task(_Handle[T]):
         ctx = self._ctx = self._base_ctx.copy()
         return ctx
 
+    def _drop_context(self) -> None:
+        """The task is done: let go of its last attempt's context, which refers back to
+        the task (the current task is set in it), so that reference counting, not the
+        cyclic garbage collector, frees a finished task."""
+        self._ctx = self._base_ctx
+
     def _in_context(self, fn: Callable[..., object], *args: Any) -> None:
         """Run ``fn(*args)`` (a hook call or a log call, which never raise) in the task's
         context, so that log context and tracing spans reach them."""
