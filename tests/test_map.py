@@ -103,14 +103,21 @@ def test_map_chunked_is_lazy_with_at_most_window_chunks_in_flight() -> None:
     assert conc.peak == window
 
 
-@pytest.mark.parametrize(("limit", "expected_chunks"), [(2, 4), (None, 64)])
-def test_map_default_window_counts_chunks(limit: int | None, expected_chunks: int) -> None:
-    source, pulled = counting(1000)
+@pytest.mark.parametrize(
+    ("limit", "chunksize", "expected_chunks"),
+    [(2, 1024, 4), (None, 1024, 64), (2, 256, 16), (100, 256, 200), (None, 16, 256)],
+)
+def test_map_default_window_counts_chunks_holding_at_least_4096_items(
+    limit: int | None, chunksize: int, expected_chunks: int
+) -> None:
+    # 2 x limit chunks (64 without a limit), or as many as hold 4,096 items if more.
+    n = 300 * chunksize
+    source, pulled = counting(n)
     with corral.Group(limit=limit) as g:
-        it = g.map(abs, source, chunksize=5)
+        it = g.map(abs, source, chunksize=chunksize)
         assert next(it) == 0
-        assert pulled[0] == expected_chunks * 5
-        assert list(it) == list(range(1, 1000))
+        assert pulled[0] == expected_chunks * chunksize
+        assert list(it) == list(range(1, n))
 
 
 def test_a_chunks_exception_comes_at_its_item_after_the_items_before_it() -> None:

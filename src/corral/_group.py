@@ -465,8 +465,9 @@ class Group:
         chunksize: int = 1,
     ) -> Iterator[R]:
         """Run ``fn(item)`` for each item as tasks of this group; yield results in input
-        order. Lazy: at most ``window`` tasks are in flight (default 2 x limit, or 64),
-        each over ``chunksize`` consecutive items (default 1).
+        order. Lazy: at most ``window`` tasks are in flight, each over ``chunksize``
+        consecutive items (default 1). The default window is 2 x limit tasks (64 without
+        a limit); for chunks, enough of them to hold 4,096 items, if that is more.
 
         An item's exception is raised by the iterator at that item's place, after the
         items before it (and is not also a group failure); the rest of its chunk does
