@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import threading
@@ -28,6 +29,9 @@ def _nothing_left_running() -> Iterator[None]:
         with suppress(BaseException):
             if isinstance(g, corral.Supervisor):
                 g.stop(timeout=5)
+            elif isinstance(g, corral.AsyncGroup):  # (its join is awaited)
+                g.cancel()
+                asyncio.run(g.join(timeout=5))
             else:
                 g.cancel()
                 g.join(timeout=5)

@@ -239,7 +239,7 @@ def test_go_takes_drain() -> None:
 @pytest.mark.parametrize("bad", ["yes", 1, None])
 def test_drain_must_be_a_bool(bad: object) -> None:
     with corral.Group() as g, pytest.raises(TypeError, match="drain must be True or False"):
-        g.spawn(lambda: None, drain=bad)  # type: ignore[arg-type]
+        g.spawn(lambda: None, drain=bad)  # type: ignore[call-overload, call-arg]
 
 
 @pytest.mark.parametrize("bad", [-1, float("nan"), "30"])

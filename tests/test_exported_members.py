@@ -15,6 +15,8 @@ EXPECTED = {
     "current_lease",
     # snapshot shapes (issue 7)
     "GroupSnapshot", "LeaseSnapshot", "TaskSnapshot",
+    # coroutines (issue 9)
+    "AsyncGroup", "AsyncTask",
 }
 
 

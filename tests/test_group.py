@@ -1844,9 +1844,9 @@ def test_needs_errors_are_raised_at_spawn() -> None:
         with pytest.raises(ValueError, match="not a live task"):
             g.spawn(noop, name="self", needs=("self",))
         with pytest.raises(TypeError):
-            g.spawn(noop, needs=[1])  # type: ignore[list-item]
+            g.spawn(noop, needs=[1])  # type: ignore[call-arg, arg-type, list-item]
         with pytest.raises(TypeError):
-            g.spawn(noop, needs=5)  # type: ignore[arg-type]
+            g.spawn(noop, needs=5)  # type: ignore[call-overload, call-arg]
         assert [t.name for t in g.tasks] == ["db"]
 
 

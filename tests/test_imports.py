@@ -58,6 +58,18 @@ def test_what_only_a_stop_a_map_or_a_singleton_needs_loads_on_first_use() -> Non
     }
 
 
+def test_asyncio_loads_with_the_first_coroutine_task_or_async_name() -> None:
+    loaded = modules_after(
+        "import corral\nwith corral.Group() as g: g.spawn(print, 'a thread task')"
+    )
+    assert not loaded & {"asyncio", "corral._aio", "corral._async"}
+    loaded = modules_after(
+        "import corral\nasync def job(): pass\nwith corral.Group() as g: g.spawn(job)"
+    )
+    assert {"asyncio", "corral._aio"} <= loaded
+    assert "corral._async" in modules_after("import corral\ncorral.AsyncGroup")
+
+
 def test_signal_handling_loads_with_the_first_supervisor_that_handles_signals() -> None:
     loaded = modules_after("import corral")
     assert not loaded & {"corral._signals", "signal", "queue", "heapq"}

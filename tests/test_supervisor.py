@@ -879,7 +879,7 @@ def test_tm_nil_work_is_a_type_error() -> None:
     is queued."""
     sup = make("tm-nil")
     with pytest.raises(TypeError):
-        sup.spawn(None, name="nil")  # type: ignore[arg-type]
+        sup.spawn(None, name="nil")  # type: ignore[call-overload]
     assert len(sup) == 0
     sup.stop(WAIT)
 

@@ -41,6 +41,8 @@ TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported a
 
 
 if TYPE_CHECKING:  # at run time, loaded on first use: see __getattr__ below
+    from ._async import AsyncGroup as AsyncGroup
+    from ._async import AsyncTask as AsyncTask
     from ._coordinator import Coordinator as Coordinator
     from ._coordinator import Lease as Lease
     from ._coordinator import current_lease as current_lease
@@ -51,6 +53,8 @@ if TYPE_CHECKING:  # at run time, loaded on first use: see __getattr__ below
     from ._snapshot import TaskSnapshot as TaskSnapshot
 
 __all__ = [
+    "AsyncGroup",
+    "AsyncTask",
     "Backoff",
     "Cancelled",
     "Coordinator",
@@ -97,11 +101,20 @@ for _fn in (cancelled, check, current_task, current_token, go, ready, roots, sle
 del _fn
 
 
+_ASYNC_EXPORTS = ("AsyncGroup", "AsyncTask")
+
+
 def __getattr__(name: str) -> object:
     # The lease names load their module on first use (PEP 562): a program without
     # singletons or coordinators never imports one, and `import corral` stays light.
     if name in _lazy.LEASE_EXPORTS:
         value = _lazy.lease_export(name)
+        globals()[name] = value
+        return value
+    if name in _ASYNC_EXPORTS:  # (they import asyncio: loaded on first use)
+        from . import _async
+
+        value = getattr(_async, name)
         globals()[name] = value
         return value
     if name in _lazy.SNAPSHOT_EXPORTS:

@@ -4,6 +4,7 @@ that it follows the attempt's context) and what the thread is busy with."""
 from __future__ import annotations
 
 import contextvars
+import sys
 import threading
 
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
     from ._group import Group
     from ._task import Task
 
-__all__ = ["busy", "current", "within"]
+__all__ = ["busy", "current", "not_on_a_loop", "running_loop", "within"]
 
 # What this thread is busy with for corral: ``group``, the group whose task attempt it
 # runs (or the supervisor it is stopping); ``finishing``, the task whose end hooks it
@@ -38,3 +39,21 @@ def within(group: Group) -> bool:
                 return True
             g = g.parent
     return False
+
+
+def running_loop() -> Any:
+    """The event loop running in this thread, or None (asyncio is not imported for
+    this: a program that never imported it runs no loop)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return None
+    return asyncio.events._get_running_loop()
+
+
+def not_on_a_loop(call: str, awaited: str) -> None:
+    """A blocking call must not block an event loop (nor deadlock on it): refuse it
+    on a thread whose loop is running, naming the awaited form."""
+    if running_loop() is not None:
+        raise RuntimeError(
+            f"{call} blocks, and this thread runs an event loop: use {awaited} instead"
+        )

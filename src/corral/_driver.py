@@ -23,9 +23,10 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ._lifecycle import Lifecycle
+    from ._runner import Runner
     from ._task import Task
 
-__all__ = ["CANCELLED_ENDS", "end_attempt", "finalize", "report", "spawn"]
+__all__ = ["CANCELLED_ENDS", "end_attempt", "finalize", "report", "spawn", "start"]
 
 log = logging.getLogger("corral")
 
@@ -65,7 +66,24 @@ def ready_said(life: Lifecycle, task: Task[Any]) -> None:
         life.notify()
         released = life.pump(scan=task.name in life.dependents)
     if released:
-        life.runner.start(life, released)
+        start(life, released)
+
+
+def start(life: Lifecycle, tasks: list[Task[Any]]) -> None:
+    """Hand released tasks to their runners (the group's, unless a task runs on an
+    event loop)."""
+    runner = life.runner
+    for t in tasks:
+        if t._runner is not runner:
+            break
+    else:
+        runner.start(life, tasks)  # (the common case: one kind of task)
+        return
+    by_runner: dict[Runner, list[Task[Any]]] = {}
+    for t in tasks:
+        by_runner.setdefault(t._runner, []).append(t)
+    for r, some in by_runner.items():
+        r.start(life, some)
 
 
 def end_attempt(
@@ -143,7 +161,7 @@ def _apply(life: Lifecycle, released: list[Task[Any]], ended: list[Task[Any]]) -
     for t in ended:
         finalize(life, t)
     if released:
-        life.runner.start(life, released)
+        start(life, released)
 
 
 def finalize(life: Lifecycle, task: Task[Any], last: bool = False) -> None:
@@ -178,7 +196,7 @@ def cancel_task(life: Lifecycle, task: Task[Any], cause: BaseException) -> None:
         finalize(life, task)
     elif what == "running":
         assert task._cancel_cause is not None
-        life.runner.cancel(task, task._cancel_cause)
+        task._runner.cancel(task, task._cancel_cause)
 
 
 def group_cancelled(life: Lifecycle) -> None:
@@ -188,9 +206,8 @@ def group_cancelled(life: Lifecycle) -> None:
     assert cause is not None
     with life.lock:
         ended, running = life.cancelled(cause)
-    runner = life.runner
     for t in running:
-        runner.cancel(t, cause)  # (a new attempt's token is born cancelled: see new_task_token)
+        t._runner.cancel(t, cause)  # (a new attempt's token is born cancelled: see new_task_token)
     for t in ended:
         finalize(life, t)
 

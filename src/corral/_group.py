@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from . import _driver, _runner
 from ._clock import SYSTEM_CLOCK
 from ._context import current as _current
+from ._context import not_on_a_loop
 from ._errors import Cancelled, GroupClosed, Stopped
 from ._lifecycle import Lifecycle
 from ._policy import Backoff, Hooks, Restart
@@ -40,20 +41,51 @@ from ._waiting import wait_until
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
 if TYPE_CHECKING:
-    from typing import Any, Literal, ParamSpec, TypeVar, TypeVarTuple, Unpack
+    from collections.abc import Coroutine
+    from typing import (
+        Any,
+        Literal,
+        NoReturn,
+        ParamSpec,
+        TypedDict,
+        TypeVar,
+        TypeVarTuple,
+        Unpack,
+        overload,
+    )
 
     from ._clock import Clock
     T = TypeVar("T")
     R = TypeVar("R")
     Ts = TypeVarTuple("Ts")
     P = ParamSpec("P")
+
+    class SpawnOptions(TypedDict, total=False):
+        """``spawn``'s options (for its overloads' signatures)."""
+
+        name: str | None
+        meta: Mapping[str, Any] | None
+        background: bool
+        restart: Restart | str
+        backoff: Backoff | None
+        max_restarts: tuple[int, float] | None
+        replace: bool
+        needs: Iterable[str] | str
+        on_finish: Callable[[Task[Any]], object] | None
+        signals_ready: bool
+        singleton: bool
+        drain: bool
     from ._choose_coordinator import check_coordinator, default_coordinator
     from ._collect import Collector
     from ._coordinator import Coordinator, check_lease_name
+    from ._runner import Runner
     from ._singleton import LeaseState
     from ._snapshot import GroupSnapshot
 else:  # the lease modules load when a group first needs them (a plain group never does)
     from ._lazy import check_coordinator, check_lease_name, default_coordinator
+
+    def overload(fn: object) -> object:  # (typing's, for type checkers only)
+        return fn
 
 __all__ = ["Group", "GroupRole", "roots"]
 
@@ -129,6 +161,7 @@ class Group:
     # corral.go()'s default supervisor, which must stay usable).
     _fatal_stops = True
     _Role: type[GroupRole] = GroupRole
+    _Task: type[Task[Any]] = Task  # the handle spawn returns (AsyncGroup: AsyncTask)
 
     def __init__(
         self,
@@ -248,10 +281,26 @@ class Group:
 
     # -- spawning ------------------------------------------------------------------
 
+    @overload
     def spawn(
+        self, fn: Callable[[Unpack[Ts]], NoReturn], *args: *Ts, **options: Unpack[SpawnOptions]
+    ) -> Task[NoReturn]: ...
+
+    @overload
+    def spawn(  # noqa: F811
+        self, fn: Callable[[Unpack[Ts]], Coroutine[Any, Any, T]], *args: *Ts,
+        **options: Unpack[SpawnOptions],
+    ) -> Task[T]: ...
+
+    @overload
+    def spawn(  # noqa: F811
+        self, fn: Callable[[Unpack[Ts]], T], *args: *Ts, **options: Unpack[SpawnOptions]
+    ) -> Task[T]: ...
+
+    def spawn(  # type: ignore[misc]  # noqa: F811
         self,
-        fn: Callable[[Unpack[Ts]], T],
-        *args: *Ts,
+        fn: Callable[..., Any],
+        *args: Any,
         name: str | None = None,
         meta: Mapping[str, Any] | None = None,
         background: bool = False,
@@ -264,8 +313,12 @@ class Group:
         signals_ready: bool = False,
         singleton: bool = False,
         drain: bool = False,
-    ) -> Task[T]:
+    ) -> Task[Any]:
         """Start ``fn(*args)`` as a task of this group and return its handle at once.
+
+        A coroutine function runs as an asyncio task (see ``_aio``: on the loop running
+        in this thread, else on corral's own loop thread); anything else on a worker
+        thread.
 
         ``fn`` is called with ``args`` only: to pass keyword arguments, spawn a
         ``functools.partial``. ``drain=True`` marks work that a supervisor's graceful
@@ -277,8 +330,10 @@ class Group:
             and background is False and replace is False and signals_ready is False
             and singleton is False and drain is False
         ):  # every option at its default (most spawns): only fn to check
-            check_callable(fn)
+            if check_callable(fn):
+                return self._spawn(fn, args, None, runner=self._coroutine_runner())
             return self._spawn(fn, args, None)
+        coroutine = check_callable(fn)
         policy, backoff, limits, needs_t = check_spawn(
             fn, name, meta, background, restart, backoff, max_restarts, replace, needs,
             on_finish, signals_ready, singleton, drain,
@@ -294,7 +349,15 @@ class Group:
         return self._spawn(
             fn, args, name, meta, background, policy, backoff, limits, replace,
             needs_t, on_finish, signals_ready, False, single, drain,
+            self._coroutine_runner() if coroutine else None,
         )
+
+    def _coroutine_runner(self) -> Runner:
+        """Where this group's coroutine tasks run: the loop running in the spawning
+        thread, else corral's own loop thread (an ``AsyncGroup``: its loop)."""
+        from ._aio import runner_for  # (asyncio: loaded with the first coroutine task)
+
+        return runner_for(None)
 
     def _find_coordinator(self) -> Coordinator:
         """This group's coordinator, else the nearest ancestor's, else the process's."""
@@ -322,6 +385,7 @@ class Group:
         in_map: bool = False,
         single: LeaseState | None = None,
         drain: bool = False,
+        runner: Runner | None = None,
     ) -> Task[Any]:
         base = None
         life = self._life
@@ -330,9 +394,9 @@ class Group:
             name = f"{base}#{next(life.seq)}"  # next() of a count is atomic
         # Made outside the lock: the critical section stays short (the spawner and
         # the workers finishing tasks contend for it).
-        task: Task[Any] = Task(
+        task: Task[Any] = self._Task(
             self, life, fn, args, name, meta, background, restart, backoff, max_restarts,
-            needs, on_finish, signals_ready, in_map, single, drain,
+            needs, on_finish, signals_ready, in_map, single, drain, runner,
         )
         return _driver.spawn(life, task, replace, base)
 
@@ -376,18 +440,43 @@ class Group:
     ) -> BaseException | None:
         """Join, and return what join() should raise (or None)."""
         timeout = check_timeout("timeout", timeout)
+        not_on_a_loop(f"{type(self).__name__}.join() (and its with-block's end)",
+                      "corral.AsyncGroup (async with, await join())")
+        self._join_check()
+        life = self._life
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with life.lock:
+            if not life.waiter.wait(lambda: foreground_done(life), timeout):
+                raise self._join_timeout(life.foreground, timeout)
+        self._end_background()
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        with life.lock:
+            if not life.waiter.wait(lambda: not life.unfinished, remaining):
+                raise self._join_timeout(len(life.unfinished), timeout)
+            failures, fatal = life.close(self._role.refuse)
+        self._unregister()
+        return _driver.join_outcome(life, failures, fatal, body_exc)
+
+    # (the steps of a join, shared with AsyncGroup's awaited one)
+
+    def _join_check(self) -> None:
         life = self._life
         current = _current.get()
         if current is not None and current.group is self and not life.closed:
             raise RuntimeError(
                 f"a task of group {self.name!r} cannot join its own group (it would wait for itself)"
             )
-        deadline = None if timeout is None else time.monotonic() + timeout
+
+    def _join_timeout(self, running: int, timeout: float | None) -> TimeoutError:
+        return TimeoutError(
+            f"{self._kind} {self.name!r} still has {running} running task(s) after {timeout}s"
+        )
+
+    def _end_background(self) -> None:
+        """The foreground is done: cancel what nothing can release any more, and the
+        background tasks."""
+        life = self._life
         with life.lock:
-            if not life.waiter.wait(lambda: foreground_done(life), timeout):
-                raise TimeoutError(
-                    f"{self._kind} {self.name!r} still has {life.foreground} running task(s) after {timeout}s"
-                )
             stranded = find_stranded(life) if life.foreground else {}
             background = [t for t in life.unfinished if t.background and t not in stranded]
         for t, missing in stranded.items():
@@ -396,16 +485,6 @@ class Group:
             ))
         for t in background:
             t.cancel(Stopped(f"{self._kind} {self.name!r} is done"))
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        with life.lock:
-            if not life.waiter.wait(lambda: not life.unfinished, remaining):
-                raise TimeoutError(
-                    f"{self._kind} {self.name!r} still has {len(life.unfinished)} task(s) "
-                    f"after {timeout}s"
-                )
-            failures, fatal = life.close(self._role.refuse)
-        self._unregister()
-        return _driver.join_outcome(self._life, failures, fatal, body_exc)
 
     def _unregister(self) -> None:
         """The group has closed: let go of what links it to longer-lived objects (the

@@ -11,8 +11,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from . import _driver
 from ._context import busy as _busy
-from ._context import within
+from ._context import not_on_a_loop, within
 from ._errors import Stopped, StopTimeout, SupervisorStopped, safe_repr
 from ._group import Group, GroupRole, roots
 from ._policy import Hooks
@@ -200,7 +201,7 @@ class Supervisor(Group):
         if self._handle_signals and _signals().subscribe(self) and self._signal_mode == "off":
             self._signal_mode = "graceful"
         if released:
-            self._life.runner.start(self._life, released)
+            _driver.start(self._life, released)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop: cancel the tasks (dependents before what they need), wait for them
@@ -214,6 +215,7 @@ class Supervisor(Group):
         have not ended within ``timeout`` (default: the supervisor's ``stop_timeout``,
         None meaning no limit), or at once when a further SIGINT/SIGTERM gives up.
         """
+        not_on_a_loop("Supervisor.stop()", "await sup.stop() (an AsyncSupervisor)")
         timeout = check_timeout("timeout", timeout)
         self._begin_stop(Stopped(f"supervisor {self.name!r} stopped"))
         if within(self):
@@ -241,6 +243,7 @@ class Supervisor(Group):
         """Block until the supervisor is stopped and every task has ended. Returns at
         once if it was never started. Re-raises a KeyboardInterrupt/SystemExit that
         stopped it (once)."""
+        not_on_a_loop("Supervisor.wait()", "await sup.wait() (an AsyncSupervisor)")
         timeout = check_timeout("timeout", timeout)
         if not self._life.started and not self._stop_begun:
             return
@@ -249,6 +252,7 @@ class Supervisor(Group):
 
     def serve(self) -> None:
         """Start, block until stopped (signal, token, ``stop()`` from a task...), stop."""
+        not_on_a_loop("Supervisor.serve()", "await sup.serve() (an AsyncSupervisor)")
         self.start()
         try:
             self.wait()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from types import FrameType, GenericAlias
 
 from . import _driver
 from ._context import busy as _busy
 from ._context import current as _current
+from ._context import not_on_a_loop
 from ._errors import Cancelled, NotReady, safe_repr
 from ._lifecycle import TaskRecord
 from ._policy import Backoff, Restart
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from ._coordinator import Lease
     from ._group import Group
     from ._lifecycle import Lifecycle
+    from ._runner import Runner
     from ._singleton import LeaseState
     from ._snapshot import TaskSnapshot
 
@@ -52,6 +54,7 @@ class Task(_Handle[T]):
         "_in_map",
         "_lease_state",
         "_life",
+        "_runner",
         "args",
         "background",
         "backoff",
@@ -85,6 +88,7 @@ class Task(_Handle[T]):
         in_map: bool = False,
         single: LeaseState | None = None,
         drain: bool = False,
+        runner: Runner | None = None,
     ) -> None:
         self._init_record(life.new_task_token())
         self.group = group
@@ -108,6 +112,9 @@ class Task(_Handle[T]):
         self._child_groups: dict[Group, None] | None = None  # groups it made, until closed
         self._in_map = in_map
         self._lease_state = single
+        # What runs its attempts: the group's runner (threads), or, for a coroutine
+        # function, the event loop's.
+        self._runner: Runner = runner or life.runner
 
     # -- for the runner and the tree ---------------------------------------------------
 
@@ -149,7 +156,7 @@ class Task(_Handle[T]):
 
     def _stack(self) -> FrameType | None:
         """Where its running attempt is now (None if none runs)."""
-        return self._life.runner.stack(self)
+        return self._runner.stack(self)
 
     def __repr__(self) -> str:
         extra = f" attempts={self.attempts}"
@@ -225,9 +232,13 @@ class Task(_Handle[T]):
         # (Inside its own end hooks the task has ended but is not yet done: return.)
         if self._phase is not DONE and getattr(_busy, "finishing", None) is not self:
             self._not_self(what)
-            self._wait(lambda: self._phase is DONE, timeout, f"task {self.name!r}")
+            self._wait(lambda: self._phase is DONE, timeout, f"task {self.name!r}", what)
 
-    def _wait(self, predicate: Callable[[], bool], timeout: float | None, what: str) -> None:
+    def _wait(
+        self, predicate: Callable[[], bool], timeout: float | None, what: str, call: str
+    ) -> None:
+        if not predicate():
+            not_on_a_loop(f"Task.{call}()", _AWAITED[call])
         life = self._life
         with life.lock:
             if not life.waiter.wait(predicate, timeout):
@@ -238,6 +249,25 @@ class Task(_Handle[T]):
             raise RuntimeError(
                 f"task {self.name!r} called {what}() on itself: it would wait for itself forever"
             )
+
+    def __await__(self) -> Generator[Any, None, T]:
+        """``await task``: wait without blocking the loop, then the result (or raise
+        the task's error; ``Cancelled`` if it was cancelled, never the awaiting
+        coroutine's own ``CancelledError``)."""
+        return self._result_async().__await__()
+
+    async def _result_async(self) -> T:
+        await self._wait_async(lambda: self._phase is DONE, None, "await")
+        return self.result()  # (done: it does not wait)
+
+    async def _wait_async(
+        self, predicate: Callable[[], bool], timeout: float | None, what: str
+    ) -> None:
+        if predicate() or getattr(_busy, "finishing", None) is self:
+            return
+        self._not_self(what)
+        if not await self._life.waiter.wait_async(predicate, timeout):
+            raise TimeoutError(f"task {self.name!r} still running after {timeout}s")
 
     def result(self, timeout: float | None = None) -> T:
         """The return value, or raise the task's error (``Cancelled`` if it was cancelled)."""
@@ -263,9 +293,13 @@ class Task(_Handle[T]):
         timeout = check_timeout("timeout", timeout)
         if not self._ever_ready and self._outcome is None:
             self._not_self("wait_ready")
-        self._wait(
-            lambda: self._ever_ready or self._outcome is not None, timeout, f"task {self.name!r} ready"
-        )
+        self._wait(self._ready_or_ended, timeout, f"task {self.name!r} ready", "wait_ready")
+        return self._ready_answer()
+
+    def _ready_or_ended(self) -> bool:
+        return self._ever_ready or self._outcome is not None
+
+    def _ready_answer(self) -> Any:
         if self._ever_ready:
             return self._ready_value
         err = NotReady(f"task {self.name!r} ended ({self.state.value}) before it was ready")
@@ -275,6 +309,15 @@ class Task(_Handle[T]):
         from ._snapshot import task_snapshot  # (loaded on first use)
 
         return task_snapshot(self)
+
+
+# What a coroutine awaits instead of each blocking wait of a task (see not_on_a_loop).
+_AWAITED = {
+    "join": "await task.join() (an AsyncTask) or await task",
+    "result": "await task",
+    "exception": "await task.join() (an AsyncTask), then task.exception()",
+    "wait_ready": "await task.wait_ready() (an AsyncTask)",
+}
 
 
 def current_task() -> Task[Any] | None:
@@ -306,6 +349,8 @@ def sleep(seconds: float) -> bool:
     task = _current.get()
     if task is None:
         _check_seconds("seconds", seconds)
+        if seconds > 0:
+            not_on_a_loop("corral.sleep()", "await asyncio.sleep()")
         time.sleep(seconds)
         return True
     single = task._lease_state

@@ -109,8 +109,11 @@ class _AttemptChain:
                 # rather than a pool round trip (which would start a thread: we are not
                 # idle).
                 task = released[0]
+                if task._runner is not runner:  # (a coroutine: its loop runs it)
+                    _driver.start(life, released)
+                    return
                 if len(released) > 1:
-                    runner.start(life, released[1:])
+                    _driver.start(life, released[1:])
         finally:
             _busy.group = None
 
@@ -161,7 +164,8 @@ def _call_function(task: Task[Any]) -> Any:
         value.close()
         raise TypeError(
             f"task {task.name!r}: {qualname(task.fn)} returned a coroutine instead of "
-            "running; corral runs coroutine functions only through its asyncio support"
+            "running: spawn the coroutine function itself (g.spawn(fn, *args)), which "
+            "runs it on an event loop"
         )
     return value
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 
 from ._clock import SYSTEM_CLOCK, TimerHandle
+from ._context import not_on_a_loop
 from ._errors import Cancelled, safe_repr
 
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
@@ -346,6 +347,8 @@ class Token:
         seconds = check_timeout("timeout", timeout)
         if self._cause is not None:
             return True
+        if seconds is None or seconds > 0:
+            not_on_a_loop("Token.wait()", "await token.wait_async()")
         if self._clock is SYSTEM_CLOCK or seconds is None:
             return self._get_event().wait(seconds)
         if seconds <= 0:
@@ -361,6 +364,11 @@ class Token:
         _check_seconds("seconds", seconds)  # (None is no duration: not check_timeout)
         if self._cause is not None:
             return False
+        if seconds > 0:
+            not_on_a_loop(
+                "Token.sleep()",
+                "await asyncio.sleep() (a coroutine task is cancelled through CancelledError)",
+            )
         if seconds >= _TIMEOUT_MAX:
             self._get_event().wait()
             return False
@@ -369,6 +377,36 @@ class Token:
         if seconds <= 0:
             return True
         return self._virtual_sleep(seconds)
+
+    async def wait_async(self, timeout: float | None = None) -> bool:
+        """``wait`` for a coroutine: await until cancelled (True) or until ``timeout``
+        seconds passed (False), without blocking the loop. Timeouts are on the
+        loop's clock."""
+        from ._aio import get_running_loop, wake  # (asyncio: loaded by coroutines only)
+
+        seconds = check_timeout("timeout", timeout)
+        if self._cause is not None:
+            return True
+        if seconds is not None and seconds <= 0:
+            return False
+        loop = get_running_loop()
+        fut = loop.create_future()
+
+        def on_cancel() -> None:
+            try:
+                loop.call_soon_threadsafe(wake, fut)
+            except RuntimeError:  # (the loop closed: nobody waits any more)
+                pass
+
+        remove = self.on_cancel(on_cancel)
+        timer = None if seconds is None else loop.call_later(seconds, wake, fut)
+        try:
+            await fut
+        finally:
+            remove()
+            if timer is not None:
+                timer.cancel()
+        return self._cause is not None
 
     def _virtual_sleep(self, seconds: float) -> bool:
         """Sleep on a non-system clock: True if the timer fired before cancellation."""

@@ -71,29 +71,38 @@ _CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
 _CO_ANY_GENERATOR = _CO_GENERATOR | _CO_COROUTINE | _CO_ASYNC_GENERATOR
 
 
-def _check_not_generator(fn: Callable[..., Any]) -> None:
+def _is_coroutine_function(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` runs as a coroutine (see ``check_callable``); raises ``TypeError``
+    for a generator or async generator function, whose body would never run."""
     # (On every spawn: a plain function or a bound method, which forwards __code__,
-    # costs one attribute read; partials and callable objects are unwrapped.)
+    # costs one attribute read; partials, __wrapped__ and callable objects unwrap.)
     code = getattr(fn, "__code__", None)
-    if code is None:
-        target: Any = fn
-        for _ in range(8):
+    target: Any = fn
+    if code is None or getattr(fn, "__wrapped__", None) is not None:
+        for _ in range(16):
             if isinstance(target, functools.partial):
                 target = target.func
-            elif (inner := getattr(target, "__func__", None)) is not None:
+            elif (inner := getattr(target, "__wrapped__", None)) is not None or (inner := getattr(target, "__func__", None)) is not None:
                 target = inner
+            elif getattr(target, "__code__", None) is None and not isinstance(target, type):
+                call = getattr(type(target), "__call__", None)  # noqa: B004 - its function
+                if call is None or getattr(call, "__code__", None) is None:
+                    break
+                target = call
             else:
                 break
         code = getattr(target, "__code__", None)
+    # (inspect.markcoroutinefunction, 3.12+, marks a plain function as one)
+    if getattr(target, "_is_coroutine_marker", None) is not None:
+        return True
     flags = getattr(code, "co_flags", 0)
     if not isinstance(flags, int) or not flags & _CO_ANY_GENERATOR:
-        return
+        return False
     if flags & _CO_COROUTINE:
-        kind = "a coroutine function (async def)"
-        hint = "corral runs coroutine functions from its asyncio support only; call it with asyncio.run() inside a plain function for now"
-    elif flags & _CO_ASYNC_GENERATOR:
+        return True
+    if flags & _CO_ASYNC_GENERATOR:
         kind = "an async generator function"
-        hint = "spawn a function that iterates it instead"
+        hint = "spawn a coroutine function that iterates it instead"
     else:
         kind = "a generator function"
         hint = "its body would never run: spawn a function that consumes it, e.g. lambda: list(gen())"
@@ -137,12 +146,14 @@ def name_stem(fn: Callable[..., Any], cache: dict[Callable[..., Any], str]) -> s
     return stem
 
 
-def check_callable(fn: Callable[..., Any]) -> None:
-    """What a task runs: callable, and its call runs its body (no generator function,
-    no coroutine function)."""
+def check_callable(fn: Callable[..., Any]) -> bool:
+    """What a task runs: callable, and not a generator function. True if it is a
+    coroutine function (``inspect.iscoroutinefunction`` after unwrapping
+    ``functools.partial``, ``__wrapped__`` and a callable object's ``__call__``): its
+    task runs on an event loop."""
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-    _check_not_generator(fn)
+    return _is_coroutine_function(fn)
 
 
 def check_spawn(
@@ -161,8 +172,7 @@ def check_spawn(
     drain: object,
 ) -> tuple[Restart, Backoff | None, tuple[int, float] | None, tuple[str, ...]]:
     """Check ``spawn``'s arguments; return the restart policy, the backoff, the
-    restart limit and the needs, normalised."""
-    check_callable(fn)
+    restart limit and the needs, normalised (``fn`` is checked by the caller)."""
     if (
         background.__class__ is not bool or replace.__class__ is not bool
         or signals_ready.__class__ is not bool or singleton.__class__ is not bool

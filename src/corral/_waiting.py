@@ -19,10 +19,23 @@ from ._token import check_timeout
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ._lifecycle import Lifecycle
     from ._sync import YieldingLock
 
 __all__ = ["Waiter", "wait_until"]
+
+
+def _wake_soon(loop: Any, fut: Any) -> None:
+    """Resolve a waiting coroutine's future from any thread (a closed loop has no one
+    left to wake)."""
+    from ._aio import wake
+
+    try:
+        loop.call_soon_threadsafe(wake, fut)
+    except RuntimeError:
+        pass
 
 _MAIN_THREAD = threading.main_thread()
 # The main thread waits in slices: Python runs signal handlers only there, between
@@ -33,18 +46,54 @@ MAIN_THREAD_SLICE = 0.1
 
 
 class Waiter:
-    """Threads waiting on one group (a condition over the group's lock)."""
+    """Who waits on one group: threads (a condition over the group's lock) and
+    coroutines (a future each, on their loops)."""
 
-    __slots__ = ("_cond", "count")
+    __slots__ = ("_cond", "_futures", "count", "lock")
 
     def __init__(self, lock: YieldingLock) -> None:
+        self.lock = lock
         self._cond = threading.Condition(lock)  # type: ignore[arg-type]
-        self.count = 0  # threads in wait(): notify only when someone waits
+        self.count = 0  # threads and coroutines waiting: notify only when someone waits
+        self._futures: list[tuple[Any, Any]] = []  # (loop, future) of waiting coroutines
 
     def notify(self) -> None:
         """Wake every waiter to re-check (the lock is held)."""
         if self.count:
             self._cond.notify_all()
+            if self._futures:
+                for loop, fut in self._futures:
+                    _wake_soon(loop, fut)
+                self._futures.clear()
+
+    async def wait_async(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """``wait`` for a coroutine (the lock is not held): await until ``predicate()``
+        holds (True) or ``timeout`` seconds have passed (its last answer). The loop
+        never blocks: the lock is only taken for the short checks."""
+        from ._aio import get_running_loop, wake  # (asyncio: loaded by coroutines only)
+
+        loop = get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        lock = self.lock
+        while True:
+            with lock:
+                if predicate():
+                    return True
+                if deadline is not None and loop.time() >= deadline:
+                    return False
+                fut = loop.create_future()
+                self._futures.append((loop, fut))
+                self.count += 1
+            timer = None if deadline is None else loop.call_at(deadline, wake, fut)
+            try:
+                await fut
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                with lock:
+                    self.count -= 1
+                    if self._futures:  # (woken by its timer, or cancelled: still listed)
+                        self._futures = [e for e in self._futures if e[1] is not fut]
 
     def wait(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         """With the lock held: block until ``predicate()`` holds (True) or ``timeout``

@@ -1,0 +1,437 @@
+"""Coroutine tasks: the asyncio runner, the loops it runs on, and blocking steps off them.
+
+A coroutine function spawned into any group runs as an asyncio task (``../README`` and
+``DESIGN``: "Coroutines in the same tree"). Its attempts go through the steps
+``_runner`` lists, as a thread's do, with two differences:
+
+- The blocking steps (a singleton's campaign and release, closing groups the task made)
+  run on the worker pool, awaited; a cancellation of the attempt meanwhile does not cut
+  them short (they watch the task's token themselves), so no lease is ever left held.
+- Cancellation: the task's token, once cancelled, cancels its asyncio task with
+  ``Task.cancel(msg)`` on the loop's thread, and corral counts the cancels it makes and
+  balances each with ``uncancel()`` when the attempt ends, so that ``asyncio.timeout()``
+  and an enclosing ``asyncio.TaskGroup`` see no cancellation corral did not mean for them.
+  An asyncio task of corral's cancelled by anyone else ends CANCELLED ("cancelled outside
+  corral"), is not restarted and is no failure.
+
+Where a coroutine runs: on its group's loop (an ``AsyncGroup`` binds the loop it is
+made or entered on); for a blocking group, on the loop running in the spawning thread,
+else on corral's own loop thread (started on first need, one per process). Every attempt
+of a task runs on the loop of its first. A task is always created on its loop's thread,
+by a callback that ``spawn`` schedules (``call_soon``/``call_soon_threadsafe``): its
+first step never runs inside ``spawn()``, whatever task factory the loop has.
+
+This module imports ``asyncio``; corral loads it with the first coroutine task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextvars
+import logging
+import os
+import threading
+from asyncio import get_running_loop
+from types import FrameType
+
+from . import _driver
+from ._context import current as _current
+from ._context import running_loop
+from ._errors import Cancelled, safe_repr
+from ._policy import call_hook
+from ._pool import get_pool
+from ._record import TaskState
+from ._runner import Runner
+from ._threads import close_groups
+
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    from ._campaign import LeaseRenewer
+    from ._lifecycle import Lifecycle
+    from ._task import Task
+
+    R = TypeVar("R")
+
+__all__ = ["AsyncioRunner", "get_running_loop", "on_pool", "runner_for", "wake"]
+
+log = logging.getLogger("corral")
+
+OUTSIDE = "cancelled outside corral"
+
+
+def wake(fut: asyncio.Future[Any]) -> None:
+    """Resolve a waiter's future (on its loop's thread), unless it is done already."""
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _settle(fut: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
+    if fut.done():
+        return
+    if exc is None:
+        fut.set_result(value)
+    else:
+        fut.set_exception(exc)
+
+
+def on_pool(loop: asyncio.AbstractEventLoop, fn: Callable[..., R], *args: Any) -> asyncio.Future[R]:
+    """Run blocking ``fn(*args)`` on corral's worker pool, in a copy of this context; a
+    future of ``loop`` gets its outcome. (Not the loop's default executor: a campaign
+    can block for as long as another process holds the lease, and a few of those would
+    fill that executor.)"""
+    fut: asyncio.Future[R] = loop.create_future()
+    ctx = contextvars.copy_context()
+
+    def work() -> None:
+        value: Any = None
+        exc: BaseException | None = None
+        try:
+            value = ctx.run(fn, *args)
+        except BaseException as e:
+            exc = e
+        try:
+            loop.call_soon_threadsafe(_settle, fut, value, exc)
+        except RuntimeError:  # the loop closed meanwhile: nobody waits any more
+            pass
+
+    get_pool().submit(work)
+    return fut
+
+
+async def _uninterrupted(fut: asyncio.Future[R]) -> R:
+    """Await a blocking step to its end, even through cancellations of this attempt
+    (those are counted and balanced by the attempt; see the module docstring)."""
+    while True:
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            if fut.done():
+                return fut.result()
+
+
+class AsyncioRunner(Runner):
+    """Runs the attempts of coroutine tasks as asyncio tasks on one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._tasks: dict[Task[Any], asyncio.Task[Any]] = {}  # running attempt -> its task
+        self._scheduled: dict[Task[Any], None] = {}  # attempts whose creation is scheduled
+        self._closing = False  # the loop is shutting down: nothing new starts on it
+        self._watch: Any = None  # see _watch_closing
+
+    def __repr__(self) -> str:
+        return f"<AsyncioRunner loop={self.loop!r} running={len(self._tasks)}>"
+
+    def start(self, life: Lifecycle, tasks: list[Task[Any]]) -> None:
+        loop = self.loop
+        # On the loop's own thread, with asyncio's own task factory (which never runs a
+        # step inside create_task), the task is made now: asyncio.run() then cancels
+        # it with the others if the program ends. Otherwise a callback makes it.
+        here = running_loop() is loop
+        direct = here and loop.get_task_factory() is None
+        for task in tasks:
+            if self._closing:
+                self._cannot_run(life, task, Cancelled(_CLOSING))
+                continue
+            if direct:
+                self._create(life, task)
+                continue
+            self._scheduled[task] = None
+            try:
+                if here:
+                    loop.call_soon(self._create, life, task)
+                else:
+                    loop.call_soon_threadsafe(self._create, life, task)
+            except RuntimeError:  # the loop is closed: the attempt cannot run
+                self._scheduled.pop(task, None)
+                self._cannot_run(life, task, Cancelled(_CLOSING))
+
+    def _cannot_run(self, life: Lifecycle, task: Task[Any], exc: BaseException) -> None:
+        outcome = TaskState.FAILED if isinstance(exc, Exception) and not isinstance(
+            exc, Cancelled
+        ) else TaskState.CANCELLED
+        released = _driver.end_attempt(life, task, outcome, None, exc)
+        if released:
+            _driver.start(life, released)
+
+    def _create(self, life: Lifecycle, task: Task[Any]) -> None:
+        """On the loop's thread: the attempt's asyncio task (a loop with an eager task
+        factory runs its first step here, which is on the loop, not in ``spawn``)."""
+        self._scheduled.pop(task, None)
+        if self._closing:
+            self._cannot_run(life, task, Cancelled(_CLOSING))
+            return
+        if self._watch is None:
+            self._watch_closing()
+        try:
+            self.loop.create_task(
+                _attempt(self, life, task), name=task.name, context=task._new_context()
+            )
+        except BaseException as e:  # (a task factory that raises)
+            self._cannot_run(life, task, e)
+
+    def _watch_closing(self) -> None:
+        """Learn when the loop shuts down (``asyncio.run`` returning): an async generator
+        started on the loop is closed by its ``shutdown_asyncgens()``, which runs after
+        asyncio.run cancelled the tasks it knew of and before the loop closes. Its
+        ``finally`` ends what is still scheduled or running here (CANCELLED, hooks
+        run): nothing is left pending on a closed loop."""
+        watch = self._watch = _until_shutdown(self)
+        try:
+            watch.__anext__().send(None)  # (its first step registers it with the loop)
+        except StopIteration:
+            pass
+
+    async def _shut_down(self) -> None:
+        self._closing = True
+        for task in list(self._scheduled):
+            self._scheduled.pop(task, None)
+            self._cannot_run(task._life, task, Cancelled(_CLOSING))
+        while self._tasks:
+            for task in list(self._tasks):
+                task.token._cancel(Cancelled(_CLOSING))
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    # -- the blocking steps, for a caller that may block (the attempt awaits them on
+    #    the worker pool instead: see _attempt) ------------------------------------------
+
+    def campaign(self, life: Lifecycle, task: Task[Any]) -> LeaseRenewer | None:
+        from ._singleton import campaign_for
+
+        return campaign_for(life, task)
+
+    def close_groups(
+        self, task: Task[Any], outcome: TaskState, exc: BaseException | None
+    ) -> tuple[TaskState, BaseException | None]:
+        return close_groups(task, outcome, exc)
+
+    def end_lease(self, life: Lifecycle, task: Task[Any], renewer: LeaseRenewer) -> None:
+        from ._singleton import end_lease
+
+        end_lease(life, task, renewer)
+
+    def cancel(self, task: Task[Any], cause: BaseException) -> None:
+        task.token.cancel(cause)  # (the attempt's token callback cancels its asyncio task)
+
+    def stack(self, task: Task[Any]) -> FrameType | None:
+        """The innermost frame of the attempt's coroutine chain (``cr_await``: a
+        suspended task's ``get_stack()`` shows only its outermost frame)."""
+        at = self._tasks.get(task)
+        if at is None:
+            return None
+        coro: Any = at.get_coro()
+        frame: FrameType | None = None
+        for _ in range(1000):
+            if coro is None:
+                break
+            f = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if f is not None:
+                frame = f
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        return frame
+
+
+_CLOSING = "its event loop is shutting down"
+
+
+async def _until_shutdown(runner: AsyncioRunner) -> Any:
+    try:
+        yield
+    finally:
+        await runner._shut_down()
+
+
+async def _attempt(runner: AsyncioRunner, life: Lifecycle, task: Task[Any]) -> None:
+    """One attempt of a coroutine task: the asyncio task's coroutine (in the attempt's
+    context). Starts what its end released."""
+    me = asyncio.current_task()
+    assert me is not None
+    runner._tasks[task] = me
+    try:
+        released = await _run_attempt(runner, life, task, me)
+    finally:
+        runner._tasks.pop(task, None)
+    if released:
+        _driver.start(life, released)
+
+
+async def _run_attempt(
+    runner: AsyncioRunner, life: Lifecycle, task: Task[Any], me: asyncio.Task[Any]
+) -> list[Task[Any]]:
+    loop = runner.loop
+    renewer: LeaseRenewer | None = None
+    if task._lease_state is not None:
+        try:
+            renewer = await _uninterrupted(on_pool(loop, runner.campaign, life, task))
+        except BaseException as e:  # pragma: no cover - campaign() catches backend errors
+            return _driver.end_attempt(life, task, TaskState.FAILED, None, e)
+        if renewer is None:  # cancelled while campaigning: it never ran
+            return _driver.end_attempt(life, task, TaskState.CANCELLED, None, None)
+    token = task.token
+    if life.begin_attempt(task):  # (ready once running, unless it says so itself)
+        _driver.ready_said(life, task)
+
+    # Cancellation: the token's callback cancels this asyncio task on its loop, until
+    # the user's coroutine is over; each cancel is counted, and balanced below.
+    cancels = 0
+    over = False
+
+    def deliver() -> None:  # on the loop's thread
+        nonlocal cancels
+        if not over and not me.done():
+            cancels += 1
+            me.cancel(_message(token._cause))
+
+    def on_cancel() -> None:  # in whichever thread cancelled the token
+        if running_loop() is loop:
+            deliver()
+        else:
+            try:
+                loop.call_soon_threadsafe(deliver)
+            except RuntimeError:  # the loop closed: its tasks end there
+                pass
+
+    remove = token.on_cancel(on_cancel)
+    outcome: TaskState
+    value: Any = None
+    exc: BaseException | None = None
+    try:
+        value = await _call_coroutine(task)
+    except asyncio.CancelledError:
+        outcome = TaskState.CANCELLED
+        if cancels == 0 and token._cause is None:
+            exc = Cancelled(OUTSIDE)  # not corral's: not restarted, and no failure
+    except _driver.CANCELLED_ENDS as e:
+        outcome, exc = TaskState.CANCELLED, e
+    except BaseException as e:  # KeyboardInterrupt/SystemExit too: never through the loop
+        outcome, exc = TaskState.FAILED, e
+    else:
+        outcome = TaskState.SUCCEEDED if token._cause is None else TaskState.CANCELLED
+    finally:
+        over = True
+        remove()
+    for _ in range(cancels):
+        me.uncancel()
+    if task._child_groups:
+        outcome, exc = await _uninterrupted(on_pool(loop, close_groups, task, outcome, exc))
+    if renewer is not None:
+        # Only now, with the guarded work (and the groups it made) over.
+        await _uninterrupted(on_pool(loop, runner.end_lease, life, task, renewer))
+    return _driver.end_attempt(life, task, outcome, value, exc)
+
+
+async def _call_coroutine(task: Task[Any]) -> Any:
+    # Runs inside the attempt's context (the asyncio task's).
+    _current.set(task)
+    on_started = task.group.hooks.on_started
+    if on_started is not None:
+        call_hook(on_started, task)
+    coro = task.fn(*task.args)
+    if not hasattr(coro, "__await__"):
+        raise TypeError(
+            f"task {task.name!r}: {safe_repr(task.fn)} looks like a coroutine function but "
+            f"returned {type(coro).__name__}, not an awaitable"
+        )
+    return await coro
+
+
+def _message(cause: BaseException | None) -> str | None:
+    return None if cause is None else safe_repr(cause)
+
+
+# -- which loop ----------------------------------------------------------------------
+
+_lock = threading.Lock()
+_runners: dict[asyncio.AbstractEventLoop, AsyncioRunner] = {}
+_own: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
+
+
+def runner_for(loop: asyncio.AbstractEventLoop | None) -> AsyncioRunner:
+    """The runner of ``loop``; None: the loop running in this thread, else corral's own."""
+    if loop is None:
+        loop = running_loop() or _own_loop()
+    if loop.is_closed():
+        raise RuntimeError(f"cannot run a coroutine task on a closed event loop ({loop!r})")
+    with _lock:
+        runner = _runners.get(loop)
+        if runner is None:
+            for old in [lp for lp in _runners if lp.is_closed()]:
+                del _runners[old]
+            runner = _runners[loop] = AsyncioRunner(loop)
+    return runner
+
+
+def _own_loop() -> asyncio.AbstractEventLoop:
+    """corral's own loop thread, for coroutines spawned from threads without a loop."""
+    global _own
+    with _lock:
+        if _own is not None and not _own[0].is_closed() and _own[1].is_alive():
+            return _own[0]
+        loop = asyncio.new_event_loop()
+        started = threading.Event()
+        thread = threading.Thread(
+            target=_run_own_loop, args=(loop, started), name="corral-loop", daemon=True
+        )
+        thread.start()
+        started.wait()
+        if _own is None:
+            atexit.register(_stop_own_loop)
+        _own = (loop, thread)
+        return loop
+
+
+def _run_own_loop(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
+    asyncio.set_event_loop(loop)
+    loop.call_soon(started.set)
+    try:
+        loop.run_forever()
+    finally:
+        try:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+
+_EXIT_WAIT = 5.0  # seconds the exit gives coroutines on corral's loop to end when told
+
+
+def _stop_own_loop() -> None:
+    """At exit: cancel what still runs on corral's loop, give it a moment to end (its
+    hooks run), then stop the loop. (Registered after the supervisors' exit handler,
+    so it runs before it: those tasks are over by then.)"""
+    global _own
+    own = _own
+    if own is None:
+        return
+    loop, thread = own
+    runner = _runners.get(loop)
+    if runner is not None:
+        for task in list(runner._tasks):
+            task.token._cancel(Cancelled("the interpreter is exiting"))
+        deadline = _EXIT_WAIT
+        step = 0.01
+        while runner._tasks and deadline > 0:
+            thread.join(step)
+            deadline -= step
+    try:
+        loop.call_soon_threadsafe(loop.stop)
+    except RuntimeError:
+        return
+    thread.join(_EXIT_WAIT)
+    _own = None
+
+
+def _after_fork_in_child() -> None:
+    global _lock, _own
+    _lock = threading.Lock()
+    _own = None  # (its thread does not exist here)
+    _runners.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

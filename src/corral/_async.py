@@ -1,0 +1,268 @@
+"""``AsyncGroup`` and ``AsyncTask``: a group and a task handle whose waits are awaited.
+
+The blocking classes wait on threads; these wait on an event loop, with the same names
+and meaning (as ``httpx.Client``/``AsyncClient``). Everything else (spawn and its
+options, cancel, get, tasks, snapshot, hooks, collect, wrap) is ``Group``'s and
+``Task``'s. An ``AsyncGroup`` is bound to the loop running where it is made (or, made
+outside one, where it is entered): its coroutine tasks run there, its plain functions on
+worker threads.
+
+Exit follows ``asyncio.TaskGroup`` (3.13 rules): a failure (with ``fail_fast``) or a
+``cancel()`` of the group cancels its tasks *and the body*, whose ``CancelledError``
+exit then absorbs; a body cancelled from outside cancels the group and re-raises
+``CancelledError`` once the tasks have ended (unless tasks failed: then the
+``ExceptionGroup``, the outside cancellation staying pending). Cancels of the body are
+counted: the host task leaves the group as cancelling as it entered it, no more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ._aio import runner_for
+from ._context import busy as _busy
+from ._context import running_loop
+from ._errors import Cancelled
+from ._group import Group, GroupRole
+from ._queries import foreground_done
+from ._record import DONE
+from ._task import Task
+from ._token import check_timeout
+
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+    from types import TracebackType
+    from typing import Any, Literal, NoReturn, TypeVar, TypeVarTuple, Unpack, overload
+
+    from ._group import SpawnOptions
+    from ._runner import Runner
+
+    T = TypeVar("T")
+    Ts = TypeVarTuple("Ts")
+
+__all__ = ["AsyncGroup", "AsyncTask"]
+
+
+class AsyncTask(Task["T"]):
+    """A task of an ``AsyncGroup`` (like ``asyncio.Task``): ``await t`` gives its result;
+    ``await t.join()`` and ``await t.wait_ready()`` wait without blocking the loop;
+    ``result()`` and ``exception()`` answer at once once it is done, and raise
+    ``RuntimeError`` before."""
+
+    __slots__ = ()
+
+    async def join(self, timeout: float | None = None) -> None:  # type: ignore[override]
+        """Wait until the task has ended (and its hooks ran). Never raises its error.
+
+        Raises ``TimeoutError`` if it is still running after ``timeout`` seconds."""
+        timeout = check_timeout("timeout", timeout)
+        await self._wait_async(lambda: self._phase is DONE, timeout, "join")
+
+    async def wait_ready(self, timeout: float | None = None) -> Any:
+        """Wait until the task is ready; the value it gave to ``corral.ready()``.
+        Raises ``corral.NotReady`` if it ends first."""
+        timeout = check_timeout("timeout", timeout)
+        await self._wait_async(self._ready_or_ended, timeout, "wait_ready")
+        return self._ready_answer()
+
+    def result(self, timeout: float | None = None) -> T:
+        """The return value, or raise the task's error, once it is done (``timeout``
+        is accepted for ``Task``'s signature, and ignored: this never waits)."""
+        self._done_or_raise("result")
+        return super().result()
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The task's failure (None if it did not fail), once it is done."""
+        self._done_or_raise("exception")
+        return super().exception()
+
+    def _done_or_raise(self, what: str) -> None:
+        if self._phase is not DONE and getattr(_busy, "finishing", None) is not self:
+            raise RuntimeError(
+                f"task {self.name!r} is not done: await it (or its join()) before {what}()"
+            )
+
+
+class _AsyncGroupRole(GroupRole):
+    """What an ``AsyncGroup`` does besides: a cancelled group cancels its body."""
+
+    group: AsyncGroup
+
+    def cancelled(self, cause: BaseException) -> None:
+        self.group._request_body_cancel()
+
+
+class AsyncGroup(Group):
+    """A group for coroutines: ``async with AsyncGroup() as g:`` awaits its tasks at
+    exit (``asyncio.TaskGroup``, plus names, limits, restarts, needs and the rest of
+    corral). Coroutine functions run on the group's loop, plain functions on worker
+    threads. ``await g.join()`` joins without the block."""
+
+    _Role = _AsyncGroupRole
+    _Task = AsyncTask
+
+    def __init__(self, name: str | None = None, **options: Any) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = running_loop()
+        self._host: asyncio.Task[Any] | None = None  # the task running the body
+        self._host_cancelling = 0  # its cancelling() on entry
+        self._body_cancels = 0  # cancels of the body this group made (0 or 1)
+        self._exiting = False
+        super().__init__(name, **options)
+
+    if TYPE_CHECKING:  # (spawn is Group's: these say it returns an AsyncTask)
+
+        @overload
+        def spawn(
+            self, fn: Callable[[Unpack[Ts]], NoReturn], *args: *Ts,
+            **options: Unpack[SpawnOptions],
+        ) -> AsyncTask[NoReturn]: ...
+
+        @overload
+        def spawn(
+            self, fn: Callable[[Unpack[Ts]], Coroutine[Any, Any, T]], *args: *Ts,
+            **options: Unpack[SpawnOptions],
+        ) -> AsyncTask[T]: ...
+
+        @overload
+        def spawn(
+            self, fn: Callable[[Unpack[Ts]], T], *args: *Ts, **options: Unpack[SpawnOptions]
+        ) -> AsyncTask[T]: ...
+
+        def spawn(  # type: ignore[misc]
+            self, fn: Callable[..., Any], *args: Any, **options: Any
+        ) -> AsyncTask[Any]: ...
+
+    def _coroutine_runner(self) -> Runner:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = running_loop()
+            if loop is None:
+                raise RuntimeError(
+                    f"async group {self.name!r} has no event loop yet: make or enter it "
+                    "in a coroutine (async with) before spawning coroutines into it"
+                )
+        return runner_for(loop)
+
+    # -- the body ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncGroup:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError(
+                f"async group {self.name!r} belongs to another event loop ({self._loop!r})"
+            )
+        self._enter_once()
+        host = asyncio.current_task()
+        self._host = host
+        self._host_cancelling = host.cancelling() if host is not None else 0
+        if self.token.cancelled:
+            self._request_body_cancel()
+        return self
+
+    def _request_body_cancel(self) -> None:
+        """The group was cancelled: so is its body, once (from any thread)."""
+        loop = self._loop
+        if self._host is None or self._exiting or loop is None:
+            return
+        if running_loop() is loop:
+            self._cancel_body()
+        else:
+            try:
+                loop.call_soon_threadsafe(self._cancel_body)
+            except RuntimeError:
+                pass  # (its loop closed: there is no body to cancel)
+
+    def _cancel_body(self) -> None:
+        host = self._host
+        if host is None or self._body_cancels or self._exiting or host.done():
+            return
+        self._body_cancels = 1
+        host.cancel()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        host = self._host
+        cancelled_outside: BaseException | None = None
+        body_exc = exc
+        if isinstance(exc, asyncio.CancelledError):
+            body_exc = None
+            if self._cancelled_outside():
+                cancelled_outside = exc
+                self.cancel(Cancelled(f"the body of async group {self.name!r} was cancelled"))
+        elif exc is not None:
+            self.cancel(exc)
+        while True:
+            try:
+                err = await self._join_collect_async(None, body_exc)
+                break
+            except asyncio.CancelledError as e:  # while waiting for the tasks
+                if self._cancelled_outside():
+                    cancelled_outside = e
+                    self.cancel(Cancelled(f"async group {self.name!r} was cancelled while it exited"))
+        self._exiting = True
+        if self._body_cancels and host is not None:
+            host.uncancel()  # (balanced: the host leaves as cancelling as it entered)
+            self._body_cancels = 0
+        self._host = None
+        if err is not None and err is not body_exc:
+            raise err
+        if cancelled_outside is not None and err is None:
+            raise cancelled_outside
+        return False  # nothing to raise, or the body's own exception propagates
+
+    def _cancelled_outside(self) -> bool:
+        """Whether the host task has a cancellation that is not this group's."""
+        host = self._host
+        if host is None:
+            return True
+        return host.cancelling() > self._host_cancelling + self._body_cancels
+
+    def __enter__(self) -> Group:
+        raise TypeError(f"use 'async with' for async group {self.name!r}, not 'with'")
+
+    def __exit__(self, *args: object) -> Literal[False]:  # pragma: no cover - never entered
+        return False
+
+    # -- joining -------------------------------------------------------------------------
+
+    async def join(self, timeout: float | None = None) -> None:  # type: ignore[override]
+        """Await the foreground tasks (then cancel and await background ones), close the
+        group, and raise an ``ExceptionGroup`` of every failure (see ``Group.join``)."""
+        err = await self._join_collect_async(timeout)
+        if err is not None:
+            raise err
+
+    async def _join_collect_async(
+        self, timeout: float | None, body_exc: BaseException | None = None
+    ) -> BaseException | None:
+        """``Group._join_collect``, awaited."""
+        from ._driver import join_outcome
+
+        timeout = check_timeout("timeout", timeout)
+        self._join_check()
+        life = self._life
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        if not await life.waiter.wait_async(lambda: foreground_done(life), timeout):
+            raise self._join_timeout(life.foreground, timeout)
+        self._end_background()
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            if not await life.waiter.wait_async(lambda: not life.unfinished, remaining):
+                raise self._join_timeout(len(life.unfinished), timeout)
+            with life.lock:
+                if life.unfinished:  # (a spawn while exit waits is allowed: wait for it)
+                    continue
+                failures, fatal = life.close(self._role.refuse)
+            break
+        self._unregister()
+        return join_outcome(life, failures, fatal, body_exc)
+
+
+AsyncGroup.__module__ = AsyncTask.__module__ = "corral"

@@ -1,0 +1,710 @@
+"""Coroutines in the same tree: the asyncio runner, AsyncGroup, AsyncTask, awaiting.
+
+DESIGN.md, "Coroutines in the same tree (asyncio)", is the contract; each test names
+the rule it pins. Every test runs its coroutines under ``asyncio.run`` with a generous
+backstop (``run``); synchronisation is by events, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import pytest
+
+import corral
+from corral import TaskState
+
+T = TypeVar("T")
+BACKSTOP = 30.0  # seconds: a hang fails the test instead of the suite
+
+LOOP_FACTORIES = ["default"]
+if sys.version_info >= (3, 12):
+    LOOP_FACTORIES.append("eager")
+
+
+@pytest.fixture(params=LOOP_FACTORIES)
+def factory(request: pytest.FixtureRequest) -> str:
+    """Each test runs on the default loop and, on 3.12+, with asyncio's eager task
+    factory (a task's first step runs inside create_task)."""
+    return str(request.param)
+
+
+def run(main: Callable[[], Coroutine[Any, Any, T]], factory: str = "default") -> T:
+    async def bounded() -> T:
+        if factory == "eager":
+            asyncio.get_running_loop().set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+        async with asyncio.timeout(BACKSTOP):
+            return await main()
+
+    return asyncio.run(bounded())
+
+
+async def forever() -> None:
+    await asyncio.Event().wait()
+
+
+# -- where a coroutine runs ---------------------------------------------------------------
+
+
+def test_a_coroutine_spawned_from_a_thread_without_a_loop_runs_on_corrals_loop_thread() -> None:
+    async def where() -> tuple[str, str | None]:
+        await asyncio.sleep(0)
+        task = corral.current_task()
+        current = asyncio.current_task()
+        assert current is not None
+        assert task is not None
+        assert current.get_name() == task.name  # the asyncio task's name
+        return threading.current_thread().name, task.name
+
+    with corral.Group() as g:
+        t = g.spawn(where, name="where")
+    assert t.result() == ("corral-loop", "where")
+
+
+def test_a_coroutine_spawned_in_a_loop_into_a_plain_group_runs_on_that_loop(factory: str) -> None:
+    async def main() -> None:
+        me = threading.current_thread()
+        g = corral.Group()
+
+        async def where() -> threading.Thread:
+            return threading.current_thread()
+
+        t = g.spawn(where)
+        assert await t is me
+        await asyncio.to_thread(g.join)
+
+    run(main, factory)
+
+
+def test_spawn_never_runs_a_coroutines_first_step_even_with_an_eager_factory(factory: str) -> None:
+    async def main() -> None:
+        steps: list[str] = []
+
+        async def first() -> None:
+            steps.append("first step")
+
+        async with corral.AsyncGroup() as g:
+            g.spawn(first)
+            steps.append("after spawn")
+        assert steps == ["after spawn", "first step"]
+
+    run(main, factory)
+
+
+def test_what_counts_as_a_coroutine_function() -> None:
+    async def double(x: int) -> int:
+        return 2 * x
+
+    class Callable_:
+        async def __call__(self, x: int) -> int:
+            return 3 * x
+
+    @functools.wraps(double)
+    def wrapper(x: int) -> Coroutine[Any, Any, int]:
+        return double(x)
+
+    with corral.Group() as g:
+        a = g.spawn(functools.partial(double, 1))
+        b = g.spawn(Callable_(), 1)
+        c = g.spawn(wrapper, 2)  # (__wrapped__ is a coroutine function)
+    assert (a.result(), b.result(), c.result()) == (2, 3, 4)
+
+
+def test_a_plain_function_that_returns_a_coroutine_fails_with_how_to_spawn_it() -> None:
+    async def job() -> int:
+        return 1
+
+    with pytest.raises(ExceptionGroup) as info, corral.Group() as g:
+        g.spawn(lambda: job())
+    [err] = info.value.exceptions
+    assert isinstance(err, TypeError)
+    assert "spawn the coroutine function itself" in str(err)
+
+
+# -- AsyncGroup and AsyncTask ---------------------------------------------------------------
+
+
+def test_an_async_group_awaits_its_tasks_coroutines_and_threads_alike(factory: str) -> None:
+    async def main() -> None:
+        async def double(x: int) -> int:
+            await asyncio.sleep(0)
+            return 2 * x
+
+        async with corral.AsyncGroup("g") as g:
+            cs = [g.spawn(double, i) for i in range(5)]
+            th = g.spawn(lambda: threading.current_thread().name)
+        assert [c.result() for c in cs] == [0, 2, 4, 6, 8]
+        assert th.result().startswith("corral")  # a worker thread
+        assert all(isinstance(c, corral.AsyncTask) for c in cs)
+        assert [await c for c in cs] == [0, 2, 4, 6, 8]
+
+    run(main, factory)
+
+
+def test_an_async_groups_limit_counts_coroutines_and_threads(factory: str) -> None:
+    async def main() -> None:
+        inside = 0
+        peak = 0
+        lock = threading.Lock()
+        full = threading.Event()
+
+        def enter() -> None:
+            nonlocal inside, peak
+            with lock:
+                inside += 1
+                peak = max(peak, inside)
+                if inside == 2:
+                    full.set()
+
+        def leave() -> None:
+            nonlocal inside
+            with lock:
+                inside -= 1
+
+        async def coro() -> None:
+            enter()
+            await asyncio.to_thread(full.wait, BACKSTOP)
+            leave()
+
+        def thread() -> None:
+            enter()
+            full.wait(BACKSTOP)
+            leave()
+
+        async with corral.AsyncGroup(limit=2) as g:
+            for i in range(6):
+                g.spawn(coro if i % 2 else thread)
+        assert peak == 2
+
+    run(main, factory)
+
+
+def test_an_async_tasks_result_answers_at_once_and_raises_before_it_is_done(factory: str) -> None:
+    async def main() -> None:
+        gate = asyncio.Event()
+
+        async def gated() -> str:
+            await gate.wait()
+            return "done"
+
+        async with corral.AsyncGroup() as g:
+            t = g.spawn(gated)
+            with pytest.raises(RuntimeError, match="not done: await it"):
+                t.result()
+            with pytest.raises(RuntimeError, match="not done"):
+                t.exception()
+            with pytest.raises(TimeoutError):
+                await t.join(timeout=0.01)
+            gate.set()
+            await t.join()
+            assert t.result() == "done"
+            assert t.exception() is None
+
+    run(main, factory)
+
+
+def test_entering_an_async_group_with_a_plain_with_is_a_type_error() -> None:
+    g = corral.AsyncGroup("g")
+    with pytest.raises(TypeError, match="async with"), g:
+        pass
+    run(g.join)
+
+
+def test_a_failure_cancels_the_siblings_and_the_body_and_exit_raises_it_once(factory: str) -> None:
+    async def main() -> None:
+        started = asyncio.Event()
+
+        async def boom() -> None:
+            await started.wait()
+            raise ValueError("boom")
+
+        async def sibling() -> None:
+            started.set()
+            await forever()
+
+        host = asyncio.current_task()
+        assert host is not None
+        body_ran_on = False
+        siblings: list[corral.AsyncTask[None]] = []
+
+        async def body() -> None:
+            nonlocal body_ran_on
+            async with corral.AsyncGroup() as g:
+                g.spawn(boom)
+                siblings.append(g.spawn(sibling))
+                await forever()  # the failure cancels the body here
+                body_ran_on = True
+
+        with pytest.raises(ExceptionGroup) as info:
+            await body()
+        assert not body_ran_on
+        [s] = siblings
+        assert [type(e) for e in info.value.exceptions] == [ValueError]
+        assert s.state is TaskState.CANCELLED
+        assert host.cancelling() == 0  # the body's cancel was balanced
+
+    run(main, factory)
+
+
+def test_a_body_cancelled_from_outside_cancels_the_group_and_reraises(factory: str) -> None:
+    async def main() -> None:
+        running = asyncio.Event()
+        tasks: list[corral.Task[Any]] = []
+
+        async def body() -> None:
+            async with corral.AsyncGroup() as g:
+                tasks.append(g.spawn(forever))
+                tasks.append(g.spawn(lambda: corral.current_token().wait(BACKSTOP)))
+                running.set()
+                await forever()
+
+        outer = asyncio.create_task(body())
+        await running.wait()
+        outer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outer
+        assert [t.state for t in tasks] == [TaskState.CANCELLED, TaskState.CANCELLED]
+
+    run(main, factory)
+
+
+def test_asyncio_timeout_around_corral_code_raises_timeout_error(factory: str) -> None:
+    async def main() -> None:
+        host = asyncio.current_task()
+        assert host is not None
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05), corral.AsyncGroup() as g:
+                t = g.spawn(forever)
+        assert t.state is TaskState.CANCELLED
+        assert host.cancelling() == 0
+
+    run(main, factory)
+
+
+def test_an_enclosing_task_group_is_not_disturbed_by_corrals_cancels(factory: str) -> None:
+    async def main() -> list[str]:
+        seen: list[str] = []
+
+        async def victim() -> None:
+            try:
+                await forever()
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+                raise
+
+        async def other() -> None:
+            await asyncio.sleep(0)
+            seen.append("other ran to its end")
+
+        async with asyncio.TaskGroup() as tg:
+            async with corral.AsyncGroup() as g:
+                t = g.spawn(victim)
+                g.spawn(lambda: t.cancel("enough"))
+            tg.create_task(other())
+        assert t.state is TaskState.CANCELLED
+        return seen
+
+    assert run(main, factory) == ["cancelled", "other ran to its end"]
+
+
+# -- cancellation, both ways ----------------------------------------------------------------
+
+
+def test_a_token_cancel_reaches_the_coroutine_as_cancelled_error_with_its_cause(factory: str) -> None:
+    async def main() -> None:
+        got: list[str] = []
+        running = asyncio.Event()
+
+        async def waits() -> None:
+            running.set()
+            try:
+                await forever()
+            except asyncio.CancelledError as e:
+                got.append(str(e.args[0]) if e.args else "")
+                raise
+
+        async with corral.AsyncGroup() as g:
+            t = g.spawn(waits)
+            await running.wait()
+            t.cancel("enough for today")
+        assert t.state is TaskState.CANCELLED
+        assert "enough for today" in got[0]
+        assert str(t.cause) == "enough for today"
+        with pytest.raises(corral.Cancelled):
+            await t  # corral's Cancelled, never the awaiting coroutine's CancelledError
+
+    run(main, factory)
+
+
+def test_a_cancel_from_a_thread_reaches_a_coroutine_on_its_loop(factory: str) -> None:
+    async def main() -> None:
+        running = threading.Event()
+
+        async def waits() -> None:
+            running.set()
+            await forever()
+
+        async with corral.AsyncGroup() as g:
+            t = g.spawn(waits)
+
+            def canceller() -> None:
+                assert running.wait(BACKSTOP)
+                t.cancel("from a thread")
+
+            g.spawn(canceller)
+        assert t.state is TaskState.CANCELLED
+
+    run(main, factory)
+
+
+def test_a_task_cancelled_before_its_first_step_still_starts(factory: str) -> None:
+    async def main() -> None:
+        steps: list[str] = []
+
+        async def job() -> None:
+            steps.append("started")
+            await asyncio.sleep(0)
+            steps.append("not reached")
+
+        async with corral.AsyncGroup() as g:
+            t = g.spawn(job)
+            t.cancel()
+        assert steps == ["started"]
+        assert t.state is TaskState.CANCELLED
+
+    run(main, factory)
+
+
+def test_cancelled_outside_corral_ends_cancelled_is_not_restarted_and_no_failure(factory: str) -> None:
+    async def main() -> None:
+        running = asyncio.Event()
+        attempts = 0
+
+        async def job() -> None:
+            nonlocal attempts
+            attempts += 1
+            running.set()
+            await forever()
+
+        async with corral.AsyncGroup() as g:
+            t = g.spawn(job, name="victim", restart="always")
+            await running.wait()
+            [mine] = [a for a in asyncio.all_tasks() if a.get_name() == "victim"]
+            mine.cancel()
+        assert t.state is TaskState.CANCELLED
+        assert attempts == 1
+        assert "cancelled outside corral" in str(t.cause)
+        assert g.failures == []
+
+    run(main, factory)
+
+
+def test_a_coroutine_that_swallows_a_cancel_can_still_time_out(factory: str) -> None:
+    async def main() -> None:
+        running = asyncio.Event()
+
+        async def stubborn() -> str:
+            running.set()
+            try:
+                await forever()
+            except asyncio.CancelledError:
+                pass  # swallowed: corral's cancel stays counted until the attempt ends
+            try:
+                async with asyncio.timeout(0.01):
+                    await forever()
+            except TimeoutError:
+                return "timed out"
+            return "no"
+
+        async with corral.AsyncGroup() as g:
+            t = g.spawn(stubborn)
+            await running.wait()
+            t.cancel()
+        assert t.state is TaskState.CANCELLED  # (it returned after its token was cancelled)
+        assert t._result is None or t._result == "timed out"
+
+    run(main, factory)
+
+
+def test_keyboard_interrupt_in_a_coroutine_does_not_escape_the_loop(factory: str) -> None:
+    async def main() -> None:
+        async def interrupted() -> None:
+            await asyncio.sleep(0)
+            raise KeyboardInterrupt
+
+        tasks: list[corral.AsyncTask[None]] = []
+
+        async def body() -> None:
+            async with corral.AsyncGroup() as g:
+                tasks.append(g.spawn(forever))
+                g.spawn(interrupted)
+
+        with pytest.raises(KeyboardInterrupt):
+            await body()
+        assert tasks[0].state is TaskState.CANCELLED
+
+    run(main, factory)
+
+
+# -- everything a task has ------------------------------------------------------------------
+
+
+def test_a_coroutine_task_restarts_with_backoff(factory: str) -> None:
+    async def main() -> None:
+        attempts = 0
+
+        async def flaky() -> str:
+            nonlocal attempts
+            attempts += 1
+            await asyncio.sleep(0)
+            if attempts < 3:
+                raise ValueError(f"attempt {attempts}")
+            return "third time"
+
+        async with corral.AsyncGroup() as g:
+            t = g.spawn(flaky, restart="on_failure", backoff=corral.Backoff(initial=0, maximum=0))
+        assert t.result() == "third time"
+        assert t.attempts == 3
+
+    run(main, factory)
+
+
+def test_needs_work_across_coroutines_and_threads(factory: str) -> None:
+    async def main() -> None:
+        order: list[str] = []
+
+        async def db() -> None:
+            order.append("db ready")
+            corral.ready()
+            await corral.current_token().wait_async()
+
+        def web() -> None:
+            order.append("web")
+            corral.current_token().wait(BACKSTOP)
+
+        async def worker() -> str:
+            order.append("worker")
+            return "done"
+
+        async with corral.AsyncGroup() as g:
+            d = g.spawn(db, name="db", signals_ready=True, background=True)
+            g.spawn(web, name="web", needs="db", background=True)
+            w = g.spawn(worker, name="worker", needs=("db", "web"))
+            assert await d.wait_ready() is None
+        assert w.result() == "done"
+        assert order == ["db ready", "web", "worker"]
+
+    run(main, factory)
+
+
+def test_hooks_of_a_coroutine_task_run_on_its_loop_in_its_context(factory: str) -> None:
+    async def main() -> None:
+        seen: list[tuple[str, str | None, bool]] = []
+        loop_thread = threading.current_thread()
+
+        def hook(event: str) -> Callable[..., None]:
+            def record(task: corral.Task[Any], *rest: Any) -> None:
+                current = corral.current_task()
+                seen.append((
+                    event, current.name if current else None,
+                    threading.current_thread() is loop_thread,
+                ))
+            return record
+
+        hooks = corral.Hooks(
+            on_started=hook("started"), on_succeeded=hook("succeeded"),
+            on_finished=hook("finished"),
+        )
+
+        async def job() -> int:
+            return 1
+
+        async with corral.AsyncGroup(hooks=hooks) as g:
+            g.spawn(job, name="job")
+        assert seen == [("started", "job", True), ("succeeded", "job", True), ("finished", "job", True)]
+
+    run(main, factory)
+
+
+def test_a_thread_task_spawns_a_coroutine_and_a_coroutine_makes_a_child_group(factory: str) -> None:
+    async def main() -> None:
+        async def leaf() -> str:
+            return "leaf"
+
+        def thread_task() -> str:
+            with corral.Group("made in a thread") as made:
+                t = made.spawn(leaf)  # (no loop in this thread: on corral's loop thread)
+            return t.result()
+
+        async def parent() -> list[str]:
+            async with corral.AsyncGroup("child") as child:
+                me = corral.current_task()
+                assert me is not None
+                assert child.parent is me.group
+                a = child.spawn(leaf)
+                b = child.spawn(thread_task)
+            return [a.result(), b.result()]
+
+        async with corral.AsyncGroup("root") as g:
+            p = g.spawn(parent)
+        assert p.result() == ["leaf", "leaf"]
+
+    run(main, factory)
+
+
+def test_a_coroutine_task_is_not_done_until_the_groups_it_made_are() -> None:
+    async def main() -> None:
+        finished: list[str] = []
+
+        async def slow_child() -> None:
+            await asyncio.sleep(0.01)
+            finished.append("child")
+
+        async def parent() -> None:
+            g = corral.AsyncGroup("made, never exited")
+            g.spawn(slow_child)  # (the parent returns without awaiting it)
+
+        async with corral.AsyncGroup() as g:
+            t = g.spawn(parent)
+        assert t.state is TaskState.SUCCEEDED
+        assert finished == ["child"]
+
+    run(main)
+
+
+def test_snapshot_shows_coroutine_tasks_beside_threads(factory: str) -> None:
+    async def main() -> None:
+        running = asyncio.Event()
+
+        async def waits() -> None:
+            running.set()
+            await forever()
+
+        async with corral.AsyncGroup("snap") as g:
+            g.spawn(waits, name="coro")
+            await running.wait()
+            snap = g.snapshot()
+            g.cancel()
+        [task] = snap["tasks"]
+        assert task["name"] == "coro"
+        assert task["state"] == "running"
+
+    run(main, factory)
+
+
+# -- no call blocks a loop -------------------------------------------------------------------
+
+
+def test_blocking_calls_on_a_loop_thread_raise_naming_the_awaited_form(factory: str) -> None:
+    async def main() -> None:
+        gate = asyncio.Event()
+
+        async def gated() -> None:
+            await gate.wait()
+
+        g = corral.Group()
+        t = g.spawn(gated)
+        with pytest.raises(RuntimeError, match=r"await task"):
+            t.result()
+        with pytest.raises(RuntimeError, match=r"await task"):
+            t.join()
+        with pytest.raises(RuntimeError, match=r"AsyncGroup"):
+            g.join()
+        with pytest.raises(RuntimeError, match=r"wait_async"):
+            corral.Token().wait(1)
+        with pytest.raises(RuntimeError, match=r"asyncio.sleep"):
+            corral.sleep(1)
+        sup = corral.Supervisor(handle_signals=False)
+        with pytest.raises(RuntimeError, match=r"await sup.stop"):
+            sup.stop()
+        gate.set()
+        await t
+        assert t.result() is None  # done: answers at once, even here
+        await asyncio.to_thread(g.join)  # (off the loop, blocking is fine)
+        await asyncio.to_thread(sup.stop)
+
+    run(main, factory)
+
+
+def test_token_wait_async_returns_on_cancel_or_timeout() -> None:
+    async def main() -> None:
+        tok = corral.Token()
+        assert await tok.wait_async(0.01) is False
+        threading.Timer(0.01, tok.cancel).start()
+        assert await tok.wait_async(BACKSTOP) is True
+        assert await tok.wait_async() is True
+
+    run(main)
+
+
+@pytest.mark.usefixtures("fresh_default")
+def test_awaiting_a_task_of_a_blocking_group_does_not_block_the_loop(factory: str) -> None:
+    async def main() -> None:
+        release = threading.Event()
+        t = corral.go(lambda: release.wait(BACKSTOP) and "released")
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while not release.is_set():
+                ticks += 1
+                await asyncio.sleep(0)
+                if ticks == 10:
+                    release.set()
+
+        ticker = asyncio.create_task(tick())
+        assert await t == "released"
+        await ticker
+        assert ticks >= 10
+
+    run(main, factory)
+
+
+# -- a closing loop --------------------------------------------------------------------------
+
+
+def test_tasks_alive_when_asyncio_run_returns_end_cancelled_with_hooks_run(
+    factory: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    finished: list[tuple[str, TaskState]] = []
+    group: list[corral.Group] = []
+
+    def on_finished(t: corral.Task[Any]) -> None:
+        finished.append((t.name, t.state))
+
+    async def main() -> None:
+        g = corral.Group(hooks=corral.Hooks(on_finished=on_finished))
+        group.append(g)
+        g.spawn(forever, name="left running")
+        g.spawn(forever, name="left scheduled")
+        await asyncio.sleep(0)
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        run(main, factory)
+    assert sorted(finished) == [
+        ("left running", TaskState.CANCELLED), ("left scheduled", TaskState.CANCELLED)
+    ]
+    assert "destroyed but it is pending" not in caplog.text
+    group[0].join(BACKSTOP)
+
+
+def test_spawning_a_coroutine_onto_a_closed_loop_is_a_clear_error() -> None:
+    made: list[corral.AsyncGroup] = []
+
+    async def main() -> None:
+        made.append(corral.AsyncGroup("outlived its loop"))
+
+    run(main)
+
+    async def job() -> None:
+        pass
+
+    with pytest.raises(RuntimeError, match="closed event loop"):
+        made[0].spawn(job)
+    run(made[0].join)
