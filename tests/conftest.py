@@ -27,7 +27,9 @@ def _nothing_left_running() -> Iterator[None]:
     leftover = corral.roots()
     for g in leftover:  # clean up so one failure does not cascade into the next tests
         with suppress(BaseException):
-            if isinstance(g, corral.Supervisor):
+            if isinstance(g, corral.AsyncSupervisor):  # (its stop is awaited)
+                asyncio.run(g.stop(timeout=5))
+            elif isinstance(g, corral.Supervisor):
                 g.stop(timeout=5)
             elif isinstance(g, corral.AsyncGroup):  # (its join is awaited)
                 g.cancel()

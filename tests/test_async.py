@@ -13,6 +13,7 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Coroutine
+from types import ModuleType
 from typing import Any, TypeVar
 
 import pytest
@@ -23,15 +24,23 @@ from corral import TaskState
 T = TypeVar("T")
 BACKSTOP = 30.0  # seconds: a hang fails the test instead of the suite
 
+uvloop: ModuleType | None
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - a test extra (not on Windows)
+    uvloop = None
+
 LOOP_FACTORIES = ["default"]
 if sys.version_info >= (3, 12):
     LOOP_FACTORIES.append("eager")
+if uvloop is not None:
+    LOOP_FACTORIES.append("uvloop")
 
 
 @pytest.fixture(params=LOOP_FACTORIES)
 def factory(request: pytest.FixtureRequest) -> str:
-    """Each test runs on the default loop and, on 3.12+, with asyncio's eager task
-    factory (a task's first step runs inside create_task)."""
+    """Each test runs on the default loop, with asyncio's eager task factory on 3.12+
+    (a task's first step runs inside create_task), and on uvloop."""
     return str(request.param)
 
 
@@ -42,7 +51,9 @@ def run(main: Callable[[], Coroutine[Any, Any, T]], factory: str = "default") ->
         async with asyncio.timeout(BACKSTOP):
             return await main()
 
-    return asyncio.run(bounded())
+    loop_factory = uvloop.new_event_loop if uvloop is not None and factory == "uvloop" else None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(bounded())
 
 
 async def forever() -> None:
@@ -708,3 +719,183 @@ def test_spawning_a_coroutine_onto_a_closed_loop_is_a_clear_error() -> None:
     with pytest.raises(RuntimeError, match="closed event loop"):
         made[0].spawn(job)
     run(made[0].join)
+
+
+# -- AsyncSupervisor --------------------------------------------------------------------------
+
+
+def test_an_async_supervisor_runs_coroutines_and_threads_and_stops_them(factory: str) -> None:
+    async def main() -> None:
+        running = asyncio.Event()
+        ended: list[str] = []
+
+        async def coro() -> None:
+            running.set()
+            try:
+                await forever()
+            finally:
+                ended.append("coroutine")
+
+        def thread() -> None:
+            corral.current_token().wait(BACKSTOP)
+            ended.append("thread")
+
+        async with corral.AsyncSupervisor("svc", handle_signals=False) as sup:
+            c = sup.spawn(coro, name="coro")
+            t = sup.spawn(thread, name="thread")
+            await running.wait()
+            assert isinstance(c, corral.AsyncTask)
+            assert sup.is_running
+        assert sup.is_stopped
+        assert sorted(ended) == ["coroutine", "thread"]
+        assert (c.state, t.state) == (TaskState.CANCELLED, TaskState.CANCELLED)
+        assert isinstance(c.cause, corral.Stopped)
+
+    run(main, factory)
+
+
+def test_an_async_supervisor_restarts_a_coroutine_and_serves_until_its_token(factory: str) -> None:
+    async def main() -> None:
+        attempts = 0
+        stop = corral.Token()
+
+        async def flaky() -> None:
+            nonlocal attempts
+            attempts += 1
+            if attempts < 3:
+                raise ValueError(f"attempt {attempts}")
+            stop.cancel("enough")  # the third attempt stops the supervisor
+            await forever()
+
+        sup = corral.AsyncSupervisor(
+            "svc", handle_signals=False, token=stop,
+        )
+        t = sup.spawn(flaky, restart="on_failure", backoff=corral.Backoff(initial=0, maximum=0))
+        await sup.serve()
+        assert attempts == 3
+        assert t.state is TaskState.CANCELLED
+        assert [str(e).split("\n")[0] for e in sup.failures] == []  # restarted attempts are not failures
+
+    run(main, factory)
+
+
+def test_cancelling_serve_stops_the_async_supervisor(factory: str) -> None:
+    async def main() -> None:
+        running = asyncio.Event()
+
+        async def waits() -> None:
+            running.set()
+            await forever()
+
+        sup = corral.AsyncSupervisor("svc", handle_signals=False)
+        t = sup.spawn(waits)
+        serving = asyncio.create_task(sup.serve())
+        await running.wait()
+        serving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+        assert sup.is_stopped
+        assert t.state is TaskState.CANCELLED
+
+    run(main, factory)
+
+
+def test_a_swallowing_coroutine_is_named_in_stop_timeout_without_spinning(factory: str) -> None:
+    async def main() -> None:
+        running = asyncio.Event()
+        release = asyncio.Event()
+        cancels = 0
+
+        async def stubborn() -> None:
+            nonlocal cancels
+            running.set()
+            while not release.is_set():
+                try:
+                    await release.wait()
+                except asyncio.CancelledError:
+                    cancels += 1  # swallowed, again and again
+
+        sup = corral.AsyncSupervisor("svc", handle_signals=False, stop_timeout=0.2)
+        sup.start()
+        sup.spawn(stubborn, name="stubborn")
+        await running.wait()
+        with pytest.raises(corral.StopTimeout) as info:
+            await sup.stop()
+        assert "stubborn" in info.value.running
+        assert "stubborn" in info.value.running["stubborn"] or "release.wait" in info.value.running["stubborn"]
+        assert cancels == 1  # cancelled once, not in a busy loop
+        release.set()
+        await sup.join(BACKSTOP)
+
+    run(main, factory)
+
+
+ASYNC_SIGNAL_SCRIPT = """
+import asyncio
+SIG = signal.{sig}
+
+async def worker(i, running):
+    running.set()
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        out(f"worker {{i}} cancelled")
+        raise
+
+async def main():
+    before = signal.getsignal(signal.SIGINT)
+    running = [asyncio.Event(), asyncio.Event()]
+    async with corral.AsyncSupervisor("svc") as sup:
+        tasks = [sup.spawn(worker, i, running[i], name=f"w{{i}}") for i in range(2)]
+
+        async def send_when_running():
+            for ev in running:
+                await ev.wait()
+            out("sending " + SIG.name)
+            os.kill(os.getpid(), SIG)
+
+        sender = asyncio.create_task(send_when_running())
+        await sup.serve()
+        await sender
+    out("served", sorted(t.state.value for t in tasks), type(tasks[0].cause).__name__)
+    out("asyncio.run's SIGINT handler back:", signal.getsignal(signal.SIGINT) == before)
+
+watchdog(20, "serving")
+asyncio.run(main())
+out("exit")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_an_async_supervisor_under_asyncio_run(sig: str) -> None:
+    from test_signals import assert_clean_exit, lines
+    from test_signals import run as run_script
+
+    proc = run_script(ASYNC_SIGNAL_SCRIPT.format(sig=sig))
+    assert_clean_exit(proc)
+    out = lines(proc)
+    assert out[0] == f"sending {sig}"
+    assert sorted(out[1:3]) == ["worker 0 cancelled", "worker 1 cancelled"]
+    assert out[3:] == [
+        "served ['cancelled', 'cancelled'] Stopped",
+        "asyncio.run's SIGINT handler back: True",
+        "exit",
+    ]
+
+
+def test_a_coroutine_singleton_runs_once_its_lease_is_held(tmp_path: Any, factory: str) -> None:
+    async def main() -> None:
+        async def leader() -> int | None:
+            lease = corral.current_lease()
+            await asyncio.sleep(0)
+            return lease.fence if lease is not None else None
+
+        coordinator = corral.FileCoordinator(str(tmp_path))
+        async with corral.AsyncGroup(coordinator=coordinator) as g:
+            t = g.spawn(leader, name="leader", singleton=True)
+        fence = await t
+        assert isinstance(fence, int)
+        assert t.lease_state == "released"
+
+    run(main, factory)

@@ -150,8 +150,10 @@ def test_demo_runs_for_its_duration_and_shows_what_corral_does(tmp_path: Path) -
     assert _index(lines, r"batch +processed 6/30") < _index(lines, r"batch +processed 30/30")
     _index(lines, r"batch +ended: succeeded")
 
-    # web needs db: it starts only once db said it was ready.
+    # web needs db: it starts only once db said it was ready. web is a coroutine, on
+    # corral's loop thread.
     assert _index(lines, r"\bdb +ready") < _index(lines, r"\bweb +started")
+    _index(lines, r"\bweb +coroutine on corral-loop: serving postgres://db.demo/app$")
 
     # The replaced worker ends with Replaced, before its replacement starts.
     replaced = _index(lines, r"worker +v1 stopping after \d+ jobs: cancelled by Replaced$")

@@ -16,7 +16,7 @@ EXPECTED = {
     # snapshot shapes (issue 7)
     "GroupSnapshot", "LeaseSnapshot", "TaskSnapshot",
     # coroutines (issue 9)
-    "AsyncGroup", "AsyncTask",
+    "AsyncGroup", "AsyncSupervisor", "AsyncTask",
 }
 
 

@@ -42,6 +42,7 @@ TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported a
 
 if TYPE_CHECKING:  # at run time, loaded on first use: see __getattr__ below
     from ._async import AsyncGroup as AsyncGroup
+    from ._async import AsyncSupervisor as AsyncSupervisor
     from ._async import AsyncTask as AsyncTask
     from ._coordinator import Coordinator as Coordinator
     from ._coordinator import Lease as Lease
@@ -54,6 +55,7 @@ if TYPE_CHECKING:  # at run time, loaded on first use: see __getattr__ below
 
 __all__ = [
     "AsyncGroup",
+    "AsyncSupervisor",
     "AsyncTask",
     "Backoff",
     "Cancelled",
@@ -101,7 +103,7 @@ for _fn in (cancelled, check, current_task, current_token, go, ready, roots, sle
 del _fn
 
 
-_ASYNC_EXPORTS = ("AsyncGroup", "AsyncTask")
+_ASYNC_EXPORTS = ("AsyncGroup", "AsyncSupervisor", "AsyncTask")
 
 
 def __getattr__(name: str) -> object:

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
     R = TypeVar("R")
 
-__all__ = ["AsyncioRunner", "get_running_loop", "on_pool", "runner_for", "wake"]
+__all__ = ["AsyncioRunner", "get_running_loop", "on_pool", "runner_for", "uninterrupted", "wake"]
 
 log = logging.getLogger("corral")
 
@@ -103,7 +103,7 @@ def on_pool(loop: asyncio.AbstractEventLoop, fn: Callable[..., R], *args: Any) -
     return fut
 
 
-async def _uninterrupted(fut: asyncio.Future[R]) -> R:
+async def uninterrupted(fut: asyncio.Future[R]) -> R:
     """Await a blocking step to its end, even through cancellations of this attempt
     (those are counted and balanced by the attempt; see the module docstring)."""
     while True:
@@ -218,22 +218,23 @@ class AsyncioRunner(Runner):
     def cancel(self, task: Task[Any], cause: BaseException) -> None:
         task.token.cancel(cause)  # (the attempt's token callback cancels its asyncio task)
 
-    def stack(self, task: Task[Any]) -> FrameType | None:
-        """The innermost frame of the attempt's coroutine chain (``cr_await``: a
-        suspended task's ``get_stack()`` shows only its outermost frame)."""
+    def stack(self, task: Task[Any]) -> list[FrameType] | None:
+        """The frames of the attempt's coroutine chain, outermost first, found by
+        walking ``cr_await`` (a suspended task's ``get_stack()`` shows only its
+        outermost frame)."""
         at = self._tasks.get(task)
         if at is None:
             return None
         coro: Any = at.get_coro()
-        frame: FrameType | None = None
+        frames: list[FrameType] = []
         for _ in range(1000):
             if coro is None:
                 break
             f = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
             if f is not None:
-                frame = f
+                frames.append(f)
             coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-        return frame
+        return frames
 
 
 _CLOSING = "its event loop is shutting down"
@@ -247,8 +248,8 @@ async def _until_shutdown(runner: AsyncioRunner) -> Any:
 
 
 async def _attempt(runner: AsyncioRunner, life: Lifecycle, task: Task[Any]) -> None:
-    """One attempt of a coroutine task: the asyncio task's coroutine (in the attempt's
-    context). Starts what its end released."""
+    """One attempt of a coroutine task: the asyncio task's coroutine, in the attempt's
+    context. Starts what its end released."""
     me = asyncio.current_task()
     assert me is not None
     runner._tasks[task] = me
@@ -260,6 +261,34 @@ async def _attempt(runner: AsyncioRunner, life: Lifecycle, task: Task[Any]) -> N
         _driver.start(life, released)
 
 
+class _Delivery:
+    """An attempt's token callback: cancels its asyncio task on the loop's thread, until
+    the user's coroutine is over, counting the cancels (each balanced at the end)."""
+
+    __slots__ = ("cancels", "loop", "me", "over", "token")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, me: asyncio.Task[Any], token: Any) -> None:
+        self.loop = loop
+        self.me = me
+        self.token = token
+        self.cancels = 0
+        self.over = False
+
+    def __call__(self) -> None:  # in whichever thread cancelled the token
+        if running_loop() is self.loop:
+            self.deliver()
+        else:
+            try:
+                self.loop.call_soon_threadsafe(self.deliver)
+            except RuntimeError:  # the loop closed: its tasks end there
+                pass
+
+    def deliver(self) -> None:  # on the loop's thread
+        if not self.over and not self.me.done():
+            self.cancels += 1
+            self.me.cancel(_message(self.token._cause))
+
+
 async def _run_attempt(
     runner: AsyncioRunner, life: Lifecycle, task: Task[Any], me: asyncio.Task[Any]
 ) -> list[Task[Any]]:
@@ -267,7 +296,7 @@ async def _run_attempt(
     renewer: LeaseRenewer | None = None
     if task._lease_state is not None:
         try:
-            renewer = await _uninterrupted(on_pool(loop, runner.campaign, life, task))
+            renewer = await uninterrupted(on_pool(loop, runner.campaign, life, task))
         except BaseException as e:  # pragma: no cover - campaign() catches backend errors
             return _driver.end_attempt(life, task, TaskState.FAILED, None, e)
         if renewer is None:  # cancelled while campaigning: it never ran
@@ -275,36 +304,26 @@ async def _run_attempt(
     token = task.token
     if life.begin_attempt(task):  # (ready once running, unless it says so itself)
         _driver.ready_said(life, task)
-
-    # Cancellation: the token's callback cancels this asyncio task on its loop, until
-    # the user's coroutine is over; each cancel is counted, and balanced below.
-    cancels = 0
-    over = False
-
-    def deliver() -> None:  # on the loop's thread
-        nonlocal cancels
-        if not over and not me.done():
-            cancels += 1
-            me.cancel(_message(token._cause))
-
-    def on_cancel() -> None:  # in whichever thread cancelled the token
-        if running_loop() is loop:
-            deliver()
-        else:
-            try:
-                loop.call_soon_threadsafe(deliver)
-            except RuntimeError:  # the loop closed: its tasks end there
-                pass
-
-    remove = token.on_cancel(on_cancel)
+    delivery = _Delivery(loop, me, token)
+    remove = token.on_cancel(delivery)
     outcome: TaskState
     value: Any = None
     exc: BaseException | None = None
+    _current.set(task)
     try:
-        value = await _call_coroutine(task)
+        on_started = life.hooks.on_started
+        if on_started is not None:
+            call_hook(on_started, task)
+        coro = task.fn(*task.args)
+        if not hasattr(coro, "__await__"):
+            raise TypeError(
+                f"task {task.name!r}: {safe_repr(task.fn)} looks like a coroutine function "
+                f"but returned {type(coro).__name__}, not an awaitable"
+            )
+        value = await coro
     except asyncio.CancelledError:
         outcome = TaskState.CANCELLED
-        if cancels == 0 and token._cause is None:
+        if delivery.cancels == 0 and token._cause is None:
             exc = Cancelled(OUTSIDE)  # not corral's: not restarted, and no failure
     except _driver.CANCELLED_ENDS as e:
         outcome, exc = TaskState.CANCELLED, e
@@ -313,31 +332,16 @@ async def _run_attempt(
     else:
         outcome = TaskState.SUCCEEDED if token._cause is None else TaskState.CANCELLED
     finally:
-        over = True
+        delivery.over = True
         remove()
-    for _ in range(cancels):
+    for _ in range(delivery.cancels):
         me.uncancel()
     if task._child_groups:
-        outcome, exc = await _uninterrupted(on_pool(loop, close_groups, task, outcome, exc))
+        outcome, exc = await uninterrupted(on_pool(loop, close_groups, task, outcome, exc))
     if renewer is not None:
         # Only now, with the guarded work (and the groups it made) over.
-        await _uninterrupted(on_pool(loop, runner.end_lease, life, task, renewer))
+        await uninterrupted(on_pool(loop, runner.end_lease, life, task, renewer))
     return _driver.end_attempt(life, task, outcome, value, exc)
-
-
-async def _call_coroutine(task: Task[Any]) -> Any:
-    # Runs inside the attempt's context (the asyncio task's).
-    _current.set(task)
-    on_started = task.group.hooks.on_started
-    if on_started is not None:
-        call_hook(on_started, task)
-    coro = task.fn(*task.args)
-    if not hasattr(coro, "__await__"):
-        raise TypeError(
-            f"task {task.name!r}: {safe_repr(task.fn)} looks like a coroutine function but "
-            f"returned {type(coro).__name__}, not an awaitable"
-        )
-    return await coro
 
 
 def _message(cause: BaseException | None) -> str | None:

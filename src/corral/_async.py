@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 
-from ._aio import runner_for
+from ._aio import AsyncioRunner, on_pool, runner_for, uninterrupted
 from ._context import busy as _busy
 from ._context import running_loop
 from ._errors import Cancelled
 from ._group import Group, GroupRole
 from ._queries import foreground_done
 from ._record import DONE
+from ._supervisor import Supervisor, restore_signal_handlers
 from ._task import Task
 from ._token import check_timeout
 
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     T = TypeVar("T")
     Ts = TypeVarTuple("Ts")
 
-__all__ = ["AsyncGroup", "AsyncTask"]
+__all__ = ["AsyncGroup", "AsyncSupervisor", "AsyncTask"]
 
 
 class AsyncTask(Task["T"]):
@@ -85,31 +86,39 @@ class AsyncTask(Task["T"]):
             )
 
 
-class _AsyncGroupRole(GroupRole):
-    """What an ``AsyncGroup`` does besides: a cancelled group cancels its body."""
+class _OnALoop:
+    """What the async classes share: the event loop they are bound to (the one running
+    where they are made, else where they are entered), where their coroutine tasks run."""
 
-    group: AsyncGroup
+    name: str
+    _loop: asyncio.AbstractEventLoop | None
+    _runner: AsyncioRunner | None
 
-    def cancelled(self, cause: BaseException) -> None:
-        self.group._request_body_cancel()
+    def _bind_here(self) -> None:
+        self._loop = running_loop()
+        self._runner = None  # its loop's (looked up once)
 
+    def _bind_running(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError(f"{self.name!r} belongs to another event loop ({self._loop!r})")
 
-class AsyncGroup(Group):
-    """A group for coroutines: ``async with AsyncGroup() as g:`` awaits its tasks at
-    exit (``asyncio.TaskGroup``, plus names, limits, restarts, needs and the rest of
-    corral). Coroutine functions run on the group's loop, plain functions on worker
-    threads. ``await g.join()`` joins without the block."""
-
-    _Role = _AsyncGroupRole
-    _Task = AsyncTask
-
-    def __init__(self, name: str | None = None, **options: Any) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = running_loop()
-        self._host: asyncio.Task[Any] | None = None  # the task running the body
-        self._host_cancelling = 0  # its cancelling() on entry
-        self._body_cancels = 0  # cancels of the body this group made (0 or 1)
-        self._exiting = False
-        super().__init__(name, **options)
+    def _coroutine_runner(self) -> Runner:
+        runner = self._runner
+        if runner is not None and not runner.loop.is_closed():
+            return runner
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = running_loop()
+            if loop is None:
+                raise RuntimeError(
+                    f"{self.name!r} has no event loop yet: make or enter it "
+                    "in a coroutine (async with) before spawning coroutines into it"
+                )
+        runner = self._runner = runner_for(loop)
+        return runner
 
     if TYPE_CHECKING:  # (spawn is Group's: these say it returns an AsyncTask)
 
@@ -134,27 +143,43 @@ class AsyncGroup(Group):
             self, fn: Callable[..., Any], *args: Any, **options: Any
         ) -> AsyncTask[Any]: ...
 
-    def _coroutine_runner(self) -> Runner:
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = running_loop()
-            if loop is None:
-                raise RuntimeError(
-                    f"async group {self.name!r} has no event loop yet: make or enter it "
-                    "in a coroutine (async with) before spawning coroutines into it"
-                )
-        return runner_for(loop)
+    def __enter__(self) -> Any:
+        raise TypeError(f"use 'async with' for {self.name!r}, not 'with'")
+
+    def __exit__(self, *args: object) -> Literal[False]:  # pragma: no cover - never entered
+        return False
+
+
+class _AsyncGroupRole(GroupRole):
+    """What an ``AsyncGroup`` does besides: a cancelled group cancels its body."""
+
+    group: AsyncGroup
+
+    def cancelled(self, cause: BaseException) -> None:
+        self.group._request_body_cancel()
+
+
+class AsyncGroup(_OnALoop, Group):
+    """A group for coroutines: ``async with AsyncGroup() as g:`` awaits its tasks at
+    exit (``asyncio.TaskGroup``, plus names, limits, restarts, needs and the rest of
+    corral). Coroutine functions run on the group's loop, plain functions on worker
+    threads. ``await g.join()`` joins without the block."""
+
+    _Role = _AsyncGroupRole
+    _Task = AsyncTask
+
+    def __init__(self, name: str | None = None, **options: Any) -> None:
+        self._host: asyncio.Task[Any] | None = None  # the task running the body
+        self._host_cancelling = 0  # its cancelling() on entry
+        self._body_cancels = 0  # cancels of the body this group made (0 or 1)
+        self._exiting = False
+        self._bind_here()
+        super().__init__(name, **options)
 
     # -- the body ----------------------------------------------------------------------
 
     async def __aenter__(self) -> AsyncGroup:
-        loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-        elif self._loop is not loop:
-            raise RuntimeError(
-                f"async group {self.name!r} belongs to another event loop ({self._loop!r})"
-            )
+        self._bind_running()
         self._enter_once()
         host = asyncio.current_task()
         self._host = host
@@ -223,12 +248,6 @@ class AsyncGroup(Group):
             return True
         return host.cancelling() > self._host_cancelling + self._body_cancels
 
-    def __enter__(self) -> Group:
-        raise TypeError(f"use 'async with' for async group {self.name!r}, not 'with'")
-
-    def __exit__(self, *args: object) -> Literal[False]:  # pragma: no cover - never entered
-        return False
-
     # -- joining -------------------------------------------------------------------------
 
     async def join(self, timeout: float | None = None) -> None:  # type: ignore[override]
@@ -266,3 +285,85 @@ class AsyncGroup(Group):
 
 
 AsyncGroup.__module__ = AsyncTask.__module__ = "corral"
+
+
+class AsyncSupervisor(_OnALoop, Supervisor):
+    """A supervisor for coroutines: ``async with AsyncSupervisor() as sup:`` and
+    ``await sup.serve()``/``stop()``/``wait()``/``join()``, none of which blocks the
+    loop (the stop sequence runs on a worker thread while the loop runs the coroutine
+    tasks to their ends). SIGINT/SIGTERM stop it as they stop a ``Supervisor`` (the
+    first gracefully, a second gives up waiting); the earlier handlers, asyncio.run's
+    own included, are put back after the stop. Cancelling ``await sup.serve()`` is a
+    stop."""
+
+    _Task = AsyncTask
+
+    def __init__(self, name: str | None = None, **options: Any) -> None:
+        self._bind_here()
+        super().__init__(name, **options)
+
+    def __repr__(self) -> str:
+        return "<corral.Async" + super().__repr__()[len("<corral."):]
+
+    async def __aenter__(self) -> AsyncSupervisor:
+        self._bind_running()
+        self._enter_once()
+        self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> Literal[False]:
+        await self.stop()
+        if exc is None:
+            self._raise_fatal_once()
+        return False
+
+    async def stop(self, timeout: float | None = None) -> None:  # type: ignore[override]
+        """``Supervisor.stop``, awaited. A cancellation of the awaiting coroutine does
+        not cut the stop short: it goes on, and is awaited to its end."""
+        try:
+            await _off_the_loop(Supervisor.stop, self, timeout)
+        finally:
+            restore_signal_handlers()  # (in the loop's thread: the main one, if any)
+
+    async def wait(self, timeout: float | None = None) -> None:  # type: ignore[override]
+        """``Supervisor.wait``, awaited."""
+        try:
+            await _off_the_loop(Supervisor.wait, self, timeout, interruptible=True)
+        finally:
+            restore_signal_handlers()
+
+    async def join(self, timeout: float | None = None) -> None:  # type: ignore[override]
+        """``Supervisor.join``, awaited."""
+        await _off_the_loop(Supervisor.join, self, timeout, interruptible=True)
+
+    async def serve(self) -> None:  # type: ignore[override]
+        """Start, await until stopped (signal, token, ``stop()``...), stop. Cancelled,
+        it stops the supervisor, then re-raises the cancellation."""
+        self.start()
+        try:
+            await self.wait()
+        finally:
+            if not self._stop_done and not self._give_up:
+                await self.stop()
+
+
+async def _off_the_loop(
+    fn: Callable[..., Any], *args: Any, interruptible: bool = False
+) -> Any:
+    """A blocking supervisor call, on a worker thread: the loop goes on running the
+    coroutine tasks it waits for. Not ``interruptible``: awaited to its end even if
+    the awaiting coroutine is cancelled meanwhile (then the cancellation is raised)."""
+    fut = on_pool(asyncio.get_running_loop(), fn, *args)
+    if interruptible:
+        return await fut
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        await uninterrupted(fut)
+        raise
+
+
+AsyncSupervisor.__module__ = "corral"

@@ -6,7 +6,8 @@ Read it as an example. The supervisor runs:
   (``restart=Restart.ON_FAILURE``), then stays connected;
 - ``batch``: works through 30 items in a group that runs at most 3 at a time;
 - ``db`` and ``web``: web ``needs`` db, so it starts only once db called
-  ``corral.ready()``; on stop, web is cancelled (and has ended) before db;
+  ``corral.ready()``; on stop, web is cancelled (and has ended) before db. web is a
+  coroutine (``async def``), on corral's loop thread, beside the thread tasks;
 - ``worker``: handles a job every 0.2 s; after a second, ``deploy`` replaces version 1
   with version 2 (``replace=True``): v1 ends with ``Replaced``, then v2 starts;
 - ``demo-leader``: a singleton (``singleton=True``): it runs in one demo process at a
@@ -26,6 +27,7 @@ a summary ends the run. Every line fits 80 columns.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 import sys
@@ -230,10 +232,13 @@ def database(narrator: Narrator) -> None:
     corral.current_token().wait()
 
 
-def web_server(narrator: Narrator, db: corral.Task[None]) -> None:
-    """Spawned with needs=("db",): it starts only once db is ready."""
-    narrator.say("web", f"serving, using {db.wait_ready()}")
-    corral.current_token().wait()
+async def web_server(narrator: Narrator, db: corral.Task[None]) -> None:
+    """A coroutine (``async def``): an asyncio task, here on corral's own loop thread
+    (nothing runs a loop where it was spawned). Spawned with needs=("db",), a thread
+    task: it starts only once db is ready. Cancelled, it meets CancelledError."""
+    where = threading.current_thread().name
+    narrator.say("web", f"coroutine on {where}: serving {db.wait_ready()}")
+    await asyncio.Event().wait()  # until the stop cancels it
 
 
 def worker(narrator: Narrator) -> None:

@@ -59,8 +59,9 @@ class Runner(abc.ABC):
         """Deliver a cancellation to the task's running attempt."""
 
     @abc.abstractmethod
-    def stack(self, task: Task[Any]) -> FrameType | None:
-        """Where the task's running attempt is now (None if it is not running)."""
+    def stack(self, task: Task[Any]) -> FrameType | list[FrameType] | None:
+        """Where the task's running attempt is now: a thread's innermost frame, or a
+        coroutine's frames, outermost first (None if it is not running)."""
 
     def release_worker_early(self) -> None:  # noqa: B027 - a hint: runners without workers ignore it
         """Called under a group's lock when the calling attempt has nothing left to do

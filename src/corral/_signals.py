@@ -19,6 +19,7 @@ import math
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from types import FrameType
@@ -137,8 +138,18 @@ def _handler(signum: int, frame: FrameType | None) -> None:
         go_sup._stopped_event.wait(go_sup.stop_timeout)
         _redeliver(signum, prev, frame)
         return
-    if callable(prev) and prev is not signal.default_int_handler:
+    if callable(prev) and prev is not signal.default_int_handler and not _is_asyncio_runners(prev):
         prev(signum, frame)
+
+
+def _is_asyncio_runners(handler: Any) -> bool:
+    """``asyncio.run``'s own SIGINT handler (it cancels the main task): while a
+    supervisor handles the signal, it is not chained to (it is put back after)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return False
+    method = getattr(handler, "func", handler)  # (a functools.partial of Runner._on_sigint)
+    return isinstance(getattr(method, "__self__", None), asyncio.Runner)
 
 
 def _redeliver(signum: int, prev: Any, frame: FrameType | None) -> None:

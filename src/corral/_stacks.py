@@ -17,12 +17,17 @@ _OWN_FILES = (os.path.dirname(os.path.abspath(__file__)) + os.sep, threading.__f
 _CALLS_TASKS = os.path.join(_OWN_FILES[0], "_threads.py")  # (its _call_function runs a task's function)
 
 
-def user_stack(frame: FrameType) -> str:
+def user_stack(where: FrameType | list[FrameType]) -> str:
     """A stack from the first frame of the user's code: the frames of the worker pool
-    and corral's attempt machinery above it say nothing to the reader."""
+    and corral's attempt machinery above it say nothing to the reader. ``where``: a
+    thread's innermost frame, or a coroutine's frames (outermost first: a suspended
+    coroutine's frame has no ``f_back``; its chain is ``cr_await``)."""
     import traceback  # (only for stop reports: it is slow to import)
 
-    frames = traceback.extract_stack(frame)
+    if isinstance(where, list):
+        frames = traceback.StackSummary.extract((f, f.f_lineno) for f in where)
+    else:
+        frames = traceback.extract_stack(where)
     start = 0
     for i, fs in enumerate(frames):
         if fs.filename == _CALLS_TASKS and fs.name == "_call_function":

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     Ts = TypeVarTuple("Ts")
     from ._coordinator import Coordinator
 
-__all__ = ["Supervisor", "go"]
+__all__ = ["Supervisor", "go", "restore_signal_handlers"]
 
 log = logging.getLogger("corral")
 
@@ -47,6 +47,13 @@ def _signals() -> ModuleType:
     from . import _signals
 
     return _signals
+
+
+def restore_signal_handlers() -> None:
+    """Put back the handlers corral replaced, if no supervisor handles signals any more
+    (in the main thread; a no-op elsewhere, and if corral never handled any)."""
+    if _SIGNALS in sys.modules:
+        _signals().restore_if_idle()
 
 
 
@@ -363,8 +370,7 @@ class Supervisor(Group):
                     "gave up waiting (second signal)" if gave_up else f"not stopped after {timeout}s"
                 )
         finally:
-            if _SIGNALS in sys.modules:
-                _signals().restore_if_idle()
+            restore_signal_handlers()
 
     def _stop_timeout_error(self, why: str) -> StopTimeout:
         running: dict[str, str] = {}

@@ -154,7 +154,7 @@ class Task(_Handle[T]):
     def _child_groups_closed(self) -> None:
         self._child_groups = None
 
-    def _stack(self) -> FrameType | None:
+    def _stack(self) -> FrameType | list[FrameType] | None:
         """Where its running attempt is now (None if none runs)."""
         return self._runner.stack(self)
 

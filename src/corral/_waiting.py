@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from ._context import running_loop
 from ._errors import Stopped
 from ._token import check_timeout
 
@@ -32,6 +33,9 @@ def _wake_soon(loop: Any, fut: Any) -> None:
     left to wake)."""
     from ._aio import wake
 
+    if running_loop() is loop:
+        wake(fut)  # (its callbacks are scheduled, not run, here)
+        return
     try:
         loop.call_soon_threadsafe(wake, fut)
     except RuntimeError:
@@ -55,16 +59,23 @@ class Waiter:
         self.lock = lock
         self._cond = threading.Condition(lock)  # type: ignore[arg-type]
         self.count = 0  # threads and coroutines waiting: notify only when someone waits
-        self._futures: list[tuple[Any, Any]] = []  # (loop, future) of waiting coroutines
+        # Waiting coroutines: (loop, future, predicate), woken when the predicate holds.
+        self._futures: list[tuple[Any, Any, Callable[[], bool]]] = []
 
     def notify(self) -> None:
-        """Wake every waiter to re-check (the lock is held)."""
+        """Wake every waiting thread to re-check, and every waiting coroutine whose
+        predicate now holds (the lock is held: a coroutine is not woken, nor its loop
+        disturbed, for a change that is not the one it waits for)."""
         if self.count:
             self._cond.notify_all()
             if self._futures:
-                for loop, fut in self._futures:
-                    _wake_soon(loop, fut)
-                self._futures.clear()
+                still = []
+                for entry in self._futures:
+                    if entry[2]():
+                        _wake_soon(entry[0], entry[1])
+                    else:
+                        still.append(entry)
+                self._futures = still
 
     async def wait_async(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
         """``wait`` for a coroutine (the lock is not held): await until ``predicate()``
@@ -82,7 +93,7 @@ class Waiter:
                 if deadline is not None and loop.time() >= deadline:
                     return False
                 fut = loop.create_future()
-                self._futures.append((loop, fut))
+                self._futures.append((loop, fut, predicate))
                 self.count += 1
             timer = None if deadline is None else loop.call_at(deadline, wake, fut)
             try:

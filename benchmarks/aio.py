@@ -1,0 +1,141 @@
+"""Coroutine tasks: corral's AsyncGroup beside asyncio.TaskGroup and its peers.
+
+    python benchmarks/aio.py            # 20,000 coroutines, 5 interleaved rounds
+    python benchmarks/aio.py --quick    # smaller, for a smoke run
+
+Per task, medians of interleaved rounds, on the default loop and on uvloop (if
+installed): spawn + join of no-op coroutines through ``corral.AsyncGroup`` against
+``asyncio.TaskGroup``, anyio's task group and aiojobs (when installed: ``pip install
+'corral[bench]'``), unlimited and at a limit of 8. Not a test: nothing asserts; the
+table says whether each goal was met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import corral
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - optional
+    uvloop = None  # type: ignore[assignment]
+try:
+    import anyio
+except ImportError:  # pragma: no cover - optional
+    anyio = None  # type: ignore[assignment]
+try:
+    import aiojobs
+except ImportError:  # pragma: no cover - optional
+    aiojobs = None  # type: ignore[assignment]
+
+
+async def noop() -> None:
+    pass
+
+
+async def corral_group(n: int, limit: int | None) -> None:
+    async with corral.AsyncGroup(limit=limit) as g:
+        for _ in range(n):
+            g.spawn(noop)
+
+
+async def taskgroup(n: int, limit: int | None) -> None:
+    if limit is None:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(n):
+                tg.create_task(noop())
+        return
+    sem = asyncio.Semaphore(limit)
+
+    async def bounded() -> None:
+        async with sem:
+            await noop()
+
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(n):
+            tg.create_task(bounded())
+
+
+async def anyio_group(n: int, limit: int | None) -> None:
+    assert anyio is not None
+    if limit is None:
+        async with anyio.create_task_group() as tg:
+            for _ in range(n):
+                tg.start_soon(noop)
+        return
+    lim = anyio.CapacityLimiter(limit)
+
+    async def bounded() -> None:
+        async with lim:
+            await noop()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(n):
+            tg.start_soon(bounded)
+
+
+async def aiojobs_scheduler(n: int, limit: int | None) -> None:
+    assert aiojobs is not None
+    scheduler = aiojobs.Scheduler(limit=limit, pending_limit=n)
+    jobs = [await scheduler.spawn(noop()) for _ in range(n)]
+    for job in jobs:
+        await job.wait()
+    await scheduler.close()
+
+
+Bench = Callable[[int, "int | None"], Coroutine[Any, Any, None]]
+
+
+def per_task_us(
+    benches: dict[str, Bench], n: int, limit: int | None, rounds: int, loop_factory: Any
+) -> dict[str, float]:
+    """Medians of interleaved rounds, µs per task, each round in a fresh loop."""
+    times: dict[str, list[float]] = {name: [] for name in benches}
+    for _ in range(rounds):
+        for name, bench in benches.items():
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                runner.run(bench(100, limit))  # (warm: imports, first task)
+                t0 = time.perf_counter()
+                runner.run(bench(n, limit))
+                times[name].append((time.perf_counter() - t0) / n * 1e6)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    n = 2_000 if args.quick else 20_000
+    rounds = 3 if args.quick else args.rounds
+    benches: dict[str, Bench] = {"corral.AsyncGroup": corral_group, "asyncio.TaskGroup": taskgroup}
+    if anyio is not None:
+        benches["anyio task group"] = anyio_group
+    if aiojobs is not None:
+        benches["aiojobs"] = aiojobs_scheduler
+    loops: list[tuple[str, Any]] = [("asyncio", None)]
+    if uvloop is not None:
+        loops.append(("uvloop", uvloop.new_event_loop))
+    print(f"corral {corral.__version__} on Python {sys.version.split()[0]}, {n:,} no-op "
+          f"coroutines, median of {rounds} rounds, µs per task")
+    print()
+    print(f"{'loop':8} {'limit':6} " + " ".join(f"{name:>18}" for name in benches)
+          + "  ratio to TaskGroup (goal <= 1.5x)")
+    for loop_name, factory in loops:
+        for limit in (None, 8):
+            r = per_task_us(benches, n, limit, rounds, factory)
+            ratio = r["corral.AsyncGroup"] / r["asyncio.TaskGroup"]
+            print(f"{loop_name:8} {limit or '-':<6} "
+                  + " ".join(f"{r[name]:>18.2f}" for name in benches)
+                  + f"  {ratio:.2f}x {'MET' if ratio <= 1.5 else 'NOT MET'}")
+
+
+if __name__ == "__main__":
+    main()
