@@ -899,3 +899,123 @@ def test_a_coroutine_singleton_runs_once_its_lease_is_held(tmp_path: Any, factor
         assert t.lease_state == "released"
 
     run(main, factory)
+
+
+# -- map ----------------------------------------------------------------------------------------
+
+
+def test_async_map_is_ordered_lazy_and_takes_sync_or_async_functions_and_iterables(
+    factory: str,
+) -> None:
+    async def main() -> None:
+        pulled = 0
+        inside = 0
+        peak = 0
+
+        async def source(n: int) -> Any:
+            nonlocal pulled
+            for i in range(n):
+                pulled += 1
+                yield i
+
+        async def square(x: int) -> int:
+            nonlocal inside, peak
+            inside += 1
+            peak = max(peak, inside)
+            await asyncio.sleep(0)
+            inside -= 1
+            return x * x
+
+        def cube(x: int) -> int:
+            return x ** 3
+
+        async with corral.AsyncGroup(limit=2) as g:
+            it = g.map(square, source(50), window=4)
+            first = await it.__anext__()
+            assert first == 0
+            assert pulled <= 5  # lazy: the window (4) and the one taken
+            rest = [v async for v in it]
+            assert rest == [x * x for x in range(1, 50)]
+            assert peak <= 2  # the limit holds
+            assert [v async for v in g.map(cube, range(5))] == [0, 1, 8, 27, 64]
+
+    run(main, factory)
+
+
+def test_async_map_raises_an_items_error_at_its_place_and_leaving_cancels_the_rest(
+    factory: str,
+) -> None:
+    async def main() -> None:
+        started: list[int] = []
+
+        async def job(x: int) -> int:
+            started.append(x)
+            if x == 2:
+                raise ValueError("two")
+            if x >= 3:
+                await forever()
+            return x
+
+        got: list[int] = []
+
+        async def consume(g: corral.AsyncGroup) -> None:
+            async for v in g.map(job, range(6), window=6):
+                got.append(v)  # noqa: PERF401 - the values before the error count
+
+        async with corral.AsyncGroup() as g:
+            with pytest.raises(ValueError, match="two"):
+                await consume(g)
+            assert got == [0, 1]
+            assert len(g) == 0  # what was in flight was cancelled and has ended
+        assert g.failures == []  # an item's error is the map's, not the group's
+
+    run(main, factory)
+
+
+ASYNC_GIVE_UP_SCRIPT = """
+import asyncio
+
+async def slow_cleanup(cleaning):
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        cleaning.set()
+        await asyncio.Event().wait()  # a cleanup that does not end by itself
+
+async def main():
+    cleaning = asyncio.Event()
+    async with corral.AsyncSupervisor("svc", stop_timeout=60) as sup:
+        sup.spawn(slow_cleanup, cleaning, name="slow")
+
+        async def signals():
+            await asyncio.sleep(0)
+            out("first SIGTERM")
+            os.kill(os.getpid(), signal.SIGTERM)
+            await cleaning.wait()
+            # (not a synchronisation: one signal delivered twice within 20 ms counts
+            # once, by design, so a second press must come later than that)
+            await asyncio.sleep(0.05)
+            out("second SIGTERM")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        sender = asyncio.create_task(signals())
+        await sup.serve()
+
+watchdog(20, "exiting")
+try:
+    asyncio.run(main())
+except corral.StopTimeout as e:
+    out("StopTimeout", sorted(e.running))
+out("exit")
+"""
+
+
+@pytest.mark.slow
+def test_a_second_signal_gives_up_once_and_the_process_exits() -> None:
+    from test_signals import describe, lines
+    from test_signals import run as run_script
+
+    proc = run_script(ASYNC_GIVE_UP_SCRIPT)
+    assert proc.returncode == 0, describe(proc)
+    assert lines(proc) == ["first SIGTERM", "second SIGTERM", "StopTimeout ['slow']", "exit"]
+    assert "StopTimeout" not in proc.stderr, describe(proc)  # raised once, caught by the script

@@ -247,20 +247,6 @@ async def _until_shutdown(runner: AsyncioRunner) -> Any:
         await runner._shut_down()
 
 
-async def _attempt(runner: AsyncioRunner, life: Lifecycle, task: Task[Any]) -> None:
-    """One attempt of a coroutine task: the asyncio task's coroutine, in the attempt's
-    context. Starts what its end released."""
-    me = asyncio.current_task()
-    assert me is not None
-    runner._tasks[task] = me
-    try:
-        released = await _run_attempt(runner, life, task, me)
-    finally:
-        runner._tasks.pop(task, None)
-    if released:
-        _driver.start(life, released)
-
-
 class _Delivery:
     """An attempt's token callback: cancels its asyncio task on the loop's thread, until
     the user's coroutine is over, counting the cancels (each balanced at the end)."""
@@ -289,59 +275,83 @@ class _Delivery:
             self.me.cancel(_message(self.token._cause))
 
 
-async def _run_attempt(
-    runner: AsyncioRunner, life: Lifecycle, task: Task[Any], me: asyncio.Task[Any]
-) -> list[Task[Any]]:
+async def _attempt(runner: AsyncioRunner, life: Lifecycle, task: Task[Any]) -> None:
+    """One attempt of a coroutine task: the asyncio task's coroutine, in the attempt's
+    context (the user's coroutine is awaited right here: one frame of corral's per
+    task). Starts what its end released."""
+    me = asyncio.current_task()
+    assert me is not None
+    runner._tasks[task] = me
     loop = runner.loop
-    renewer: LeaseRenewer | None = None
-    if task._lease_state is not None:
-        try:
-            renewer = await uninterrupted(on_pool(loop, runner.campaign, life, task))
-        except BaseException as e:  # pragma: no cover - campaign() catches backend errors
-            return _driver.end_attempt(life, task, TaskState.FAILED, None, e)
-        if renewer is None:  # cancelled while campaigning: it never ran
-            return _driver.end_attempt(life, task, TaskState.CANCELLED, None, None)
-    token = task.token
-    if life.begin_attempt(task):  # (ready once running, unless it says so itself)
-        _driver.ready_said(life, task)
-    delivery = _Delivery(loop, me, token)
-    remove = token.on_cancel(delivery)
-    outcome: TaskState
-    value: Any = None
-    exc: BaseException | None = None
-    _current.set(task)
     try:
-        on_started = life.hooks.on_started
-        if on_started is not None:
-            call_hook(on_started, task)
-        coro = task.fn(*task.args)
-        if not hasattr(coro, "__await__"):
-            raise TypeError(
-                f"task {task.name!r}: {safe_repr(task.fn)} looks like a coroutine function "
-                f"but returned {type(coro).__name__}, not an awaitable"
-            )
-        value = await coro
-    except asyncio.CancelledError:
-        outcome = TaskState.CANCELLED
-        if delivery.cancels == 0 and token._cause is None:
-            exc = Cancelled(OUTSIDE)  # not corral's: not restarted, and no failure
-    except _driver.CANCELLED_ENDS as e:
-        outcome, exc = TaskState.CANCELLED, e
-    except BaseException as e:  # KeyboardInterrupt/SystemExit too: never through the loop
-        outcome, exc = TaskState.FAILED, e
-    else:
-        outcome = TaskState.SUCCEEDED if token._cause is None else TaskState.CANCELLED
+        renewer: LeaseRenewer | None = None
+        if task._lease_state is not None:
+            renewer = await _campaign(runner, life, task)
+            if renewer is None:
+                return  # (it ended without running: _campaign applied that)
+        token = task.token
+        if life.begin_attempt(task):  # (ready once running, unless it says so itself)
+            _driver.ready_said(life, task)
+        delivery = _Delivery(loop, me, token)
+        remove = token.on_cancel(delivery)
+        outcome: TaskState
+        value: Any = None
+        exc: BaseException | None = None
+        _current.set(task)
+        try:
+            on_started = life.hooks.on_started
+            if on_started is not None:
+                call_hook(on_started, task)
+            coro = task.fn(*task.args)
+            if not hasattr(coro, "__await__"):
+                raise TypeError(
+                    f"task {task.name!r}: {safe_repr(task.fn)} looks like a coroutine "
+                    f"function but returned {type(coro).__name__}, not an awaitable"
+                )
+            value = await coro
+        except asyncio.CancelledError:
+            outcome = TaskState.CANCELLED
+            if delivery.cancels == 0 and token._cause is None:
+                exc = Cancelled(OUTSIDE)  # not corral's: not restarted, and no failure
+        except _driver.CANCELLED_ENDS as e:
+            outcome, exc = TaskState.CANCELLED, e
+        except BaseException as e:  # KeyboardInterrupt/SystemExit too: never through the loop
+            outcome, exc = TaskState.FAILED, e
+        else:
+            outcome = TaskState.SUCCEEDED if token._cause is None else TaskState.CANCELLED
+        finally:
+            delivery.over = True
+            remove()
+        for _ in range(delivery.cancels):
+            me.uncancel()
+        if task._child_groups:
+            outcome, exc = await uninterrupted(on_pool(loop, close_groups, task, outcome, exc))
+        if renewer is not None:
+            # Only now, with the guarded work (and the groups it made) over.
+            await uninterrupted(on_pool(loop, runner.end_lease, life, task, renewer))
+        released = _driver.end_attempt(life, task, outcome, value, exc)
     finally:
-        delivery.over = True
-        remove()
-    for _ in range(delivery.cancels):
-        me.uncancel()
-    if task._child_groups:
-        outcome, exc = await uninterrupted(on_pool(loop, close_groups, task, outcome, exc))
-    if renewer is not None:
-        # Only now, with the guarded work (and the groups it made) over.
-        await uninterrupted(on_pool(loop, runner.end_lease, life, task, renewer))
-    return _driver.end_attempt(life, task, outcome, value, exc)
+        runner._tasks.pop(task, None)
+    if released:
+        _driver.start(life, released)
+
+
+async def _campaign(runner: AsyncioRunner, life: Lifecycle, task: Task[Any]) -> LeaseRenewer | None:
+    """A singleton's campaign, on the worker pool: its renewer once the lease is held;
+    None if the attempt ended instead (cancelled, or the backend failed), its end
+    applied."""
+    try:
+        renewer = await uninterrupted(on_pool(runner.loop, runner.campaign, life, task))
+    except BaseException as e:  # pragma: no cover - campaign() catches backend errors
+        released = _driver.end_attempt(life, task, TaskState.FAILED, None, e)
+    else:
+        if renewer is not None:
+            return renewer
+        # cancelled while campaigning: it never ran
+        released = _driver.end_attempt(life, task, TaskState.CANCELLED, None, None)
+    if released:
+        _driver.start(life, released)
+    return None
 
 
 def _message(cause: BaseException | None) -> str | None:

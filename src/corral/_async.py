@@ -18,22 +18,30 @@ counted: the host task leaves the group as cancelling as it entered it, no more.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 from ._aio import AsyncioRunner, on_pool, runner_for, uninterrupted
 from ._context import busy as _busy
 from ._context import running_loop
-from ._errors import Cancelled
+from ._errors import Cancelled, Stopped
 from ._group import Group, GroupRole
 from ._queries import foreground_done
 from ._record import DONE
 from ._supervisor import Supervisor, restore_signal_handlers
 from ._task import Task
 from ._token import check_timeout
+from ._validate import check_callable, check_count
 
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
+    from collections.abc import (
+        AsyncIterable,
+        AsyncIterator,
+        Callable,
+        Coroutine,
+        Iterable,
+    )
     from types import TracebackType
     from typing import Any, Literal, NoReturn, TypeVar, TypeVarTuple, Unpack, overload
 
@@ -41,7 +49,13 @@ if TYPE_CHECKING:
     from ._runner import Runner
 
     T = TypeVar("T")
+    R = TypeVar("R")
     Ts = TypeVarTuple("Ts")
+
+else:
+
+    def overload(fn: object) -> object:  # (typing's, for type checkers only)
+        return fn
 
 __all__ = ["AsyncGroup", "AsyncSupervisor", "AsyncTask"]
 
@@ -129,17 +143,17 @@ class _OnALoop:
         ) -> AsyncTask[NoReturn]: ...
 
         @overload
-        def spawn(
+        def spawn(  # noqa: F811
             self, fn: Callable[[Unpack[Ts]], Coroutine[Any, Any, T]], *args: *Ts,
             **options: Unpack[SpawnOptions],
         ) -> AsyncTask[T]: ...
 
         @overload
-        def spawn(
+        def spawn(  # noqa: F811
             self, fn: Callable[[Unpack[Ts]], T], *args: *Ts, **options: Unpack[SpawnOptions]
         ) -> AsyncTask[T]: ...
 
-        def spawn(  # type: ignore[misc]
+        def spawn(  # type: ignore[misc]  # noqa: F811
             self, fn: Callable[..., Any], *args: Any, **options: Any
         ) -> AsyncTask[Any]: ...
 
@@ -248,6 +262,45 @@ class AsyncGroup(_OnALoop, Group):
             return True
         return host.cancelling() > self._host_cancelling + self._body_cancels
 
+    # -- map ---------------------------------------------------------------------------
+
+    @overload  # type: ignore[override]
+    def map(
+        self, fn: Callable[[Any], Coroutine[Any, Any, R]],
+        iterable: Iterable[Any] | AsyncIterable[Any], *, window: int | None = None,
+    ) -> AsyncIterator[R]: ...
+
+    @overload
+    def map(  # noqa: F811
+        self, fn: Callable[[Any], R], iterable: Iterable[Any] | AsyncIterable[Any], *,
+        window: int | None = None,
+    ) -> AsyncIterator[R]: ...
+
+    def map(  # noqa: F811
+        self,
+        fn: Callable[[Any], Any],
+        iterable: Iterable[Any] | AsyncIterable[Any],
+        *,
+        window: int | None = None,
+    ) -> AsyncIterator[Any]:
+        """``async for value in g.map(fn, items):`` run ``fn(item)`` for each item as a
+        task of this group (a coroutine function on the loop, a plain one on a worker
+        thread), the items from a sync or an async iterable; yield the values in input
+        order. Lazy: at most ``window`` tasks in flight (default 2 x limit, or 64). An
+        item's exception is raised at its place (and is not also a group failure);
+        leaving the loop early (``break``, or ``aclose()``) cancels what is in flight."""
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        window = check_count("window", window)
+        if window is None:
+            window = 2 * self.limit if self.limit is not None else 64
+        if not hasattr(iterable, "__aiter__") and not hasattr(iterable, "__iter__"):
+            raise TypeError(f"iterable must be iterable or async iterable, not {type(iterable).__name__}")
+        coroutine = check_callable(fn)
+        with self._life.lock:
+            self._life.check_open()
+        return _map_items(self, fn, iterable, window, self._coroutine_runner() if coroutine else None)
+
     # -- joining -------------------------------------------------------------------------
 
     async def join(self, timeout: float | None = None) -> None:  # type: ignore[override]
@@ -287,6 +340,38 @@ class AsyncGroup(_OnALoop, Group):
 AsyncGroup.__module__ = AsyncTask.__module__ = "corral"
 
 
+async def _map_items(
+    group: AsyncGroup, fn: Callable[..., Any], iterable: Any, window: int, runner: Runner | None
+) -> AsyncIterator[Any]:
+    inflight: deque[AsyncTask[Any]] = deque()
+    if hasattr(iterable, "__aiter__"):
+        items: Any = iterable.__aiter__()
+        is_async = True
+    else:
+        items = iter(iterable)
+        is_async = False
+    more = True
+    try:
+        while True:
+            while more and len(inflight) < window:
+                try:
+                    item = await items.__anext__() if is_async else next(items)
+                except (StopIteration, StopAsyncIteration):
+                    more = False
+                    break
+                task: Any = group._spawn(fn, (item,), None, in_map=True, runner=runner)
+                inflight.append(task)
+            if not inflight:
+                return
+            done = inflight.popleft()
+            yield await done
+    finally:
+        for task in inflight:
+            task.cancel(Stopped("map abandoned"))
+        for task in inflight:
+            await task.join()
+
+
 class AsyncSupervisor(_OnALoop, Supervisor):
     """A supervisor for coroutines: ``async with AsyncSupervisor() as sup:`` and
     ``await sup.serve()``/``stop()``/``wait()``/``join()``, none of which blocks the
@@ -315,7 +400,8 @@ class AsyncSupervisor(_OnALoop, Supervisor):
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> Literal[False]:
-        await self.stop()
+        if not self._stop_given_up(exc):
+            await self.stop()
         if exc is None:
             self._raise_fatal_once()
         return False

@@ -60,11 +60,15 @@ def set_ready(life: Lifecycle, task: Task[Any], value: Any) -> None:
 
 def ready_said(life: Lifecycle, task: Task[Any]) -> None:
     """A task became ready: wake whoever waits for it, and start what needed it."""
-    if not life.dependents and not life.waiter.count:
+    # (wait_ready counts itself in ready_waiters under the lock before it reads the
+    # readiness; the readiness is written before this reads the counters: one of the
+    # two sees the other, as for dependents.)
+    if not life.dependents and not life.ready_waiters:
         return
     with life.lock:
-        life.notify()
-        released = life.pump(scan=task.name in life.dependents)
+        if life.ready_waiters:
+            life.notify()
+        released = life.pump(scan=True) if task.name in life.dependents else []
     if released:
         start(life, released)
 

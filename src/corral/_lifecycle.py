@@ -199,6 +199,7 @@ class Lifecycle:
         self.failures_raised = False  # join has raised (or handed over) the failures
         self.draining = False  # a supervisor's graceful stop waits for drain=True tasks
         self.ends = 0  # tasks DONE so far (wait_until re-checks when it moves)
+        self.ready_waiters = 0  # callers in wait_ready(): a readiness notifies only them
         self.refuse: Callable[[], Exception] | None = None
         self.seq = itertools.count(1)
 

@@ -279,10 +279,16 @@ class Supervisor(Group):
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> Literal[False]:
-        self.stop()
+        if not self._stop_given_up(exc):
+            self.stop()
         if exc is None:
             self._raise_fatal_once()
         return False
+
+    def _stop_given_up(self, exc: BaseException | None) -> bool:
+        """Whether ``exc`` is the StopTimeout of a stop this supervisor gave up (a second
+        signal): stopping again would wait for the same tasks and raise it twice."""
+        return self._give_up and isinstance(exc, StopTimeout)
 
     # -- stopping ----------------------------------------------------------------------
 

@@ -240,9 +240,14 @@ class Task(_Handle[T]):
         if not predicate():
             not_on_a_loop(f"Task.{call}()", _AWAITED[call])
         life = self._life
+        ready = call == "wait_ready"  # (a readiness is only announced while one waits)
         with life.lock:
-            if not life.waiter.wait(predicate, timeout):
-                raise TimeoutError(f"{what} still running after {timeout}s")
+            life.ready_waiters += ready
+            try:
+                if not life.waiter.wait(predicate, timeout):
+                    raise TimeoutError(f"{what} still running after {timeout}s")
+            finally:
+                life.ready_waiters -= ready
 
     def _not_self(self, what: str) -> None:
         if _current.get() is self:
@@ -266,8 +271,16 @@ class Task(_Handle[T]):
         if predicate() or getattr(_busy, "finishing", None) is self:
             return
         self._not_self(what)
-        if not await self._life.waiter.wait_async(predicate, timeout):
-            raise TimeoutError(f"task {self.name!r} still running after {timeout}s")
+        life = self._life
+        ready = what == "wait_ready"  # (a readiness is only announced while one waits)
+        with life.lock:
+            life.ready_waiters += ready
+        try:
+            if not await life.waiter.wait_async(predicate, timeout):
+                raise TimeoutError(f"task {self.name!r} still running after {timeout}s")
+        finally:
+            with life.lock:
+                life.ready_waiters -= ready
 
     def result(self, timeout: float | None = None) -> T:
         """The return value, or raise the task's error (``Cancelled`` if it was cancelled)."""
