@@ -108,6 +108,29 @@ def per_task_us(
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def aio_rows(quick: bool, rounds: int) -> list[tuple[str, str, str, str, str]]:
+    """The coroutine rows of ``run.py``'s table: (what, corral, peers, ratio, goal)."""
+    n = 2_000 if quick else 20_000
+    benches: dict[str, Bench] = {"corral.AsyncGroup": corral_group, "asyncio.TaskGroup": taskgroup}
+    if anyio is not None:
+        benches["anyio"] = anyio_group
+    if aiojobs is not None:
+        benches["aiojobs"] = aiojobs_scheduler
+    loops: list[tuple[str, Any]] = [("asyncio", None)]
+    if uvloop is not None:
+        loops.append(("uvloop", uvloop.new_event_loop))
+    rows = []
+    for loop_name, factory in loops:
+        for limit in (None, 8):
+            r = per_task_us(benches, n, limit, rounds, factory)
+            ratio = r["corral.AsyncGroup"] / r["asyncio.TaskGroup"]
+            peers = "; ".join(f"{name} {r[name]:.1f}" for name in benches if name != "corral.AsyncGroup")
+            what = f"{n:,} no-op coroutines, {'limit 8' if limit else 'no limit'}, {loop_name} (µs/task)"
+            rows.append((what, f"{r['corral.AsyncGroup']:.1f}", peers, f"{ratio:.2f}x TaskGroup",
+                         "<= 1.5x" + (" MET" if ratio <= 1.5 else " NOT MET")))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")

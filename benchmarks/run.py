@@ -359,6 +359,12 @@ def main(argv: list[str] | None = None) -> int:
     for lifecycle_row in lifecycle_rows(quick=args.quick, rounds=rounds):
         row(*lifecycle_row)
 
+    # coroutines: AsyncGroup beside asyncio.TaskGroup, anyio and aiojobs (benchmarks/aio.py)
+    from aio import aio_rows
+
+    for aio_row in aio_rows(quick=args.quick, rounds=rounds):
+        row(*aio_row)
+
     print()
     print_table(rows)
     return 0
