@@ -1019,3 +1019,71 @@ def test_a_second_signal_gives_up_once_and_the_process_exits() -> None:
     assert proc.returncode == 0, describe(proc)
     assert lines(proc) == ["first SIGTERM", "second SIGTERM", "StopTimeout ['slow']", "exit"]
     assert "StopTimeout" not in proc.stderr, describe(proc)  # raised once, caught by the script
+
+
+# -- wait_until, wrap, collect ------------------------------------------------------------------
+
+
+def test_async_wait_until_cancels_the_tasks_gracefully_but_not_the_body(factory: str) -> None:
+    async def main() -> None:
+        count = 0
+        progressed = asyncio.Event()
+
+        async def counter() -> None:
+            nonlocal count
+            while True:
+                count += 1
+                if count == 10:
+                    progressed.set()
+                await asyncio.sleep(0)
+
+        async with corral.AsyncGroup() as g:
+            t = g.spawn(counter)
+            assert await g.wait_until(lambda: count >= 10, timeout=BACKSTOP) is True
+            await asyncio.sleep(0)  # the body goes on: it was not cancelled
+            assert await g.wait_until(lambda: False, timeout=0.01) is False  # (cancelled: hopeless)
+        assert t.state is TaskState.CANCELLED
+        assert isinstance(t.cause, corral.Stopped)
+        assert progressed.is_set()
+
+    run(main, factory)
+
+
+def test_wrap_of_a_coroutine_function_is_async_and_collects_its_exceptions(factory: str) -> None:
+    async def main() -> None:
+        async def callback(x: int) -> str:
+            await asyncio.sleep(0)
+            if x:
+                raise ValueError(x)
+            return "ok"
+
+        async def body(g: corral.AsyncGroup) -> None:
+            wrapped = g.wrap(callback)
+            assert await wrapped(0) == "ok"
+            assert await wrapped(1) is None  # collected: a failure of the group
+
+        with pytest.raises(ExceptionGroup) as info:
+            async with corral.AsyncGroup(fail_fast=False) as g:
+                await body(g)
+        assert [str(e) for e in info.value.exceptions] == ["1"]
+
+    run(main, factory)
+
+
+def test_collect_around_awaits_lets_the_coroutines_own_cancellation_through(factory: str) -> None:
+    async def main() -> None:
+        entered = asyncio.Event()
+
+        async def body() -> None:
+            async with corral.AsyncGroup() as g:
+                with g.collect():
+                    entered.set()
+                    await forever()
+
+        t = asyncio.create_task(body())
+        await entered.wait()
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t  # not collected as a failure, not swallowed
+
+    run(main, factory)

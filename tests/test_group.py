@@ -919,7 +919,7 @@ def test_wrap_collects_exceptions_raised_in_threads_corral_did_not_start() -> No
 def test_wrap_rejects_a_non_callable() -> None:
     g = corral.Group()
     with pytest.raises(TypeError):
-        g.wrap(42)  # type: ignore[arg-type]
+        g.wrap(42)  # type: ignore[call-overload]
     g.join(TIMEOUT)
 
 

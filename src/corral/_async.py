@@ -23,6 +23,7 @@ from collections import deque
 from ._aio import AsyncioRunner, on_pool, runner_for, uninterrupted
 from ._context import busy as _busy
 from ._context import running_loop
+from ._driver import CANCELLED_ENDS
 from ._errors import Cancelled, Stopped
 from ._group import Group, GroupRole
 from ._queries import foreground_done
@@ -31,6 +32,7 @@ from ._supervisor import Supervisor, restore_signal_handlers
 from ._task import Task
 from ._token import check_timeout
 from ._validate import check_callable, check_count
+from ._waiting import wait_until_async
 
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
@@ -170,7 +172,10 @@ class _AsyncGroupRole(GroupRole):
     group: AsyncGroup
 
     def cancelled(self, cause: BaseException) -> None:
-        self.group._request_body_cancel()
+        # A failure (fail_fast, a KeyboardInterrupt in a task) cancels the body too, as
+        # in asyncio.TaskGroup; a cancel() or a met wait_until does not: the body asked.
+        if not isinstance(cause, CANCELLED_ENDS):
+            self.group._request_body_cancel()
 
 
 class AsyncGroup(_OnALoop, Group):
@@ -227,6 +232,7 @@ class AsyncGroup(_OnALoop, Group):
         tb: TracebackType | None,
     ) -> Literal[False]:
         host = self._host
+        self._exiting = True  # (the body is over: nothing cancels it any more)
         cancelled_outside: BaseException | None = None
         body_exc = exc
         if isinstance(exc, asyncio.CancelledError):
@@ -244,7 +250,6 @@ class AsyncGroup(_OnALoop, Group):
                 if self._cancelled_outside():
                     cancelled_outside = e
                     self.cancel(Cancelled(f"async group {self.name!r} was cancelled while it exited"))
-        self._exiting = True
         if self._body_cancels and host is not None:
             host.uncancel()  # (balanced: the host leaves as cancelling as it entered)
             self._body_cancels = 0
@@ -261,6 +266,15 @@ class AsyncGroup(_OnALoop, Group):
         if host is None:
             return True
         return host.cancelling() > self._host_cancelling + self._body_cancels
+
+    async def wait_until(  # type: ignore[override]
+        self, predicate: Callable[[], bool], timeout: float | None = None, *,
+        interval: float = 0.05,
+    ) -> bool:
+        """``Group.wait_until``, awaited: poll ``predicate`` on the loop (and re-check
+        whenever a task ends); when it holds, cancel the group gracefully (cause
+        ``Stopped``) and return True; on timeout, cancel nothing and return False."""
+        return await wait_until_async(self._life, predicate, timeout, interval, self.cancel)
 
     # -- map ---------------------------------------------------------------------------
 

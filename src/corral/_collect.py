@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from . import _driver
 from ._errors import GroupClosed
+from ._validate import is_coroutine_function
 
 if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
@@ -45,7 +47,7 @@ class Collector:
         swallow = False
         # Once the group has closed and reported (a background collector that outlived
         # it), nobody would see the failure there: it propagates instead.
-        if exc is not None and not life.failures_raised:
+        if exc is not None and not life.failures_raised and not _is_asyncio_cancel(exc):
             collected(life, exc, "collect()")
             # KeyboardInterrupt/SystemExit cancel the group and still propagate.
             swallow = not isinstance(exc, KeyboardInterrupt | SystemExit)
@@ -56,27 +58,67 @@ class Collector:
         return swallow
 
 
+def _is_asyncio_cancel(exc: BaseException) -> bool:
+    """An awaiting coroutine's own cancellation: it propagates (neither a failure, nor
+    swallowed)."""
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and isinstance(exc, asyncio.CancelledError)
+
+
 def wrap(life: Lifecycle, fn: Callable[P, R]) -> Callable[P, R | None]:
     """``fn``, its exceptions collected as with ``Collector``; once the group is closed,
-    calls go straight through and their exceptions propagate."""
+    calls go straight through and their exceptions propagate. A coroutine function
+    gives an async function."""
+    if is_coroutine_function(fn):
+        return _wrap_async(life, fn)  # type: ignore[arg-type, return-value]
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | None:
-        collector = Collector(life, False)
-        try:
-            collector.__enter__()
-        except GroupClosed:
+        collector = _open(life)
+        if collector is None:
             return fn(*args, **kwargs)
         try:
-            result = fn(*args, **kwargs)
+            return _closed_with(collector, fn(*args, **kwargs))
         except BaseException as e:
-            if collector.__exit__(type(e), e, e.__traceback__):
-                return None
-            raise
-        collector.__exit__(None, None, None)
-        return result
+            _collect_or_raise(collector, e)
+            return None
 
     return wrapper
+
+
+def _wrap_async(life: Lifecycle, fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R | None]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> R | None:
+        collector = _open(life)
+        if collector is None:
+            return await fn(*args, **kwargs)
+        try:
+            return _closed_with(collector, await fn(*args, **kwargs))
+        except BaseException as e:
+            _collect_or_raise(collector, e)
+            return None
+
+    return wrapper
+
+
+def _open(life: Lifecycle) -> Collector | None:
+    """A collector for one call of a wrapped function (None once the group is closed)."""
+    collector = Collector(life, False)
+    try:
+        collector.__enter__()
+    except GroupClosed:
+        return None
+    return collector
+
+
+def _closed_with(collector: Collector, result: R) -> R:
+    collector.__exit__(None, None, None)
+    return result
+
+
+def _collect_or_raise(collector: Collector, exc: BaseException) -> None:
+    if not collector.__exit__(type(exc), exc, exc.__traceback__):
+        raise exc
 
 
 def collected(life: Lifecycle, exc: BaseException, what: str) -> None:

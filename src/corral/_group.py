@@ -523,7 +523,18 @@ class Group:
 
         return Collector(self._life, background)
 
-    def wrap(self, fn: Callable[P, R]) -> Callable[P, R | None]:
+    @overload
+    def wrap(self, fn: Callable[P, NoReturn]) -> Callable[P, None]: ...  # type: ignore[overload-overlap]
+
+    @overload
+    def wrap(  # noqa: F811
+        self, fn: Callable[P, Coroutine[Any, Any, R]]
+    ) -> Callable[P, Coroutine[Any, Any, R | None]]: ...
+
+    @overload
+    def wrap(self, fn: Callable[P, R]) -> Callable[P, R | None]: ...  # noqa: F811
+
+    def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:  # noqa: F811
         """Wrap a callable that other code will call back: its exceptions are collected
         as with :meth:`collect` (the call then returns None). Once the group is closed,
         calls go straight through and their exceptions propagate."""

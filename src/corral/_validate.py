@@ -25,6 +25,7 @@ __all__ = [
     "check_name",
     "check_needs",
     "check_spawn",
+    "is_coroutine_function",
     "name_stem",
     "qualname",
 ]
@@ -71,7 +72,7 @@ _CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
 _CO_ANY_GENERATOR = _CO_GENERATOR | _CO_COROUTINE | _CO_ASYNC_GENERATOR
 
 
-def _is_coroutine_function(fn: Callable[..., Any]) -> bool:
+def is_coroutine_function(fn: Callable[..., Any]) -> bool:
     """Whether ``fn`` runs as a coroutine (see ``check_callable``); raises ``TypeError``
     for a generator or async generator function, whose body would never run."""
     # (On every spawn: a plain function or a bound method, which forwards __code__,
@@ -153,7 +154,7 @@ def check_callable(fn: Callable[..., Any]) -> bool:
     task runs on an event loop."""
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-    return _is_coroutine_function(fn)
+    return is_coroutine_function(fn)
 
 
 def check_spawn(

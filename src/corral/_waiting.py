@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
     from ._sync import YieldingLock
 
-__all__ = ["Waiter", "wait_until"]
+__all__ = ["Waiter", "wait_until", "wait_until_async"]
 
 
 def _wake_soon(loop: Any, fut: Any) -> None:
@@ -136,6 +136,34 @@ def wait_until(
 ) -> bool:
     """``Group.wait_until``: poll ``predicate`` (and re-check whenever a task ends); when
     it holds, ``cancel`` the group gracefully and return True."""
+    deadline = _wait_until_start(predicate, timeout, interval)
+    while True:
+        answer, wait, woken = _wait_until_round(life, predicate, deadline, interval, cancel)
+        if answer is not None:
+            return answer
+        with life.lock:
+            life.waiter.wait(woken, wait)
+
+
+async def wait_until_async(
+    life: Lifecycle,
+    predicate: Callable[[], bool],
+    timeout: float | None,
+    interval: float,
+    cancel: Callable[[BaseException], None],
+) -> bool:
+    """``AsyncGroup.wait_until``: ``wait_until``, awaited (the predicate runs on the
+    loop)."""
+    deadline = _wait_until_start(predicate, timeout, interval)
+    while True:
+        answer, wait, woken = _wait_until_round(life, predicate, deadline, interval, cancel)
+        if answer is not None:
+            return answer
+        await life.waiter.wait_async(woken, wait)
+
+
+def _wait_until_start(predicate: Callable[[], bool], timeout: float | None, interval: float) -> float | None:
+    """Check ``wait_until``'s arguments; its deadline."""
     if not callable(predicate):
         raise TypeError(f"predicate must be callable, not {type(predicate).__name__}")
     timeout = check_timeout("timeout", timeout)
@@ -143,28 +171,35 @@ def wait_until(
         raise TypeError(f"interval must be a number of seconds, not {type(interval).__name__}")
     if not 0 < interval < math.inf:
         raise ValueError(f"interval must be a finite number > 0, not {interval!r}")
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _wait_until_round(
+    life: Lifecycle, predicate: Callable[[], bool], deadline: float | None, interval: float,
+    cancel: Callable[[BaseException], None],
+) -> tuple[bool | None, float, Callable[[], bool]]:
+    """One look: the answer (None: wait on), how long to wait, and what ends the wait
+    early (a task ended, or the group was cancelled)."""
     token = life.token
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        seen = life.ends  # read before the predicate: an end during it is not missed
-        # Read before the predicate too: if nothing can change the outcome any more,
-        # the predicate's answer now is the last word.
-        hopeless = token._cause is not None or not life.unfinished
-        if predicate():
-            cancel(Stopped("wait_until condition met"))
-            return True
-        if hopeless:
-            # The group was cancelled (a failure, cancel()) or every task has ended:
-            # nothing left in it can make the predicate true.
-            return False
-        wait = interval
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            wait = min(wait, left)
-        with life.lock:
-            life.waiter.wait(
-                lambda seen=seen: life.ends != seen or token._cause is not None,  # type: ignore[misc]
-                wait,
-            )
+    seen = life.ends  # read before the predicate: an end during it is not missed
+    # Read before the predicate too: if nothing can change the outcome any more, the
+    # predicate's answer now is the last word.
+    hopeless = token._cause is not None or not life.unfinished
+    if predicate():
+        cancel(Stopped("wait_until condition met"))
+        return True, 0.0, _never
+    if hopeless:
+        # The group was cancelled (a failure, cancel()) or every task has ended:
+        # nothing left in it can make the predicate true.
+        return False, 0.0, _never
+    wait = interval
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False, 0.0, _never
+        wait = min(wait, left)
+    return None, wait, lambda: life.ends != seen or token._cause is not None
+
+
+def _never() -> bool:
+    return False
