@@ -22,18 +22,20 @@ from typing import Any
 
 import corral
 
+# The peers are optional (`pip install 'corral[bench]'`): the ignores hold whether or not
+# they are installed where mypy runs.
 try:
     import uvloop
 except ImportError:  # pragma: no cover - optional
-    uvloop = None  # type: ignore[assignment]
+    uvloop = None  # type: ignore[assignment, unused-ignore]
 try:
-    import anyio
+    import anyio  # type: ignore[import-not-found, unused-ignore]
 except ImportError:  # pragma: no cover - optional
-    anyio = None  # type: ignore[assignment]
+    anyio = None  # type: ignore[assignment, unused-ignore]
 try:
-    import aiojobs
+    import aiojobs  # type: ignore[import-not-found, unused-ignore]
 except ImportError:  # pragma: no cover - optional
-    aiojobs = None  # type: ignore[assignment]
+    aiojobs = None  # type: ignore[assignment, unused-ignore]
 
 
 async def noop() -> None:
@@ -108,6 +110,127 @@ def per_task_us(
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+# -- memory per live task, in a fresh interpreter each --------------------------------------
+
+MEMORY_SCRIPT = """
+import asyncio, json, sys
+import corral
+
+def rss_kib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+
+async def main(kind, n):
+    gate = asyncio.Event()
+    started = asyncio.Event()
+    count = 0
+
+    async def waits():
+        nonlocal count
+        count += 1
+        if count == n:
+            started.set()
+        await gate.wait()
+
+    base = rss_kib()
+    if kind == "corral":
+        async with corral.AsyncSupervisor("mem", handle_signals=False) as sup:
+            for _ in range(n):
+                sup.spawn(waits)
+            await started.wait()
+            peak = rss_kib()
+            gate.set()
+    else:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(n):
+                tg.create_task(waits())
+            await started.wait()
+            peak = rss_kib()
+            gate.set()
+    print(json.dumps({"per_task_bytes": (peak - base) * 1024 / n}))
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def memory_per_task(kind: str, n: int) -> float:
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, kind, str(n)],
+        capture_output=True, text=True, check=True,
+    )
+    return float(json.loads(out.stdout)["per_task_bytes"])
+
+
+async def cancel_tree(n: int) -> float:
+    """Seconds to cancel and join ``n`` waiting coroutines in a two-level tree."""
+    started = asyncio.Event()
+    count = 0
+
+    async def waits() -> None:
+        nonlocal count
+        count += 1
+        if count == n:
+            started.set()
+        await asyncio.Event().wait()
+
+    async def leaf(k: int) -> None:
+        async with corral.AsyncGroup("leaf") as g:
+            for _ in range(k):
+                g.spawn(waits)
+
+    outer = corral.AsyncGroup("tree")
+    async with outer:
+        for _ in range(10):
+            outer.spawn(leaf, n // 10)
+        await started.wait()
+        t0 = time.perf_counter()
+        outer.cancel()
+    return time.perf_counter() - t0
+
+
+def from_threads(n: int, kind: str) -> float:
+    """µs per coroutine spawned from a worker thread into a running loop: corral (a
+    blocking group's spawn, which schedules with call_soon_threadsafe) against
+    ``asyncio.run_coroutine_threadsafe`` (one future per call)."""
+    import threading
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        left = n
+
+        async def one() -> None:
+            nonlocal left
+            left -= 1
+            if left == 0:
+                done.set()
+
+        async with corral.AsyncGroup("from a thread") as g:  # (bound to this loop)
+
+            def spawner() -> None:
+                if kind == "corral":
+                    for _ in range(n):
+                        g.spawn(one)
+                else:
+                    for _ in range(n):
+                        asyncio.run_coroutine_threadsafe(one(), loop)
+
+            t0 = time.perf_counter()
+            th = threading.Thread(target=spawner)
+            th.start()
+            await done.wait()
+            elapsed = time.perf_counter() - t0
+            await asyncio.to_thread(th.join)
+        return elapsed / n * 1e6
+
+    return asyncio.run(main())
+
+
 def aio_rows(quick: bool, rounds: int) -> list[tuple[str, str, str, str, str]]:
     """The coroutine rows of ``run.py``'s table: (what, corral, peers, ratio, goal)."""
     n = 2_000 if quick else 20_000
@@ -128,6 +251,21 @@ def aio_rows(quick: bool, rounds: int) -> list[tuple[str, str, str, str, str]]:
             what = f"{n:,} no-op coroutines, {'limit 8' if limit else 'no limit'}, {loop_name} (µs/task)"
             rows.append((what, f"{r['corral.AsyncGroup']:.1f}", peers, f"{ratio:.2f}x TaskGroup",
                          "<= 1.5x" + (" MET" if ratio <= 1.5 else " NOT MET")))
+    m = 10_000 if quick else 100_000
+    mc = statistics.median(memory_per_task("corral", m) for _ in range(3))
+    mt = statistics.median(memory_per_task("taskgroup", m) for _ in range(3))
+    rows.append((f"memory per live coroutine, {m:,} waiting (bytes)", f"{mc:.0f}",
+                 f"asyncio.TaskGroup {mt:.0f}", f"{mc / mt:.2f}x TaskGroup",
+                 "<= 2x" + (" MET" if mc <= 2 * mt else " NOT MET")))
+    k = 10_000
+    cs = statistics.median(asyncio.run(cancel_tree(k)) for _ in range(rounds))
+    rows.append((f"cancel a tree of {k:,} waiting coroutines + join (s)", f"{cs:.3f}", "", "",
+                 "< 0.5 s" + (" MET" if cs < 0.5 else " NOT MET")))
+    f = 2_000 if quick else 20_000
+    fc = statistics.median(from_threads(f, "corral") for _ in range(rounds))
+    ft = statistics.median(from_threads(f, "threadsafe") for _ in range(rounds))
+    rows.append((f"{f:,} coroutines spawned from a thread into a loop (µs each)", f"{fc:.1f}",
+                 f"asyncio.run_coroutine_threadsafe {ft:.1f}", f"{fc / ft:.2f}x", "(reported)"))
     return rows
 
 

@@ -1087,3 +1087,35 @@ def test_collect_around_awaits_lets_the_coroutines_own_cancellation_through(fact
             await t  # not collected as a failure, not swallowed
 
     run(main, factory)
+
+
+def test_coroutines_spawned_from_threads_into_an_async_group_all_run(factory: str) -> None:
+    async def main() -> None:
+        async def square(x: int) -> int:
+            await asyncio.sleep(0)
+            return x * x
+
+        tasks: list[corral.AsyncTask[int]] = []
+        lock = threading.Lock()
+        async with corral.AsyncGroup("fed by threads") as g:
+
+            def feed(base: int) -> None:
+                for i in range(base, base + 300):
+                    t = g.spawn(square, i)
+                    with lock:
+                        tasks.append(t)
+
+            threads = [threading.Thread(target=feed, args=(k * 1000,)) for k in range(3)]
+            for th in threads:
+                th.start()
+
+            def join_all() -> None:
+                for th in threads:
+                    th.join()
+
+            await asyncio.to_thread(join_all)
+        assert sorted(t.result() for t in tasks) == sorted(
+            i * i for k in range(3) for i in range(k * 1000, k * 1000 + 300)
+        )
+
+    run(main, factory)

@@ -122,6 +122,10 @@ class AsyncioRunner(Runner):
         self._tasks: dict[Task[Any], asyncio.Task[Any]] = {}  # running attempt -> its task
         self._scheduled: dict[Task[Any], None] = {}  # attempts whose creation is scheduled
         self._closing = False  # the loop is shutting down: nothing new starts on it
+        # Attempts started from other threads, made on the loop by one callback.
+        self._inbox: list[tuple[Lifecycle, Task[Any]]] = []
+        self._inbox_lock = threading.Lock()
+        self._inbox_scheduled = False
         self._watch: Any = None  # see _watch_closing
 
     def __repr__(self) -> str:
@@ -142,14 +146,33 @@ class AsyncioRunner(Runner):
                 self._create(life, task)
                 continue
             self._scheduled[task] = None
+            if here:
+                loop.call_soon(self._create_scheduled, life, task)
+                continue
+            # From another thread: batched, one wake-up of the loop for what a burst
+            # of spawns queues before the loop gets to it.
+            with self._inbox_lock:
+                self._inbox.append((life, task))
+                if self._inbox_scheduled:
+                    continue
+                self._inbox_scheduled = True
             try:
-                if here:
-                    loop.call_soon(self._create, life, task)
-                else:
-                    loop.call_soon_threadsafe(self._create, life, task)
-            except RuntimeError:  # the loop is closed: the attempt cannot run
-                self._scheduled.pop(task, None)
-                self._cannot_run(life, task, Cancelled(_CLOSING))
+                loop.call_soon_threadsafe(self._take_inbox)
+            except RuntimeError:  # the loop is closed: the attempts cannot run
+                for life_, task_ in self._drain_inbox():
+                    self._scheduled.pop(task_, None)
+                    self._cannot_run(life_, task_, Cancelled(_CLOSING))
+
+    def _drain_inbox(self) -> list[tuple[Lifecycle, Task[Any]]]:
+        with self._inbox_lock:
+            items, self._inbox = self._inbox, []
+            self._inbox_scheduled = False
+        return items
+
+    def _take_inbox(self) -> None:
+        """On the loop's thread: make the tasks other threads spawned."""
+        for life, task in self._drain_inbox():
+            self._create_scheduled(life, task)
 
     def _cannot_run(self, life: Lifecycle, task: Task[Any], exc: BaseException) -> None:
         outcome = TaskState.FAILED if isinstance(exc, Exception) and not isinstance(
@@ -159,10 +182,14 @@ class AsyncioRunner(Runner):
         if released:
             _driver.start(life, released)
 
+    def _create_scheduled(self, life: Lifecycle, task: Task[Any]) -> None:
+        """A scheduled creation (unless the loop's shutdown ended the task already)."""
+        if self._scheduled.pop(task, _ENDED) is not _ENDED:
+            self._create(life, task)
+
     def _create(self, life: Lifecycle, task: Task[Any]) -> None:
         """On the loop's thread: the attempt's asyncio task (a loop with an eager task
         factory runs its first step here, which is on the loop, not in ``spawn``)."""
-        self._scheduled.pop(task, None)
         if self._closing:
             self._cannot_run(life, task, Cancelled(_CLOSING))
             return
@@ -238,6 +265,7 @@ class AsyncioRunner(Runner):
 
 
 _CLOSING = "its event loop is shutting down"
+_ENDED = object()  # (not in _scheduled any more: the shutdown ended it)
 
 
 async def _until_shutdown(runner: AsyncioRunner) -> Any:
