@@ -1119,3 +1119,22 @@ def test_coroutines_spawned_from_threads_into_an_async_group_all_run(factory: st
         )
 
     run(main, factory)
+
+
+def test_keyboard_interrupt_in_a_coroutine_stops_an_async_supervisor_and_serve_reraises(
+    factory: str,
+) -> None:
+    async def main() -> None:
+        async def interrupted() -> None:
+            await asyncio.sleep(0)
+            raise KeyboardInterrupt
+
+        sup = corral.AsyncSupervisor("svc", handle_signals=False)
+        other = sup.spawn(forever, name="other")
+        sup.spawn(interrupted, name="ki")
+        with pytest.raises(KeyboardInterrupt):
+            await sup.serve()
+        assert sup.is_stopped
+        assert other.state is TaskState.CANCELLED
+
+    run(main, factory)
