@@ -1199,3 +1199,25 @@ def test_clock_must_be_a_clock() -> None:
         corral.Token(parent, clock=42)  # type: ignore[arg-type]
     assert not parent._children  # refused before it registered
     assert corral.Token(clock=MockClock()).clock is not None
+
+
+def test_a_runners_hook_runs_once_on_cancel_and_can_be_taken_off() -> None:
+    # (The asyncio runner's way to hear of an attempt's cancellation, without
+    # on_cancel's registration.)
+    calls: list[str] = []
+    leaf = corral.Token._leaf(corral.Token().clock)
+    assert leaf.set_hook(lambda: calls.append("leaf"))
+    leaf.cancel()
+    leaf.cancel()
+    assert calls == ["leaf"]
+    assert not leaf.set_hook(lambda: calls.append("late"))  # cancelled: the caller acts
+    parent = corral.Token()
+    child = parent.child()
+    assert child.set_hook(lambda: calls.append("child"))
+    parent.cancel()  # (through the tree walk)
+    assert calls == ["leaf", "child"]
+    quiet = corral.Token()
+    assert quiet.set_hook(lambda: calls.append("quiet"))
+    assert quiet.set_hook(None)
+    quiet.cancel()
+    assert calls == ["leaf", "child"]

@@ -321,7 +321,8 @@ async def _attempt(runner: AsyncioRunner, life: Lifecycle, task: Task[Any]) -> N
         if life.begin_attempt(task):  # (ready once running, unless it says so itself)
             _driver.ready_said(life, task)
         delivery = _Delivery(loop, me, token)
-        remove = token.on_cancel(delivery)
+        if not token.set_hook(delivery):  # (cancelled already: it meets it at once)
+            delivery()
         outcome: TaskState
         value: Any = None
         exc: BaseException | None = None
@@ -349,7 +350,7 @@ async def _attempt(runner: AsyncioRunner, life: Lifecycle, task: Task[Any]) -> N
             outcome = TaskState.SUCCEEDED if token._cause is None else TaskState.CANCELLED
         finally:
             delivery.over = True
-            remove()
+            token.set_hook(None)
         for _ in range(delivery.cancels):
             me.uncancel()
         if task._child_groups:

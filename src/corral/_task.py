@@ -54,6 +54,7 @@ class Task(_Handle[T]):
         "_in_map",
         "_lease_state",
         "_life",
+        "_meta",
         "_runner",
         "args",
         "background",
@@ -62,7 +63,6 @@ class Task(_Handle[T]):
         "fn",
         "group",
         "max_restarts",
-        "meta",
         "name",
         "needs",
         "on_finish",
@@ -96,7 +96,7 @@ class Task(_Handle[T]):
         self.fn = fn
         self.args = args
         self.name = name
-        self.meta: dict[str, Any] = dict(meta) if meta else {}
+        self._meta: dict[str, Any] | None = dict(meta) if meta else None
         self.background = background
         self.restart = restart
         self.backoff = backoff
@@ -116,18 +116,35 @@ class Task(_Handle[T]):
         # function, the event loop's.
         self._runner: Runner = runner or life.runner
 
+    @property
+    def meta(self) -> dict[str, Any]:
+        """What was given as ``meta=`` (a dict of the task's own: it may be changed)."""
+        meta = self._meta
+        if meta is None:
+            meta = self._meta = {}  # (made on first use: most tasks have none)
+        return meta
+
+    @meta.setter
+    def meta(self, value: dict[str, Any]) -> None:
+        self._meta = value
+
     # -- for the runner and the tree ---------------------------------------------------
 
     def _new_context(self) -> contextvars.Context:
-        """The context of a new attempt: a copy of the spawner's."""
-        ctx = self._ctx = self._base_ctx.copy()
+        """The context of a new attempt: a copy of the spawner's. A task that can run
+        only once (no restart, nothing it needs, no lease to lose) runs in the
+        spawner's copy itself: nothing needs it pristine afterwards."""
+        if self.restart is Restart.NEVER and not self.needs and self._lease_state is None:
+            ctx = self._ctx = self._base_ctx
+        else:
+            ctx = self._ctx = self._base_ctx.copy()
         return ctx
 
     def _drop_context(self) -> None:
-        """The task is done: let go of its last attempt's context, which refers back to
-        the task (the current task is set in it), so that reference counting, not the
+        """The task is done: let go of the contexts it ran in, which refer back to the
+        task (the current task is set in them), so that reference counting, not the
         cyclic garbage collector, frees a finished task."""
-        self._ctx = self._base_ctx
+        self._ctx = self._base_ctx = _DONE
 
     def _in_context(self, fn: Callable[..., object], *args: Any) -> None:
         """Run ``fn(*args)`` (a hook call or a log call, which never raise) in the task's
@@ -323,6 +340,8 @@ class Task(_Handle[T]):
 
         return task_snapshot(self)
 
+
+_DONE = contextvars.Context()  # (where a done task's late log records run: an empty context)
 
 # What a coroutine awaits instead of each blocking wait of a task (see not_on_a_loop).
 _AWAITED = {

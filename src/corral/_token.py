@@ -46,6 +46,7 @@ class Token:
         "_children",
         "_clock",
         "_event",
+        "_hook",
         "_keys",
         "_link",
         "_lock",
@@ -73,6 +74,7 @@ class Token:
         self._cause: BaseException | None = None
         self._children: dict[_Link, None] | None = None
         self._callbacks: dict[int, Callable[[], object]] | None = None
+        self._hook: Callable[[], object] | None = None  # the runner's (see set_hook)
         self._event: threading.Event | None = None
         self._keys = 0
         self._link: _Link | None = None
@@ -164,6 +166,7 @@ class Token:
         tok._cause = None
         tok._children = None
         tok._callbacks = None
+        tok._hook = None
         tok._event = None
         tok._keys = 0
         tok._link = None
@@ -178,6 +181,7 @@ class Token:
                 # and no parent or timer to let go of.
                 self._cause = cause
                 self._callbacks = None
+                hook, self._hook = self._hook, None
                 leaf = True
             else:
                 leaf = False
@@ -185,6 +189,8 @@ class Token:
             event = self._event
             if event is not None:
                 event.set()
+            if hook is not None:
+                _call(hook)
             return
         self._cancel_tree(cause)
 
@@ -256,10 +262,7 @@ class Token:
         for tok in marked:
             tok._wake()
         for callback in callbacks:
-            try:
-                callback()
-            except BaseException:
-                log.exception("on_cancel callback %r raised", callback)
+            _call(callback)
 
     def _mark_one(
         self, cause: BaseException, marked: list[Token], callbacks: list[Callable[[], object]]
@@ -274,6 +277,9 @@ class Token:
         if self._callbacks:
             callbacks.extend(self._callbacks.values())
             self._callbacks = None
+        if self._hook is not None:
+            callbacks.append(self._hook)
+            self._hook = None
         children, self._children = self._children, None
         if not children:
             return []
@@ -283,6 +289,16 @@ class Token:
 
     def _expire(self) -> None:
         self._cancel(TimeoutError("deadline exceeded"))
+
+    def set_hook(self, hook: Callable[[], object] | None) -> bool:
+        """The one callback of the runner of an attempt (an asyncio task to cancel),
+        without ``on_cancel``'s registration and remover; None takes it off. False if
+        the token is cancelled already (the hook is not set: the caller acts now)."""
+        with self._lock:
+            if self._cause is not None and hook is not None:
+                return False
+            self._hook = hook
+        return True
 
     def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
         """Call ``callback()`` once when cancelled (at once if already cancelled).
@@ -492,6 +508,13 @@ def check_clock(clock: object) -> None:
             "call_at(when, callback), such as corral.testing.MockClock), "
             f"not {type(clock).__name__}"
         )
+
+
+def _call(callback: Callable[[], object]) -> None:
+    try:
+        callback()
+    except BaseException:
+        log.exception("on_cancel callback %r raised", callback)
 
 
 def _noop() -> None:
