@@ -76,12 +76,15 @@ def ready_said(life: Lifecycle, task: Task[Any]) -> None:
 def start(life: Lifecycle, tasks: list[Task[Any]]) -> None:
     """Hand released tasks to their runners (the group's, unless a task runs on an
     event loop)."""
+    if len(tasks) == 1:  # (the common case: a spawn, or the one task an end released)
+        tasks[0]._runner.start(life, tasks)
+        return
     runner = life.runner
     for t in tasks:
         if t._runner is not runner:
             break
     else:
-        runner.start(life, tasks)  # (the common case: one kind of task)
+        runner.start(life, tasks)  # (one kind of task)
         return
     by_runner: dict[Runner, list[Task[Any]]] = {}
     for t in tasks:
