@@ -42,8 +42,7 @@ from ._errors import Cancelled, safe_repr
 from ._policy import call_hook
 from ._pool import get_pool
 from ._record import TaskState
-from ._runner import Runner
-from ._threads import close_groups
+from ._threads import ThreadSteps, close_groups
 
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
@@ -114,7 +113,7 @@ async def uninterrupted(fut: asyncio.Future[R]) -> R:
                 return fut.result()
 
 
-class AsyncioRunner(Runner):
+class AsyncioRunner(ThreadSteps):
     """Runs the attempts of coroutine tasks as asyncio tasks on one event loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -224,26 +223,8 @@ class AsyncioRunner(Runner):
                 task.token._cancel(Cancelled(_CLOSING))
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
-    # -- the blocking steps, for a caller that may block (the attempt awaits them on
-    #    the worker pool instead: see _attempt) ------------------------------------------
-
-    def campaign(self, life: Lifecycle, task: Task[Any]) -> LeaseRenewer | None:
-        from ._singleton import campaign_for
-
-        return campaign_for(life, task)
-
-    def close_groups(
-        self, task: Task[Any], outcome: TaskState, exc: BaseException | None
-    ) -> tuple[TaskState, BaseException | None]:
-        return close_groups(task, outcome, exc)
-
-    def end_lease(self, life: Lifecycle, task: Task[Any], renewer: LeaseRenewer) -> None:
-        from ._singleton import end_lease
-
-        end_lease(life, task, renewer)
-
-    def cancel(self, task: Task[Any], cause: BaseException) -> None:
-        task.token.cancel(cause)  # (the attempt's token callback cancels its asyncio task)
+    # (The blocking steps are ThreadSteps': the attempt runs them on the worker pool,
+    # awaited; cancel() cancels the token, whose hook cancels the asyncio task.)
 
     def stack(self, task: Task[Any]) -> list[FrameType] | None:
         """The frames of the attempt's coroutine chain, outermost first, found by

@@ -36,8 +36,8 @@ log = logging.getLogger("corral")
 
 
 class ThreadSteps(Runner):
-    """The blocking steps of an attempt that runs on a thread of its own: done in that
-    thread (any runner whose attempts own a thread can use these)."""
+    """The blocking steps of an attempt, done in the calling thread: the attempt's own
+    (the thread runner), or a worker the asyncio runner hands them to, awaited."""
 
     def campaign(self, life: Lifecycle, task: Task[Any]) -> LeaseRenewer | None:
         from ._singleton import campaign_for  # (loaded with the first singleton)
