@@ -1138,3 +1138,91 @@ def test_keyboard_interrupt_in_a_coroutine_stops_an_async_supervisor_and_serve_r
         assert other.state is TaskState.CANCELLED
 
     run(main, factory)
+
+
+# -- the rest of a task's options, for coroutines -------------------------------------------
+
+
+def test_replace_cancels_the_running_coroutine_and_starts_after_it_ended(factory: str) -> None:
+    async def main() -> None:
+        order: list[str] = []
+        running = asyncio.Event()
+
+        async def v1() -> None:
+            running.set()
+            try:
+                await forever()
+            except asyncio.CancelledError:
+                order.append("v1 cancelled")
+                raise
+
+        async def v2() -> str:
+            order.append("v2 runs")
+            return "v2"
+
+        async with corral.AsyncGroup() as g:
+            old = g.spawn(v1, name="svc")
+            await running.wait()
+            new = g.spawn(v2, name="svc", replace=True)
+        assert order == ["v1 cancelled", "v2 runs"]
+        assert isinstance(old.cause, corral.Replaced)
+        assert new.result() == "v2"
+
+    run(main, factory)
+
+
+def test_background_coroutines_are_cancelled_once_the_foreground_is_done(factory: str) -> None:
+    async def main() -> None:
+        async def watcher() -> None:
+            await forever()
+
+        async def job() -> int:
+            await asyncio.sleep(0)
+            return 1
+
+        async with corral.AsyncGroup() as g:
+            w = g.spawn(watcher, background=True)
+            j = g.spawn(job)
+        assert j.result() == 1
+        assert w.state is TaskState.CANCELLED
+        assert isinstance(w.cause, corral.Stopped)
+
+    run(main, factory)
+
+
+def test_max_restarts_ends_a_flapping_coroutine_with_restart_limit_exceeded(factory: str) -> None:
+    async def main() -> None:
+        async def flaps() -> None:
+            await asyncio.sleep(0)
+            raise ValueError("again")
+
+        with pytest.raises(ExceptionGroup) as info:
+            async with corral.AsyncGroup() as g:
+                t = g.spawn(
+                    flaps, restart="on_failure", max_restarts=(2, 3600),
+                    backoff=corral.Backoff(initial=0, maximum=0),
+                )
+        [err] = info.value.exceptions
+        assert isinstance(err, corral.RestartLimitExceeded)
+        assert t.attempts == 3
+
+    run(main, factory)
+
+
+def test_a_coroutine_that_needs_a_task_that_ended_for_good_is_not_waited_for(factory: str) -> None:
+    async def main() -> None:
+        async def db() -> None:
+            await asyncio.sleep(0)
+            raise ValueError("db is gone")
+
+        async def web() -> None:
+            await forever()
+
+        with pytest.raises(ExceptionGroup):
+            async with corral.AsyncGroup(fail_fast=False) as g:
+                g.spawn(db, name="db", signals_ready=True)
+                w = g.spawn(web, name="web", needs="db")
+        assert w.state is TaskState.CANCELLED
+        assert "needs 'db'" in str(w.cause)
+
+    run(main, factory)
