@@ -1218,10 +1218,16 @@ def test_a_coroutine_that_needs_a_task_that_ended_for_good_is_not_waited_for(fac
         async def web() -> None:
             await forever()
 
-        with pytest.raises(ExceptionGroup):
+        spawned: list[corral.AsyncTask[None]] = []
+
+        async def body() -> None:
             async with corral.AsyncGroup(fail_fast=False) as g:
                 g.spawn(db, name="db", signals_ready=True)
-                w = g.spawn(web, name="web", needs="db")
+                spawned.append(g.spawn(web, name="web", needs="db"))
+
+        with pytest.raises(ExceptionGroup):
+            await body()
+        [w] = spawned
         assert w.state is TaskState.CANCELLED
         assert "needs 'db'" in str(w.cause)
 
