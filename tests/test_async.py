@@ -1232,3 +1232,31 @@ def test_a_coroutine_that_needs_a_task_that_ended_for_good_is_not_waited_for(fac
         assert "needs 'db'" in str(w.cause)
 
     run(main, factory)
+
+
+def test_a_coroutine_task_may_stop_its_own_supervisor_without_blocking(factory: str) -> None:
+    async def main() -> None:
+        async def stops_a_blocking_one() -> None:
+            me = corral.current_task()
+            assert me is not None
+            assert isinstance(me.group, corral.Supervisor)
+            me.group.stop()  # begins the stop and returns: waiting would wait for itself
+            await forever()  # (the stop cancels it)
+
+        async def stops_an_async_one() -> None:
+            me = corral.current_task()
+            assert me is not None
+            assert isinstance(me.group, corral.AsyncSupervisor)
+            await me.group.stop()  # returns at once, for the same reason
+            await forever()
+
+        blocking = corral.Supervisor("blocking", handle_signals=False)
+        blocking.start()
+        a = blocking.spawn(stops_a_blocking_one)  # (on this thread's loop)
+        await asyncio.to_thread(blocking.wait)
+        sup = corral.AsyncSupervisor("async", handle_signals=False)
+        b = sup.spawn(stops_an_async_one)
+        await sup.serve()  # returns once the task's stop is done
+        assert (a.state, b.state) == (TaskState.CANCELLED, TaskState.CANCELLED)
+
+    run(main, factory)

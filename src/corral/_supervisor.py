@@ -222,12 +222,15 @@ class Supervisor(Group):
         have not ended within ``timeout`` (default: the supervisor's ``stop_timeout``,
         None meaning no limit), or at once when a further SIGINT/SIGTERM gives up.
         """
-        not_on_a_loop("Supervisor.stop()", "await sup.stop() (an AsyncSupervisor)")
         timeout = check_timeout("timeout", timeout)
+        inside = within(self)
+        if not inside:
+            not_on_a_loop("Supervisor.stop()", "await sup.stop() (an AsyncSupervisor)")
         self._begin_stop(Stopped(f"supervisor {self.name!r} stopped"))
-        if within(self):
+        if inside:
             # stop() from one of its own tasks (or a hook, or a task of a group inside
-            # it): waiting would wait for ourselves. The stop goes on without us.
+            # it, a coroutine on a loop included): waiting would wait for ourselves. The
+            # stop goes on without us, and nothing blocks.
             return
         self._wait_stopped(self.stop_timeout if timeout is None else timeout)
 
