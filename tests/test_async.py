@@ -497,6 +497,7 @@ def test_needs_work_across_coroutines_and_threads(factory: str) -> None:
 
         def web() -> None:
             order.append("web")
+            corral.ready()  # (said after its first act: worker needs it)
             corral.current_token().wait(BACKSTOP)
 
         async def worker() -> str:
@@ -505,7 +506,7 @@ def test_needs_work_across_coroutines_and_threads(factory: str) -> None:
 
         async with corral.AsyncGroup() as g:
             d = g.spawn(db, name="db", signals_ready=True, background=True)
-            g.spawn(web, name="web", needs="db", background=True)
+            g.spawn(web, name="web", needs="db", background=True, signals_ready=True)
             w = g.spawn(worker, name="worker", needs=("db", "web"))
             assert await d.wait_ready() is None
         assert w.result() == "done"

@@ -8,12 +8,14 @@ not flake.
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import pickle
 import subprocess
 import sys
 import typing
+from pathlib import Path
 
 import pytest
 
@@ -203,3 +205,46 @@ def test_copy_replace_works_on_backoff_and_hooks() -> None:
     replace = getattr(copy, "replace")  # noqa: B009 - (3.13+; typeshed of 3.11 lacks it)
     assert replace(corral.Backoff(), initial=2).initial == 2
     assert replace(corral.Hooks(), on_added=print).on_added is print
+
+
+def _imports_of(path: Path) -> set[str]:
+    """corral's modules that ``path`` imports at run time: at the top or inside a
+    function, not under ``if TYPE_CHECKING:`` (only type checkers read those)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for other in node.orelse:  # (the else branch runs)
+                visit(other)
+            return
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:
+                found.add(node.module.split(".")[0])
+            else:
+                found.update(alias.name for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return found
+
+
+def test_the_modules_import_one_another_without_a_cycle() -> None:
+    # Function-level imports count: a lazy import that closes a cycle still ties the
+    # two modules together. (The asyncio support once did: _token -> _aio -> _threads
+    # -> _singleton -> _lazy -> _campaign -> _coordinator -> _token.)
+    src = Path(corral.__file__).parent
+    graph = {p.stem: _imports_of(p) - {p.stem} for p in src.glob("*.py")}
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            raise AssertionError("import cycle: " + " -> ".join([*path[path.index(module):], module]))
+        if module in done:
+            return
+        for other in sorted(graph.get(module, ())):
+            visit(other, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])

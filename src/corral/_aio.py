@@ -32,13 +32,13 @@ import contextvars
 import logging
 import os
 import threading
-from asyncio import get_running_loop
 from types import FrameType
 
 from . import _driver
 from ._context import current as _current
 from ._context import running_loop
 from ._errors import Cancelled, safe_repr
+from ._loops import call_on
 from ._policy import call_hook
 from ._pool import get_pool
 from ._record import TaskState
@@ -56,17 +56,11 @@ if TYPE_CHECKING:
 
     R = TypeVar("R")
 
-__all__ = ["AsyncioRunner", "get_running_loop", "on_pool", "runner_for", "uninterrupted", "wake"]
+__all__ = ["AsyncioRunner", "on_pool", "runner_for", "uninterrupted"]
 
 log = logging.getLogger("corral")
 
 OUTSIDE = "cancelled outside corral"
-
-
-def wake(fut: asyncio.Future[Any]) -> None:
-    """Resolve a waiter's future (on its loop's thread), unless it is done already."""
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _settle(fut: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
@@ -93,10 +87,7 @@ def on_pool(loop: asyncio.AbstractEventLoop, fn: Callable[..., R], *args: Any) -
             value = ctx.run(fn, *args)
         except BaseException as e:
             exc = e
-        try:
-            loop.call_soon_threadsafe(_settle, fut, value, exc)
-        except RuntimeError:  # the loop closed meanwhile: nobody waits any more
-            pass
+        call_on(loop, _settle, fut, value, exc)
 
     get_pool().submit(work)
     return fut
@@ -126,6 +117,7 @@ class AsyncioRunner(ThreadSteps):
         self._inbox_lock = threading.Lock()
         self._inbox_scheduled = False
         self._watch: Any = None  # see _watch_closing
+        self._why = _CLOSING  # the cause of the cancellations its shutdown makes
 
     def __repr__(self) -> str:
         return f"<AsyncioRunner loop={self.loop!r} running={len(self._tasks)}>"
@@ -215,12 +207,13 @@ class AsyncioRunner(ThreadSteps):
 
     async def _shut_down(self) -> None:
         self._closing = True
+        why = self._why
         for task in list(self._scheduled):
             self._scheduled.pop(task, None)
-            self._cannot_run(task._life, task, Cancelled(_CLOSING))
+            self._cannot_run(task._life, task, Cancelled(why))
         while self._tasks:
             for task in list(self._tasks):
-                task.token._cancel(Cancelled(_CLOSING))
+                task.token.cancel(Cancelled(why))
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
     # (The blocking steps are ThreadSteps': the attempt runs them on the worker pool,
@@ -270,18 +263,12 @@ class _Delivery:
         self.over = False
 
     def __call__(self) -> None:  # in whichever thread cancelled the token
-        if running_loop() is self.loop:
-            self.deliver()
-        else:
-            try:
-                self.loop.call_soon_threadsafe(self.deliver)
-            except RuntimeError:  # the loop closed: its tasks end there
-                pass
+        call_on(self.loop, self.deliver)
 
     def deliver(self) -> None:  # on the loop's thread
         if not self.over and not self.me.done():
             self.cancels += 1
-            self.me.cancel(_message(self.token._cause))
+            self.me.cancel(_message(self.token.cause))
 
 
 async def _attempt(runner: AsyncioRunner, life: Lifecycle, task: Task[Any]) -> None:
@@ -425,9 +412,11 @@ _EXIT_WAIT = 5.0  # seconds the exit gives coroutines on corral's loop to end wh
 
 
 def _stop_own_loop() -> None:
-    """At exit: cancel what still runs on corral's loop, give it a moment to end (its
-    hooks run), then stop the loop. (Registered after the supervisors' exit handler,
-    so it runs before it: those tasks are over by then.)"""
+    """At exit: stop corral's loop. Its thread then shuts the loop down as asyncio.run
+    does (``shutdown_asyncgens``: the runner's watch cancels what still runs there and
+    awaits it, hooks run), within ``_EXIT_WAIT``; a coroutine that will not end is left
+    to the daemon thread. (Registered after the supervisors' exit handler, so it runs
+    before it: those tasks are over by then.)"""
     global _own
     own = _own
     if own is None:
@@ -435,13 +424,7 @@ def _stop_own_loop() -> None:
     loop, thread = own
     runner = _runners.get(loop)
     if runner is not None:
-        for task in list(runner._tasks):
-            task.token._cancel(Cancelled("the interpreter is exiting"))
-        deadline = _EXIT_WAIT
-        step = 0.01
-        while runner._tasks and deadline > 0:
-            thread.join(step)
-            deadline -= step
+        runner._why = "the interpreter is exiting"
     try:
         loop.call_soon_threadsafe(loop.stop)
     except RuntimeError:

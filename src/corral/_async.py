@@ -26,6 +26,8 @@ from ._context import running_loop
 from ._driver import CANCELLED_ENDS
 from ._errors import Cancelled, Stopped
 from ._group import Group, GroupRole
+from ._loops import call_on
+from ._map import default_window
 from ._queries import foreground_done
 from ._record import DONE
 from ._supervisor import Supervisor, restore_signal_handlers
@@ -212,13 +214,7 @@ class AsyncGroup(_OnALoop, Group):
         loop = self._loop
         if self._host is None or self._exiting or loop is None:
             return
-        if running_loop() is loop:
-            self._cancel_body()
-        else:
-            try:
-                loop.call_soon_threadsafe(self._cancel_body)
-            except RuntimeError:
-                pass  # (its loop closed: there is no body to cancel)
+        call_on(loop, self._cancel_body)
 
     def _cancel_body(self) -> None:
         host = self._host
@@ -307,7 +303,7 @@ class AsyncGroup(_OnALoop, Group):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
         window = check_count("window", window)
         if window is None:
-            window = 2 * self.limit if self.limit is not None else 64
+            window = default_window(self.limit)
         if not hasattr(iterable, "__aiter__") and not hasattr(iterable, "__iter__"):
             raise TypeError(f"iterable must be iterable or async iterable, not {type(iterable).__name__}")
         coroutine = check_callable(fn)

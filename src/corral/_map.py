@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ._group import Group
     from ._task import Task
 
-__all__ = ["map_items"]
+__all__ = ["default_window", "map_items"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -163,6 +163,11 @@ class _Run(Generic[T, R]):
                 remove()
 
 
+def default_window(limit: int | None) -> int:
+    """A map's window when none is given: 2 x the group's limit, or 64 without one."""
+    return 2 * limit if limit is not None else 64
+
+
 def map_items(
     group: Group, fn: Callable[[T], R], iterable: Iterable[T], window: int | None, chunksize: int
 ) -> Iterator[R]:
@@ -175,8 +180,7 @@ def map_items(
     if chunksize < 1:
         raise ValueError(f"chunksize must be >= 1, not {chunksize!r}")
     if window is None:
-        limit = group.limit
-        window = 2 * limit if limit is not None else 64
+        window = default_window(group.limit)
         if chunksize > 1:
             # Chunks of small items: a longer window lets the consumer and the workers
             # each run longer stretches between hand-offs (a hand-off moves every object

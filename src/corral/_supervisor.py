@@ -56,7 +56,6 @@ def restore_signal_handlers() -> None:
         _signals().restore_if_idle()
 
 
-
 class _SupervisorRole(GroupRole):
     """Where a supervisor differs from a plain group (see ``GroupRole``)."""
 

@@ -398,7 +398,7 @@ class Token:
         """``wait`` for a coroutine: await until cancelled (True) or until ``timeout``
         seconds passed (False), without blocking the loop. Timeouts are on the
         loop's clock."""
-        from ._aio import get_running_loop, wake  # (asyncio: loaded by coroutines only)
+        from ._loops import call_on, get_running_loop, wake  # (asyncio: loaded by coroutines only)
 
         seconds = check_timeout("timeout", timeout)
         if self._cause is not None:
@@ -408,13 +408,7 @@ class Token:
         loop = get_running_loop()
         fut = loop.create_future()
 
-        def on_cancel() -> None:
-            try:
-                loop.call_soon_threadsafe(wake, fut)
-            except RuntimeError:  # (the loop closed: nobody waits any more)
-                pass
-
-        remove = self.on_cancel(on_cancel)
+        remove = self.on_cancel(lambda: call_on(loop, wake, fut))
         timer = None if seconds is None else loop.call_later(seconds, wake, fut)
         try:
             await fut

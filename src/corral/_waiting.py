@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable
 
-from ._context import running_loop
 from ._errors import Stopped
 from ._token import check_timeout
 
@@ -29,17 +28,11 @@ __all__ = ["Waiter", "wait_until", "wait_until_async"]
 
 
 def _wake_soon(loop: Any, fut: Any) -> None:
-    """Resolve a waiting coroutine's future from any thread (a closed loop has no one
-    left to wake)."""
-    from ._aio import wake
+    """Resolve a waiting coroutine's future from any thread (its callbacks are
+    scheduled, not run, by this)."""
+    from ._loops import call_on, wake
 
-    if running_loop() is loop:
-        wake(fut)  # (its callbacks are scheduled, not run, here)
-        return
-    try:
-        loop.call_soon_threadsafe(wake, fut)
-    except RuntimeError:
-        pass
+    call_on(loop, wake, fut)
 
 _MAIN_THREAD = threading.main_thread()
 # The main thread waits in slices: Python runs signal handlers only there, between
@@ -81,7 +74,7 @@ class Waiter:
         """``wait`` for a coroutine (the lock is not held): await until ``predicate()``
         holds (True) or ``timeout`` seconds have passed (its last answer). The loop
         never blocks: the lock is only taken for the short checks."""
-        from ._aio import get_running_loop, wake  # (asyncio: loaded by coroutines only)
+        from ._loops import get_running_loop, wake  # (asyncio: loaded by coroutines only)
 
         loop = get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
