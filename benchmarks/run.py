@@ -205,6 +205,11 @@ def tiny(x: int) -> int:
     return sum(range(x & 63))
 
 
+def sleep_1ms(x: int) -> int:
+    time.sleep(0.001)
+    return x
+
+
 def corral_map(fn: Callable[[int], int], n: int, chunksize: int) -> None:
     with corral.Group(limit=8) as g:
         for _ in g.map(fn, range(n), chunksize=chunksize):
@@ -339,6 +344,15 @@ def main(argv: list[str] | None = None) -> int:
         row(f"map over {n6:,} {label} items, chunksize 64 (µs/item)", f"{c:.3f}",
             f"ThreadPool(8).imap(chunksize=64) {p:.3f}",
             f"{c / p:.2f}x imap", "<= 1.0x" + (" MET" if c <= p else " NOT MET"))
+
+    # slow items (1 ms of sleep each): the map must run them side by side, limit at once
+    n7 = 400
+    c, e = medians_us([
+        lambda: corral_map(sleep_1ms, n7, 1), lambda: executor_map(sleep_1ms, n7),
+    ], n7, rounds)
+    row(f"map over {n7} items sleeping 1 ms, limit 8 (µs/item; 125 = 8 at once)", f"{c:.0f}",
+        f"ThreadPoolExecutor(8).map {e:.0f}", f"{c / e:.2f}x executor",
+        "<= 1.1x" + (" MET" if c <= 1.1 * e else " NOT MET"))
 
     mc = map_memory("corral-chunked", n4)
     mi = map_memory("threadpool-imap-chunked", n4)

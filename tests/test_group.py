@@ -1255,18 +1255,23 @@ def test_map_over_an_endless_generator_and_leaving_early_cancels_in_flight() -> 
         task = corral.current_task()
         assert task is not None
         tok = corral.current_token()
+        if i == 2:
+            inside.set()
         assert wait_token(tok)
         seen[i] = (task, tok.cause)
         return -1
 
     got: list[int] = []
+    inside = threading.Event()
     with corral.Group() as g:
         for r in g.map(fn, endless(), window=3):
             got.append(r)
             if len(got) == 2:
+                wait(inside)
                 break
-        # leaving the loop cancelled and waited for items 2 and 3 (in flight)
-        assert sorted(seen) == [2, 3]
+        # leaving the loop cancelled and waited for what was in flight: item 2, and
+        # item 3 if it had started (nothing ran after)
+        assert sorted(seen) in ([2], [2, 3])
         for task, cause in seen.values():
             assert isinstance(cause, corral.Stopped)
             assert task.done

@@ -49,20 +49,44 @@ def drain_into(got: list[Any], it: Iterator[Any]) -> None:
 # -- chunksize --------------------------------------------------------------------------------
 
 
-def test_map_runs_chunks_of_items_per_task_and_yields_in_input_order() -> None:
+def test_map_runs_each_chunk_on_one_task_at_most_limit_at_once_in_input_order() -> None:
     ran_by: dict[int, corral.Task[Any]] = {}
+    conc = Concurrency()
 
     def fn(i: int) -> int:
-        ran_by[i] = current()
+        with conc:
+            ran_by[i] = current()
         return i * 10
 
     with corral.Group(limit=2) as g:
-        assert list(g.map(fn, range(10), chunksize=3)) == [i * 10 for i in range(10)]
-    chunks = [[ran_by[i] for i in range(s, min(s + 3, 10))] for s in range(0, 10, 3)]
+        assert list(g.map(fn, range(100), chunksize=3)) == [i * 10 for i in range(100)]
+    chunks = [[ran_by[i] for i in range(s, min(s + 3, 100))] for s in range(0, 100, 3)]
     for tasks in chunks:
-        assert all(t is tasks[0] for t in tasks)  # one task per chunk
-    assert len({id(tasks[0]) for tasks in chunks}) == 4
+        assert all(t is tasks[0] for t in tasks)  # a chunk's items run on one task
+    assert conc.peak <= 2  # at most `limit` of the map's tasks at once
     assert all(t.state is TaskState.SUCCEEDED and t.done for t in ran_by.values())
+
+
+def test_a_map_task_goes_on_to_the_next_chunk_waiting() -> None:
+    # One slot: the first task holds chunk 0 until the source is exhausted, by when
+    # chunks 1 and 2 wait for it (the consumer hands a chunk out as soon as it pulled
+    # it): it runs them too, paying for no new task.
+    exhausted = threading.Event()
+    ran_by: dict[int, corral.Task[Any]] = {}
+
+    def source() -> Iterator[int]:
+        yield from range(10)
+        exhausted.set()
+
+    def fn(i: int) -> int:
+        ran_by[i] = current()
+        if i == 0:
+            wait(exhausted)
+        return i
+
+    with corral.Group(limit=1) as g, released(exhausted):
+        assert list(g.map(fn, source(), chunksize=3)) == list(range(10))
+    assert all(ran_by[i] is ran_by[0] for i in range(9))
 
 
 @pytest.mark.parametrize(
@@ -225,8 +249,9 @@ def test_an_item_whose_task_is_cancelled_before_it_runs_raises_cancelled_at_its_
         assert spawned.acquire(timeout=TIMEOUT)
 
         def cancel_the_first_map_task() -> None:
-            for _ in range(2):  # both map tasks spawned (the consumer then waits on the first)
-                assert spawned.acquire(timeout=TIMEOUT)
+            # The map's one task (one slot: at most one) is spawned with the first job;
+            # the second job waits for it.
+            assert spawned.acquire(timeout=TIMEOUT)
             first = next(t for t in g.tasks if t is not blocker)
             assert first.state is TaskState.PENDING
             first.cancel("not this one")
@@ -303,7 +328,7 @@ def test_chunked_items_see_the_spawners_context() -> None:
     assert out == [f"batch-9:{i}" for i in range(5)]
 
 
-def test_map_tasks_run_the_groups_hooks_once_per_chunk() -> None:
+def test_map_tasks_run_the_groups_hooks_once_per_task() -> None:
     events: list[str] = []
     lock = threading.Lock()
 
@@ -315,9 +340,17 @@ def test_map_tasks_run_the_groups_hooks_once_per_chunk() -> None:
 
     hooks = corral.Hooks(on_started=log("started"), on_finished=log("finished"),
                          on_failed=log("failed"))
+    tasks: set[corral.Task[Any]] = set()
+
+    def fn(i: int) -> int:
+        tasks.add(current())
+        return abs(i)
+
     with corral.Group(hooks=hooks) as g:
-        assert list(g.map(abs, range(-5, 5), chunksize=4)) == [abs(i) for i in range(-5, 5)]
-    assert sorted(events) == ["finished"] * 3 + ["started"] * 3
+        assert list(g.map(fn, range(-50, 50), chunksize=4)) == [abs(i) for i in range(-50, 50)]
+    n = len(tasks)
+    assert 1 <= n <= 25
+    assert sorted(events) == ["finished"] * n + ["started"] * n
 
 
 @pytest.mark.parametrize("chunksize", [1, 3])
@@ -342,3 +375,31 @@ def test_closing_the_iterator_leaves_the_map(chunksize: int) -> None:
         with pytest.raises(StopIteration):
             next(it)
     assert g.failures == []
+
+
+@pytest.mark.parametrize("chunksize", [1, 2])
+def test_a_map_task_gives_its_slot_to_a_task_queued_for_it(chunksize: int) -> None:
+    # limit 1: the map's task holds the slot; `other`, spawned meanwhile, queues for it.
+    # Once its job is over the map's task ends rather than take the next one (which
+    # waits): `other` runs, then the map goes on, on a new task.
+    order: list[object] = []
+    second_job_out = threading.Event()
+
+    def source() -> Iterator[int]:
+        for i in range(3 * chunksize):
+            if i == 2 * chunksize:  # (asked for the third job: the second was handed out)
+                second_job_out.set()
+            yield i
+
+    def fn(i: int) -> int:
+        if i == 0:
+            g.spawn(order.append, "other")
+            wait(second_job_out)
+        order.append(i)
+        return i
+
+    with corral.Group(limit=1) as g, released(second_job_out):
+        assert list(g.map(fn, source(), window=3, chunksize=chunksize)) == list(
+            range(3 * chunksize)
+        )
+    assert order == [*range(chunksize), "other", *range(chunksize, 3 * chunksize)]

@@ -521,7 +521,18 @@ def test_work_that_waits_too_long_gets_a_thread_even_while_workers_progress(
     _work_behind_a_long_one(pool)
 
 
-def _work_behind_a_long_one(pool: WorkerPool, threads_then: int | None = None) -> None:
+def test_eager_work_gets_a_thread_at_once_behind_busy_workers(
+    make_pool: Callable[..., WorkerPool],
+) -> None:
+    # A map's tasks (bounded by the group's limit) do not wait for the growth rules,
+    # which here would make them wait an hour.
+    pool = make_pool(grace=3600, max_wait=3600)
+    _work_behind_a_long_one(pool, threads_then=2, eager=True)
+
+
+def _work_behind_a_long_one(
+    pool: WorkerPool, threads_then: int | None = None, *, eager: bool = False
+) -> None:
     """Submit work behind a long-running one (the only worker is busy with it): the
     work must run, on a thread of its own."""
     release = threading.Event()
@@ -535,7 +546,7 @@ def _work_behind_a_long_one(pool: WorkerPool, threads_then: int | None = None) -
     with released(release):
         pool.submit(long)
         assert inside.wait(BACKSTOP)
-        pool.submit(ran.set)
+        pool.submit(ran.set, eager=eager)
         assert ran.wait(BACKSTOP), "the work waited behind a long-running one"
         if threads_then is not None:
             assert pool.threads == threads_then

@@ -554,10 +554,14 @@ class Group:
         window: int | None = None,
         chunksize: int = 1,
     ) -> Iterator[R]:
-        """Run ``fn(item)`` for each item as tasks of this group; yield results in input
-        order. Lazy: at most ``window`` tasks are in flight, each over ``chunksize``
-        consecutive items (default 1). The default window is 2 x limit tasks (64 without
+        """Run ``fn(item)`` for each item on tasks of this group; yield results in input
+        order. Lazy: at most ``window`` jobs are in flight, each of ``chunksize``
+        consecutive items (default 1). The default window is 2 x limit jobs (64 without
         a limit); for chunks, enough of them to hold 4,096 items, if that is more.
+
+        The jobs run on the map's tasks, at most ``limit`` (and ``window``) at once; a
+        task whose job is over takes the next one waiting, unless the group has tasks
+        queued for a slot (they get it first).
 
         An item's exception is raised by the iterator at that item's place, after the
         items before it (and is not also a group failure); the rest of its chunk does

@@ -1,28 +1,34 @@
-"""``Group.map``: a function over an iterable, as tasks of a group, lazily and in order.
+"""``Group.map``: a function over an iterable, on tasks of a group, lazily and in order.
 
-Each task runs one chunk (``chunksize`` items, one by default); the consumer (the thread
-that iterates) keeps at most ``window`` tasks in flight and yields their values in input
-order.
+The consumer (the thread that iterates) pulls the items, in jobs of ``chunksize`` items
+(one by default), and keeps at most ``window`` jobs in flight; it yields their values in
+input order. The jobs run on the map's tasks, at most one per slot of the group's limit
+(and at most ``window``), as ``ThreadPool.imap`` runs its chunks on its workers: a task
+is spawned with a job, and when it is over takes the next job waiting, if any. Spawning
+a task costs about as much as 20-60 items of a cheap ``fn``; a task that goes on to the
+next job does not pay it again (and touches fewer fresh objects, which would otherwise
+travel between the consumer's core and the worker's).
+
+A task of the map ends when no job waits for it, when the group has tasks queued for a
+slot (they get it: the map does not hold a limit's slots against them), when the map is
+left, and after a job that did not go plainly (an item raised, the task's token was
+cancelled, an item made child groups): then the task's outcome is that job's, and the
+consumer asks the task (``Task.result()``), which raises what a task raises. A job the
+consumer waits for that no task holds or will take (every task of the map ended) gets a
+new task.
 
 How values reach the consumer: not through ``Task.result()``, which waits on the
-group's condition, notified by every task end of the group (the consumer would wake for
-ends that are not its item's). A task's function is a wrapper that leaves the values in
-a ``_Chunk`` and, if the consumer is blocked on that very chunk, wakes it through a
-queue of this map alone. The consumer takes the values as soon as the wrapper returns
-(the task's bookkeeping may still be under way: the map waits for it before it ends).
-A chunk's items run in C (``list.extend(map(fn, items))``), and the consumer steps
-through them in C too (``itertools.chain``).
-
-Anything unusual (an item raised, the task's token was cancelled, the task never ran,
-it made child groups that may fail it) takes the general path: the consumer yields the
-values the chunk gave, then asks the task (``Task.result()``), which raises what a
-task raises.
+group's condition, notified by every task end of the group. The job's values are left
+in the ``_Job`` and, if the consumer is blocked on that very job, it is woken through a
+queue of this map alone. A chunk's items run in C (``list.extend(map(fn, items))``), and
+the consumer steps through them in C too (``itertools.chain``).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from itertools import chain, islice
@@ -35,6 +41,7 @@ from ._validate import check_count, qualname
 
 if TYPE_CHECKING:
     from ._group import Group
+    from ._lifecycle import Lifecycle
     from ._task import Task
 
 __all__ = ["default_window", "map_items"]
@@ -48,108 +55,223 @@ _CHUNKED_WINDOW_ITEMS = 4096
 # The main thread waits in slices: Python runs signal handlers only there, between
 # bytecodes (as _waiting.Waiter does).
 _MAIN_THREAD_SLICE = 0.1
+# How long a consumer that waits lets the map's running tasks take the jobs waiting
+# before it starts more (see _Run.take).
+_GRACE = 0.001
 
 
-class _Chunk:
-    """What one task hands to the consumer. Written by the task's thread, then
-    ``done`` is set; read by the consumer only once ``done`` is set."""
+class _Job:
+    """One item, or one chunk of items, and what its task made of it. ``values`` and
+    ``ok`` are written by the task's thread, then ``done`` is set; the consumer reads
+    them only once ``done`` is set."""
 
-    __slots__ = ("done", "ok", "values")
+    __slots__ = ("cut", "done", "items", "ok", "task", "values")
 
-    def __init__(self) -> None:
+    def __init__(self, items: Any) -> None:
+        self.items = items  # the item (chunksize 1), or the list of the chunk's items
+        self.task: Task[Any] | None = None  # the task that holds it (None while it waits)
         self.done = False
         self.ok = False  # every item gave a value, and the task has nothing else to say
-        self.values: Any = None  # one value (chunksize 1) or the list of values given
+        self.values: Any = None  # the item's value, or the list of the values given
+        self.cut: int | None = None  # values given before the task's token was cancelled
 
 
 class _Run(Generic[T, R]):
     """State shared by one map's consumer and its tasks."""
 
-    __slots__ = ("fn", "wake", "want")
+    __slots__ = (
+        "closing", "fn", "group", "jobs", "life", "lock", "most", "name", "one", "running",
+        "tasks", "wake", "want",
+    )
 
-    def __init__(self, fn: Callable[[T], R]) -> None:
+    def __init__(self, group: Group, fn: Callable[[T], R], most: int, one: bool) -> None:
         self.fn = fn
-        self.want: _Chunk | None = None  # the chunk the consumer is blocked on
+        self.one = one  # jobs of one item (else lists of items)
+        self.group = group
+        self.life: Lifecycle = group._life
+        self.name = f"{qualname(fn)}[map#"  # task names: this, a number of the group's, "]"
+        self.most = most  # tasks at once
+        self.lock = threading.Lock()  # guards jobs, running and closing
+        self.jobs: deque[_Job] = deque()  # jobs no task holds yet, oldest first
+        self.running = 0  # tasks of the map that have not given up taking jobs
+        self.closing = False  # the map is over or left: its tasks take no more jobs
+        self.tasks: list[Task[Any]] = []  # its tasks (pruned of the done ones)
+        self.want: _Job | None = None  # the job the consumer is blocked on
         self.wake: queue.SimpleQueue[None] = queue.SimpleQueue()
+
+    # -- in the consumer: handing out jobs -------------------------------------------
+
+    def put(self, job: _Job) -> None:
+        """A new job: it waits for a task of the map, or gets a new one if none runs
+        (more start when the consumer waits: see ``take``)."""
+        with self.lock:
+            if self.running:
+                self.jobs.append(job)
+                return
+            self.running += 1
+        self._start(job)
+
+    def _top_up(self) -> None:
+        """A task for each job waiting, oldest first, while fewer than ``most`` run."""
+        lock = self.lock
+        jobs = self.jobs
+        while True:
+            with lock:
+                if not jobs or self.running >= self.most or self.closing:
+                    return
+                job = jobs.popleft()
+                self.running += 1
+            self._start(job)
+
+    def _start(self, job: _Job) -> None:
+        life = self.life
+        try:
+            # (the job in a box that the task empties: a task keeps its arguments, and
+            # a job refers to its task, a cycle the collector would have to break)
+            task = self.group._spawn(
+                self.work, ([job],), f"{self.name}{next(life.seq)}]", in_map=True
+            )
+        except BaseException:
+            with self.lock:
+                self.running -= 1
+            raise
+        job.task = task
+        tasks = self.tasks
+        tasks.append(task)
+        if len(tasks) > 4 * self.most:
+            tasks[:] = [t for t in tasks if t._phase is not DONE]
 
     # -- in the tasks ----------------------------------------------------------------
 
-    def one(self, chunk: _Chunk, item: T) -> R:
-        """The function of a one-item task."""
-        try:
-            value = self.fn(item)
-            task = _current.get()
-            # A value given under a cancelled token makes the task CANCELLED, and a
-            # child group can still fail it: then the consumer asks the task.
-            if task is not None and task.token._cause is None and not task._child_groups:
-                chunk.values = value
-                chunk.ok = True
-            return value
-        finally:
-            self._over(chunk)
-
-    def many(self, chunk: _Chunk, items: list[T]) -> list[R]:
-        """The function of a task over several items: one after the other, stopping
-        at the first that raises, or as soon as the task's token is cancelled (the
-        items not started then do not run; one that ends after it counts as cancelled,
-        as a one-item task that returns then would)."""
+    def work(self, box: list[_Job]) -> Any:
+        """The function of each task of the map: the job in ``box``, then the jobs
+        waiting, until one does not go plainly (its outcome is then the task's) or none
+        is left."""
+        job = box.pop()
         task = _current.get()
         assert task is not None
+        token = task.token
+        queued = self.life.queue
+        lock = self.lock
+        jobs = self.jobs
+        now = [job]
+        remove = None
+        if not self.one:
+
+            def cancelled() -> None:
+                held = now[0]
+                if not held.done:
+                    values = held.values
+                    held.cut = 0 if values is None else len(values)
+                    # The chunk's loop is `map` in C, over this very list: emptied, it
+                    # ends after the item that runs now.
+                    held.items.clear()
+
+            remove = token.on_cancel(cancelled)
+        try:
+            while True:
+                value = self._one(job) if self.one else self._many(job, task)
+                if not job.ok:
+                    return value
+                with lock:
+                    if not jobs or queued or self.closing or token._cause is not None:
+                        self.running -= 1
+                        break
+                    job = jobs.popleft()
+                    job.task = task
+                    now[0] = job
+        finally:
+            if remove is not None:
+                remove()
+            if not job.ok:
+                with lock:
+                    self.running -= 1
+            if self.want is not None:  # the consumer may wait for a job no task holds
+                self.wake.put(None)
+        return value
+
+    def _one(self, job: _Job) -> R:
+        try:
+            value = self.fn(job.items)
+            task = _current.get()
+            assert task is not None
+            # A value given under a cancelled token makes the task CANCELLED, and a
+            # child group can still fail it: then the consumer asks the task.
+            if task.token._cause is None and not task._child_groups:
+                job.values = value
+                job.ok = True
+            return value
+        finally:
+            self._over(job)
+
+    def _many(self, job: _Job, task: Task[Any]) -> list[R]:
+        """A chunk's items one after the other, stopping at the first that raises, or
+        as soon as the task's token is cancelled (the items not started then do not
+        run; one that ends after it counts as cancelled, as a one-item job's would)."""
         values: list[R] = []
-        cut: list[int] = []
-
-        def cancelled() -> None:
-            cut.append(len(values))
-            # The loop below is `map` in C, over this very list: emptied, it ends
-            # after the item that runs now (a list iterator stops at the list's end).
-            items.clear()
-
-        n = len(items)
+        job.values = values
         ok = False
-        remove = task.token.on_cancel(cancelled)
         try:
             # (list.extend appends each value as it comes: what the items before an
             # exception gave stays in `values`.)
-            values.extend(map(self.fn, items))
-            ok = not task._child_groups  # (a child group can still fail the task)
+            values.extend(map(self.fn, job.items))
+            ok = task.token._cause is None and not task._child_groups
             return values
         finally:
-            remove()
-            if cut and cut[0] < n:  # cancelled before its last item ended
+            cut = job.cut
+            if cut is not None:
                 ok = False
-                del values[cut[0]:]
-            chunk.values = values
-            chunk.ok = ok
-            self._over(chunk)
+                del values[cut:]
+            job.ok = ok
+            self._over(job)
 
-    def _over(self, chunk: _Chunk) -> None:
-        chunk.done = True
+    def _over(self, job: _Job) -> None:
+        job.done = True
         # (done is written before want is read, and the consumer writes want before it
         # reads done: one of the two sees the other, so no wake-up is lost.)
-        if self.want is chunk:
+        if self.want is job:
             self.wake.put(None)
 
     def poke(self) -> None:
         self.wake.put(None)
 
-    # -- in the consumer -------------------------------------------------------------
+    # -- in the consumer: taking values ----------------------------------------------
 
-    def wait(self, task: Task[Any], chunk: _Chunk) -> None:
-        """Block until the chunk is over, or its task ended without running it."""
+    def take(self, job: _Job) -> None:
+        """Block until the job is over, or its task ended without running it.
+
+        Jobs waiting while fewer than ``most`` tasks run get tasks of their own, after
+        a grace of ``_GRACE`` seconds if some task runs: the tasks running may take them
+        by then (cheap items: one task keeps up with the consumer, and more would cost
+        a task each), and if they do not, the items are slow, and run side by side."""
         remove: Callable[[], None] | None = None
+        watched: Task[Any] | None = None
         get = self.wake.get
         main = threading.current_thread() is _MAIN_THREAD
+        graced = False
         try:
-            while not chunk.done:
-                if task._outcome is not None:
-                    return  # it ended without running (cancelled while pending)
-                self.want = chunk
-                if remove is None:
-                    # A task that ends without running never reaches the wrapper; its
-                    # token is cancelled then (and when an attempt ends): wake on that.
+            while not job.done:
+                self.want = job
+                if self.jobs and self.running < self.most:
+                    if not graced and self.running:
+                        graced = True
+                        self._grace(job)
+                    else:
+                        self._top_up()
+                    continue
+                task = job.task
+                if task is not None and task is not watched:
+                    if task._outcome is not None:
+                        return  # it ended without running the job (cancelled while pending)
+                    if remove is not None:
+                        remove()
+                    # A task that ends without running never reaches `work`; its token
+                    # is cancelled then (and when an attempt ends): wake on that.
                     remove = task.token.on_cancel(self.poke)
-                if chunk.done or task.state.is_final:
-                    return
+                    watched = task
+                    continue
+                if (task is not None and task.state.is_final) or job.done:
+                    return  # (job.done: it may be over by now, with the wake-up on its way)
                 if main:
                     try:
                         get(timeout=_MAIN_THREAD_SLICE)
@@ -161,6 +283,34 @@ class _Run(Generic[T, R]):
             self.want = None
             if remove is not None:
                 remove()
+
+    def _grace(self, job: _Job) -> None:
+        """Wait up to ``_GRACE`` seconds for the job to be over (wake-ups meant for
+        earlier waits may be queued: they do not end it)."""
+        get = self.wake.get
+        deadline = time.monotonic() + _GRACE
+        while not job.done:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                get(timeout=left)
+            except queue.Empty:
+                return
+
+    def leave(self, abandoned: bool) -> None:
+        """The map is over (or left early, ``abandoned``): its tasks take no more jobs;
+        cancel them if it was left early; wait for them."""
+        with self.lock:
+            self.closing = True
+            self.jobs.clear()
+        tasks = self.tasks
+        if abandoned:
+            for task in tasks:
+                task.cancel(Stopped("map abandoned"))
+        for task in tasks:
+            task.join()
+        tasks.clear()  # (they refer to this map through their function)
 
 
 def default_window(limit: int | None) -> int:
@@ -179,25 +329,25 @@ def map_items(
         raise TypeError(f"chunksize must be an int >= 1, not {type(chunksize).__name__}")
     if chunksize < 1:
         raise ValueError(f"chunksize must be >= 1, not {chunksize!r}")
+    limit = group.limit
     if window is None:
-        window = default_window(group.limit)
+        window = default_window(limit)
         if chunksize > 1:
-            # Chunks of small items: a longer window lets the consumer and the workers
+            # Chunks of small items: a longer window lets the consumer and the tasks
             # each run longer stretches between hand-offs (a hand-off moves every object
             # the next stretch touches to the other core's cache), while what is in
-            # flight stays bounded by items (4,096; 1.3-1.4x faster than 2 x limit
-            # chunks at chunksize 64, see benchmarks/README.md).
+            # flight stays bounded by items (4,096; see benchmarks/README.md).
             window = max(window, _CHUNKED_WINDOW_ITEMS // chunksize)
     life = group._life
     with life.lock:
         life.check_open()
     it = iter(iterable)
-    prefix = f"{qualname(fn)}[map#"  # task names: the prefix, a number of the group's, "]"
+    most = window if limit is None else min(limit, window)
     if chunksize == 1:
-        return _one_by_one(group, _Run(fn), it, window, prefix)
+        return _one_by_one(_Run(group, fn, most, True), it, window)
     # The consumer steps through a chunk's values in C (chain's __next__): the generator
     # runs once per chunk.
-    chunks = _by_chunks(group, _Run(fn), it, window, chunksize, prefix)
+    chunks = _by_chunks(_Run(group, fn, most, False), it, window, chunksize)
     flat = cast("_Flat[R]", _Flat.from_iterable(chunks))  # (an instance of the subclass)
     flat._chunks = chunks
     return flat
@@ -214,94 +364,70 @@ class _Flat(chain[R]):
         self._chunks.close()
 
 
-def _one_by_one(
-    group: Group, run: _Run[T, R], it: Iterator[T], window: int, prefix: str
-) -> Generator[R, None, None]:
-    spawn = group._spawn
-    seq = group._life.seq
-    work = run.one
-    inflight: deque[tuple[Task[Any], _Chunk]] = deque()
-    # Tasks whose values were yielded while their bookkeeping was still under way: the
-    # map does not end before they are done (pruned as it goes, so it stays short).
-    finishing: list[Task[Any]] = []
+def _one_by_one(run: _Run[T, R], it: Iterator[T], window: int) -> Generator[R, None, None]:
+    put = run.put
+    take = run.take
+    inflight: deque[_Job] = deque()
     try:
         for item in it:
-            chunk = _Chunk()
-            inflight.append((
-                spawn(work, (chunk, item), f"{prefix}{next(seq)}]", in_map=True), chunk
-            ))
+            job = _Job(item)
+            inflight.append(job)
+            put(job)
             if len(inflight) >= window:
-                task, chunk = _take(run, inflight, finishing, window)
-                yield chunk.values if chunk.ok else task.result()
+                job = inflight.popleft()
+                if not job.done:
+                    take(job)
+                yield job.values if job.ok else _ask(job)
         while inflight:
-            task, chunk = _take(run, inflight, finishing, window)
-            yield chunk.values if chunk.ok else task.result()
+            job = inflight.popleft()
+            if not job.done:
+                take(job)
+            yield job.values if job.ok else _ask(job)
     finally:
-        _leave(inflight, finishing)
+        run.leave(bool(inflight))
 
 
-def _take(
-    run: _Run[Any, Any], inflight: deque[tuple[Task[Any], _Chunk]],
-    finishing: list[Task[Any]], window: int,
-) -> tuple[Task[Any], _Chunk]:
-    """The oldest task in flight and its chunk, once the chunk is over. A task whose
-    values come before its bookkeeping is done goes to ``finishing`` (pruned of the
-    done ones as it grows past ``window``)."""
-    task, chunk = inflight.popleft()
-    if not chunk.done:
-        run.wait(task, chunk)
-    if task._phase is not DONE:
-        finishing.append(task)
-        if len(finishing) > window:
-            finishing[:] = [t for t in finishing if t._phase is not DONE]
-    return task, chunk
+def _ask(job: _Job) -> Any:
+    """What the task of a job that did not go plainly says: it raises, or (a child
+    group was all it had to say) gives the job's value."""
+    task = job.task
+    assert task is not None
+    job.task = None  # (a task that never ran still holds the job: no cycle left behind)
+    return task.result()
 
 
 def _by_chunks(
-    group: Group, run: _Run[T, R], it: Iterator[T], window: int, chunksize: int, prefix: str
+    run: _Run[T, R], it: Iterator[T], window: int, chunksize: int
 ) -> Generator[list[R], None, None]:
     """Yields each chunk's values, in order; then, for a chunk that did not go well,
     what its task says (an item's exception, at that item's place, or Cancelled)."""
-    spawn = group._spawn
-    seq = group._life.seq
-    work = run.many
-    inflight: deque[tuple[Task[Any], _Chunk]] = deque()
-    finishing: list[Task[Any]] = []
+    put = run.put
+    take = run.take
+    inflight: deque[_Job] = deque()
     values: list[R] = []  # the list the consumer steps through now
     try:
         while True:
             if len(inflight) < window:
                 items = list(islice(it, chunksize))
                 if items:
-                    chunk = _Chunk()
-                    inflight.append((
-                        spawn(work, (chunk, items), f"{prefix}{next(seq)}]", in_map=True),
-                        chunk,
-                    ))
+                    job = _Job(items)
+                    inflight.append(job)
+                    put(job)
                     if len(inflight) < window:
                         continue
             if not inflight:
                 return
-            task, chunk = _take(run, inflight, finishing, window)
-            values = chunk.values or []
+            job = inflight.popleft()
+            if not job.done:
+                take(job)
+            values = job.values or []
             yield values
-            if not chunk.ok:
-                rest: list[R] = task.result()  # raises, unless a child group was all it had
+            if not job.ok:
+                rest: list[R] = _ask(job)  # raises, unless a child group was all it had
                 values = rest[len(values):]
                 yield values
     except GeneratorExit:  # closed early: the chain steps no further through what is left
         values.clear()
         raise
     finally:
-        _leave(inflight, finishing)
-
-
-def _leave(inflight: deque[tuple[Task[Any], _Chunk]], finishing: list[Task[Any]]) -> None:
-    """The map is over (or left early): cancel what is in flight, and wait for it and
-    for the tasks still finishing."""
-    for task, _ in inflight:
-        task.cancel(Stopped("map abandoned"))
-    for task, _ in inflight:
-        task.join()
-    for task in finishing:
-        task.join()
+        run.leave(bool(inflight))

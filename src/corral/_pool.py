@@ -162,8 +162,12 @@ class WorkerPool:
 
     # -- handing out work ----------------------------------------------------------------
 
-    def submit(self, work: _Work) -> None:
-        """Run ``work()`` on a worker thread. It must not raise (it is logged if it does)."""
+    def submit(self, work: _Work, *, eager: bool = False) -> None:
+        """Run ``work()`` on a worker thread. It must not raise (it is logged if it does).
+
+        ``eager``: if no worker is idle, start a thread for it now rather than wait (for
+        work whose count is bounded by its caller, as a map's tasks are by the group's
+        limit: ``ThreadPoolExecutor``'s rule, up to its ``max_workers``)."""
         thread: threading.Thread | None = None
         with self._lock:
             idle = self._idle
@@ -172,7 +176,7 @@ class WorkerPool:
                 me.work = work
                 me.wake.release()
                 return
-            if self._threads:
+            if self._threads and not (eager and not self._shutdown):
                 # Every worker is busy: the work waits for one to be free, or for the
                 # starter to give it a thread of its own (see the module docstring).
                 self._backlog.append((work, time.monotonic(), self._takes))
@@ -186,7 +190,8 @@ class WorkerPool:
                     target=self._run_starter, name=f"{self._name}-starter", daemon=True
                 )
             elif not self._shutdown:
-                # No worker at all, so none can become free: start one now, for this work.
+                # No worker at all, so none can become free (or eager work): start one
+                # now, for this work.
                 starter = None
                 thread = self._new_thread_locked(work)
             else:

@@ -68,7 +68,8 @@ class ThreadRunner(ThreadSteps):
     def start(self, life: Lifecycle, tasks: list[Task[Any]]) -> None:
         submit = self._submit
         for task in tasks:
-            submit(_AttemptChain(self, life, task))
+            # (a map's tasks are at most its group's limit: they get threads at once)
+            submit(_AttemptChain(self, life, task), eager=task._in_map)
 
     def stack(self, task: Task[Any]) -> FrameType | None:
         ident = self._threads.get(task)
