@@ -188,7 +188,7 @@ class AsyncioRunner(ThreadSteps):
             self._watch_closing()
         try:
             self.loop.create_task(
-                _attempt(self, life, task), name=task.name, context=task._new_context()
+                _attempt(self, task), name=task.name, context=task._new_context()
             )
         except BaseException as e:  # (a task factory that raises)
             self._cannot_run(life, task, e)
@@ -253,84 +253,100 @@ class _Delivery:
     """An attempt's token callback: cancels its asyncio task on the loop's thread, until
     the user's coroutine is over, counting the cancels (each balanced at the end)."""
 
-    __slots__ = ("cancels", "loop", "me", "over", "token")
+    __slots__ = ("cancels", "me", "over", "token")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, me: asyncio.Task[Any], token: Any) -> None:
-        self.loop = loop
+    def __init__(self, me: asyncio.Task[Any], token: Any) -> None:
         self.me = me
         self.token = token
         self.cancels = 0
         self.over = False
 
     def __call__(self) -> None:  # in whichever thread cancelled the token
-        call_on(self.loop, self.deliver)
+        call_on(self.me.get_loop(), self.deliver)
 
     def deliver(self) -> None:  # on the loop's thread
         if not self.over and not self.me.done():
             self.cancels += 1
             self.me.cancel(_message(self.token.cause))
 
+    def outcome(self, exc: BaseException) -> tuple[TaskState, BaseException | None]:
+        """What the user's coroutine raising ``exc`` makes of the attempt."""
+        if isinstance(exc, asyncio.CancelledError):
+            if self.cancels == 0 and self.token._cause is None:
+                return TaskState.CANCELLED, Cancelled(OUTSIDE)  # not restarted, no failure
+            return TaskState.CANCELLED, None
+        if isinstance(exc, _driver.CANCELLED_ENDS):
+            return TaskState.CANCELLED, exc
+        # KeyboardInterrupt/SystemExit too: they never go through the loop
+        return TaskState.FAILED, exc
 
-async def _attempt(runner: AsyncioRunner, life: Lifecycle, task: Task[Any]) -> None:
+    def end(self) -> None:
+        """The user's coroutine is over: no more cancels; balance the ones made."""
+        self.over = True
+        self.token.set_hook(None)
+        me = self.me
+        for _ in range(self.cancels):
+            me.uncancel()
+
+
+def _begin(task: Task[Any], delivery: _Delivery) -> Any:
+    """The start of an attempt, in its context: RUNNING, the token's hook, the current
+    task, ``on_started``; returns the user's coroutine. (A plain function: the
+    attempt's coroutine frame, alive as long as the task waits, stays small.)"""
+    life = task._life
+    if life.begin_attempt(task):  # (ready once running, unless it says so itself)
+        _driver.ready_said(life, task)
+    if not task.token.set_hook(delivery):  # (cancelled already: it meets it at once)
+        delivery()
+    _current.set(task)
+    on_started = life.hooks.on_started
+    if on_started is not None:
+        call_hook(on_started, task)
+    coro = task.fn(*task.args)
+    if not hasattr(coro, "__await__"):
+        raise TypeError(
+            f"task {task.name!r}: {safe_repr(task.fn)} looks like a coroutine "
+            f"function but returned {type(coro).__name__}, not an awaitable"
+        )
+    return coro
+
+
+async def _attempt(runner: AsyncioRunner, task: Task[Any]) -> None:
     """One attempt of a coroutine task: the asyncio task's coroutine, in the attempt's
     context (the user's coroutine is awaited right here: one frame of corral's per
-    task). Starts what its end released."""
+    task, with few locals). Starts what its end released."""
     me = asyncio.current_task()
     assert me is not None
     runner._tasks[task] = me
-    loop = runner.loop
     try:
         renewer: LeaseRenewer | None = None
         if task._lease_state is not None:
-            renewer = await _campaign(runner, life, task)
+            renewer = await _campaign(runner, task._life, task)
             if renewer is None:
                 return  # (it ended without running: _campaign applied that)
-        token = task.token
-        if life.begin_attempt(task):  # (ready once running, unless it says so itself)
-            _driver.ready_said(life, task)
-        delivery = _Delivery(loop, me, token)
-        if not token.set_hook(delivery):  # (cancelled already: it meets it at once)
-            delivery()
-        outcome: TaskState
+        delivery = _Delivery(me, task.token)
         value: Any = None
         exc: BaseException | None = None
-        _current.set(task)
         try:
-            on_started = life.hooks.on_started
-            if on_started is not None:
-                call_hook(on_started, task)
-            coro = task.fn(*task.args)
-            if not hasattr(coro, "__await__"):
-                raise TypeError(
-                    f"task {task.name!r}: {safe_repr(task.fn)} looks like a coroutine "
-                    f"function but returned {type(coro).__name__}, not an awaitable"
-                )
-            value = await coro
-        except asyncio.CancelledError:
-            outcome = TaskState.CANCELLED
-            if delivery.cancels == 0 and token._cause is None:
-                exc = Cancelled(OUTSIDE)  # not corral's: not restarted, and no failure
-        except _driver.CANCELLED_ENDS as e:
-            outcome, exc = TaskState.CANCELLED, e
-        except BaseException as e:  # KeyboardInterrupt/SystemExit too: never through the loop
-            outcome, exc = TaskState.FAILED, e
+            value = await _begin(task, delivery)
+        except BaseException as e:  # (CancelledError, KeyboardInterrupt... all of them)
+            outcome, exc = delivery.outcome(e)
         else:
-            outcome = TaskState.SUCCEEDED if token._cause is None else TaskState.CANCELLED
+            outcome = TaskState.SUCCEEDED if task.token._cause is None else TaskState.CANCELLED
         finally:
-            delivery.over = True
-            token.set_hook(None)
-        for _ in range(delivery.cancels):
-            me.uncancel()
+            delivery.end()
         if task._child_groups:
-            outcome, exc = await uninterrupted(on_pool(loop, close_groups, task, outcome, exc))
+            outcome, exc = await uninterrupted(
+                on_pool(runner.loop, close_groups, task, outcome, exc)
+            )
         if renewer is not None:
             # Only now, with the guarded work (and the groups it made) over.
-            await uninterrupted(on_pool(loop, runner.end_lease, life, task, renewer))
-        released = _driver.end_attempt(life, task, outcome, value, exc)
+            await uninterrupted(on_pool(runner.loop, runner.end_lease, task._life, task, renewer))
+        released = _driver.end_attempt(task._life, task, outcome, value, exc)
     finally:
         runner._tasks.pop(task, None)
     if released:
-        _driver.start(life, released)
+        _driver.start(task._life, released)
 
 
 async def _campaign(runner: AsyncioRunner, life: Lifecycle, task: Task[Any]) -> LeaseRenewer | None:

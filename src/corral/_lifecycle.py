@@ -170,7 +170,6 @@ class Lifecycle:
         # What the driver needs to apply effects (the transitions do not use these).
         self.group = group
         self.runner = runner
-        self.release_worker_early = runner.release_worker_early
         self.failure_level = failure_level  # a plain group logs failures at DEBUG
         self.on_fatal = on_fatal  # a KeyboardInterrupt/SystemExit in a task
         self.name = name
@@ -435,7 +434,7 @@ class Lifecycle:
         self.notify()
         released = self.pump(scan=task._replaced_by is not None)
         if not released:
-            self.release_worker_early()  # before the lock lets a joiner go (see _pool)
+            task._runner.release_worker_early()  # before the lock lets a joiner go (see _pool)
         return released
 
     def attempt_ended(
@@ -488,7 +487,7 @@ class Lifecycle:
         if readmit:
             out.released.extend(self.admit(task, out.ended))
         if out.done and not out.released and not out.ended:
-            self.release_worker_early()  # before the lock lets a joiner go (see _pool)
+            task._runner.release_worker_early()  # before the lock lets a joiner go (see _pool)
         # Every outcome can matter to a waiter: released, ended, or parked (a join
         # re-checks whether only stranded dependents are left).
         self.notify()
@@ -608,7 +607,7 @@ class Lifecycle:
             # in on_restart) reaches no other rescan.
             released = self.pump(scan=True)
         if last and not released:
-            self.release_worker_early()  # the worker's last act for this attempt (see _pool)
+            task._runner.release_worker_early()  # the worker's last act for this attempt (see _pool)
         return released
 
     def mark_done(self, task: Task[Any]) -> None:
