@@ -973,6 +973,116 @@ def test_async_map_raises_an_items_error_at_its_place_and_leaving_cancels_the_re
     run(main, factory)
 
 
+@pytest.mark.parametrize("kind", ["coroutine", "plain"])
+def test_async_map_in_chunks_runs_each_chunk_on_one_task_in_order(
+    factory: str, kind: str
+) -> None:
+    async def main() -> None:
+        ran_by: dict[int, corral.Task[Any]] = {}
+
+        def note(x: int) -> int:
+            task = corral.current_task()
+            assert task is not None
+            ran_by[x] = task
+            return x * 10
+
+        async def coro(x: int) -> int:
+            await asyncio.sleep(0)
+            return note(x)
+
+        async def source() -> Any:
+            for i in range(10):
+                yield i
+
+        fn: Any = coro if kind == "coroutine" else note
+        async with corral.AsyncGroup(limit=2) as g:
+            assert [v async for v in g.map(fn, source(), chunksize=3)] == [
+                i * 10 for i in range(10)
+            ]
+            assert [v async for v in g.map(fn, range(7), chunksize=4)] == [
+                i * 10 for i in range(7)
+            ]
+        chunks = [[ran_by[i] for i in range(s, min(s + 4, 7))] for s in range(0, 7, 4)]
+        for tasks in chunks:
+            assert all(t is tasks[0] for t in tasks)  # one task per chunk
+        assert chunks[0][0] is not chunks[1][0]
+
+    run(main, factory)
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "plain"])
+def test_async_map_in_chunks_raises_an_items_error_after_the_items_before_it(
+    factory: str, kind: str
+) -> None:
+    async def main() -> None:
+        ran: list[int] = []
+
+        def item(x: int) -> int:
+            ran.append(x)
+            if x == 5:
+                raise ValueError("five")
+            return x
+
+        async def coro(x: int) -> int:
+            return item(x)
+
+        fn: Any = coro if kind == "coroutine" else item
+        got: list[int] = []
+
+        async def consume(g: corral.AsyncGroup) -> None:
+            async for v in g.map(fn, range(12), window=1, chunksize=4):
+                got.append(v)  # noqa: PERF401 - the values before the error count
+
+        async with corral.AsyncGroup() as g:
+            with pytest.raises(ValueError, match="five"):
+                await consume(g)
+        assert got == [0, 1, 2, 3, 4]
+        assert ran == [0, 1, 2, 3, 4, 5]  # the rest of its chunk (6, 7) never ran
+        assert g.failures == []  # an item's error is the map's, not the group's
+
+    run(main, factory)
+
+
+def test_async_map_in_chunks_leaving_early_cancels_the_chunk_in_flight(factory: str) -> None:
+    async def main() -> None:
+        started: list[int] = []
+        inside = asyncio.Event()
+
+        async def job(x: int) -> int:
+            started.append(x)
+            if x >= 2:
+                inside.set()
+                await forever()
+            return x
+
+        async with corral.AsyncGroup() as g:
+            it = g.map(job, range(100), window=2, chunksize=2)
+            assert [await it.__anext__(), await it.__anext__()] == [0, 1]
+            await inside.wait()
+            await it.aclose()  # cancels the chunk in flight (item 2 waits), and awaits it
+            assert len(g) == 0
+        assert started == [0, 1, 2]  # item 3, after 2 in its chunk, never started
+        assert g.failures == []
+
+    run(main, factory)
+
+
+@pytest.mark.parametrize(
+    ("chunksize", "error"),
+    [(0, ValueError), (-1, ValueError), (True, TypeError), (2.0, TypeError), ("3", TypeError)],
+)
+def test_async_map_rejects_a_bad_chunksize_at_the_call(chunksize: Any, error: type) -> None:
+    async def main() -> None:
+        async def job(x: int) -> int:
+            return x
+
+        async with corral.AsyncGroup() as g:
+            with pytest.raises(error, match="chunksize"):
+                g.map(job, range(3), chunksize=chunksize)
+
+    run(main)
+
+
 ASYNC_GIVE_UP_SCRIPT = """
 import asyncio
 

@@ -27,13 +27,13 @@ from ._driver import CANCELLED_ENDS
 from ._errors import Cancelled, Stopped
 from ._group import Group, GroupRole
 from ._loops import call_on
-from ._map import default_window
+from ._map import map_window
 from ._queries import foreground_done
 from ._record import DONE
 from ._supervisor import Supervisor, restore_signal_handlers
-from ._task import Task
+from ._task import Task, current_token
 from ._token import check_timeout
-from ._validate import check_callable, check_count
+from ._validate import check_callable
 from ._waiting import wait_until_async
 
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
@@ -278,12 +278,13 @@ class AsyncGroup(_OnALoop, Group):
     def map(
         self, fn: Callable[[Any], Coroutine[Any, Any, R]],
         iterable: Iterable[Any] | AsyncIterable[Any], *, window: int | None = None,
+        chunksize: int = 1,
     ) -> AsyncIterator[R]: ...
 
     @overload
     def map(  # noqa: F811
         self, fn: Callable[[Any], R], iterable: Iterable[Any] | AsyncIterable[Any], *,
-        window: int | None = None,
+        window: int | None = None, chunksize: int = 1,
     ) -> AsyncIterator[R]: ...
 
     def map(  # noqa: F811
@@ -292,24 +293,26 @@ class AsyncGroup(_OnALoop, Group):
         iterable: Iterable[Any] | AsyncIterable[Any],
         *,
         window: int | None = None,
+        chunksize: int = 1,
     ) -> AsyncIterator[Any]:
         """``async for value in g.map(fn, items):`` run ``fn(item)`` for each item as a
         task of this group (a coroutine function on the loop, a plain one on a worker
         thread), the items from a sync or an async iterable; yield the values in input
-        order. Lazy: at most ``window`` tasks in flight (default 2 x limit, or 64). An
-        item's exception is raised at its place (and is not also a group failure);
-        leaving the loop early (``break``, or ``aclose()``) cancels what is in flight."""
+        order. Lazy: at most ``window`` tasks in flight (default 2 x limit, or 64), each
+        over ``chunksize`` consecutive items (default 1; chunks: a default window of at
+        least 4,096 items). An item's exception is raised at its place, after the items
+        before it (and is not also a group failure); the rest of its chunk does not run.
+        Leaving the loop early (``break``, or ``aclose()``) cancels what is in flight."""
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-        window = check_count("window", window)
-        if window is None:
-            window = default_window(self.limit)
+        window = map_window(self.limit, window, chunksize)
         if not hasattr(iterable, "__aiter__") and not hasattr(iterable, "__iter__"):
             raise TypeError(f"iterable must be iterable or async iterable, not {type(iterable).__name__}")
         coroutine = check_callable(fn)
         with self._life.lock:
             self._life.check_open()
-        return _map_items(self, fn, iterable, window, self._coroutine_runner() if coroutine else None)
+        runner = self._coroutine_runner() if coroutine else None
+        return _map_items(self, fn, iterable, window, chunksize, runner)
 
     # -- joining -------------------------------------------------------------------------
 
@@ -351,35 +354,89 @@ AsyncGroup.__module__ = AsyncTask.__module__ = "corral"
 
 
 async def _map_items(
-    group: AsyncGroup, fn: Callable[..., Any], iterable: Any, window: int, runner: Runner | None
+    group: AsyncGroup, fn: Callable[..., Any], iterable: Any, window: int, chunksize: int,
+    runner: Runner | None,
 ) -> AsyncIterator[Any]:
-    inflight: deque[AsyncTask[Any]] = deque()
+    # In flight: each task, and the list its chunk's values go into as they come (a
+    # chunk that raises has given the values before it: they come first).
+    inflight: deque[tuple[AsyncTask[Any], list[Any] | None]] = deque()
     if hasattr(iterable, "__aiter__"):
         items: Any = iterable.__aiter__()
         is_async = True
     else:
         items = iter(iterable)
         is_async = False
+    if chunksize == 1:
+        work: Callable[..., Any] = fn
+    else:
+        work = _chunk_of_coroutines(fn) if runner is not None else _chunk_of_calls(fn)
     more = True
     try:
         while True:
             while more and len(inflight) < window:
+                chunk: list[Any] = []
                 try:
-                    item = await items.__anext__() if is_async else next(items)
+                    while len(chunk) < chunksize:
+                        chunk.append(await items.__anext__() if is_async else next(items))
                 except (StopIteration, StopAsyncIteration):
                     more = False
+                if not chunk:
                     break
-                task: Any = group._spawn(fn, (item,), None, in_map=True, runner=runner)
-                inflight.append(task)
+                if chunksize == 1:
+                    task: Any = group._spawn(work, (chunk[0],), None, in_map=True, runner=runner)
+                    inflight.append((task, None))
+                else:
+                    given: list[Any] = []
+                    task = group._spawn(work, (chunk, given), None, in_map=True, runner=runner)
+                    inflight.append((task, given))
             if not inflight:
                 return
-            done = inflight.popleft()
-            yield await done
+            task, values = inflight.popleft()
+            if values is None:
+                yield await task
+                continue
+            try:
+                await task
+            except asyncio.CancelledError:
+                raise  # (this consumer is cancelled)
+            except BaseException:
+                for value in values:  # the values given before an item raised, then it
+                    yield value
+                raise
+            for value in values:
+                yield value
     finally:
-        for task in inflight:
+        for task, _ in inflight:
             task.cancel(Stopped("map abandoned"))
-        for task in inflight:
+        for task, _ in inflight:
             await task.join()
+
+
+def _chunk_of_coroutines(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A chunk's task, for a coroutine function: its items one after the other."""
+
+    async def chunk(items: list[Any], values: list[Any]) -> None:
+        for item in items:
+            values.append(await fn(item))  # noqa: PERF401 - (each value as it comes)
+
+    chunk.__qualname__ = chunk.__name__ = f"{getattr(fn, '__qualname__', 'map')}[chunk]"
+    return chunk
+
+
+def _chunk_of_calls(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A chunk's task, for a plain function (on a worker thread): its items one after
+    the other, stopping at the first that raises or once the task's token is cancelled
+    (raising Cancelled: the items not started do not run)."""
+
+    def chunk(items: list[Any], values: list[Any]) -> None:
+        token = current_token()
+        for item in items:
+            token.check()
+            values.append(fn(item))
+        token.check()
+
+    chunk.__qualname__ = chunk.__name__ = f"{getattr(fn, '__qualname__', 'map')}[chunk]"
+    return chunk
 
 
 class AsyncSupervisor(_OnALoop, Supervisor):

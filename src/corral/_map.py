@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
     from ._task import Task
 
-__all__ = ["default_window", "map_items"]
+__all__ = ["map_items", "map_window"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -313,9 +313,22 @@ class _Run(Generic[T, R]):
         tasks.clear()  # (they refer to this map through their function)
 
 
-def default_window(limit: int | None) -> int:
-    """A map's window when none is given: 2 x the group's limit, or 64 without one."""
-    return 2 * limit if limit is not None else 64
+def map_window(limit: int | None, window: object, chunksize: object) -> int:
+    """A map's window, checked, or its default: 2 x the group's limit (64 without
+    one), and for chunks at least as many as hold 4,096 items. Checks ``chunksize``."""
+    checked = check_count("window", window)
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+        raise TypeError(f"chunksize must be an int >= 1, not {type(chunksize).__name__}")
+    if chunksize < 1:
+        raise ValueError(f"chunksize must be >= 1, not {chunksize!r}")
+    if checked is not None:
+        return checked
+    # Chunks of small items: a longer window lets the consumer and the tasks each run
+    # longer stretches between hand-offs (a hand-off moves every object the next
+    # stretch touches to the other core's cache), while what is in flight stays
+    # bounded by items (4,096; see benchmarks/README.md).
+    default = 2 * limit if limit is not None else 64
+    return default if chunksize == 1 else max(default, _CHUNKED_WINDOW_ITEMS // chunksize)
 
 
 def map_items(
@@ -324,20 +337,8 @@ def map_items(
     """``group.map(fn, iterable, window=window, chunksize=chunksize)`` (see there)."""
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-    window = check_count("window", window)
-    if isinstance(chunksize, bool) or not isinstance(chunksize, int):
-        raise TypeError(f"chunksize must be an int >= 1, not {type(chunksize).__name__}")
-    if chunksize < 1:
-        raise ValueError(f"chunksize must be >= 1, not {chunksize!r}")
     limit = group.limit
-    if window is None:
-        window = default_window(limit)
-        if chunksize > 1:
-            # Chunks of small items: a longer window lets the consumer and the tasks
-            # each run longer stretches between hand-offs (a hand-off moves every object
-            # the next stretch touches to the other core's cache), while what is in
-            # flight stays bounded by items (4,096; see benchmarks/README.md).
-            window = max(window, _CHUNKED_WINDOW_ITEMS // chunksize)
+    window = map_window(limit, window, chunksize)
     life = group._life
     with life.lock:
         life.check_open()
