@@ -16,7 +16,7 @@ from corral._pool import get_pool
 from corral._runner import using
 from corral.testing import MockClock
 from redis_server import RedisServer
-from runners import ThreadPerAttemptRunner
+from runners import LoopRunner, ThreadPerAttemptRunner
 
 
 @pytest.fixture(autouse=True)
@@ -102,13 +102,22 @@ def no_gc() -> Iterator[None]:
             gc.enable()
 
 
-@pytest.fixture(params=["pool", "thread-per-attempt"])
-def runner(request: pytest.FixtureRequest) -> Iterator[ThreadPerAttemptRunner | None]:
-    """The groups a test makes run their attempts on the pool (the default runner) or
-    on a thread per attempt (``runners.ThreadPerAttemptRunner``): the semantics suites
-    use it (``pytestmark``) to run over both."""
+@pytest.fixture(params=["pool", "thread-per-attempt", "asyncio"])
+def runner(request: pytest.FixtureRequest) -> Iterator[ThreadPerAttemptRunner | LoopRunner | None]:
+    """The groups a test makes run their attempts on the pool (the default runner), on
+    a thread per attempt (``runners.ThreadPerAttemptRunner``), or as asyncio tasks
+    (``runners.LoopRunner``: the asyncio runner, plain functions awaited on threads):
+    the semantics suites use it (``pytestmark``) to run over all three."""
     if request.param == "pool":
         yield None
+        return
+    if request.param == "asyncio":
+        on_a_loop = LoopRunner()
+        try:
+            with using(on_a_loop):
+                yield on_a_loop
+        finally:
+            assert on_a_loop.close(10), "the test's loop did not stop"
         return
     per_attempt = ThreadPerAttemptRunner()
     with using(per_attempt):

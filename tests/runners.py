@@ -1,22 +1,31 @@
-"""A second runner, to prove the seam between the lifecycle and the thread runner: the
+"""Other runners, to prove the seam between the lifecycle and its runners: the
 semantics suites (groups, restarts, needs, limits, supervisors, the state machines)
 run over each runner through the ``runner`` fixture (conftest), as anyio's
 ``anyio_backend`` runs one suite over every backend.
 
 ``ThreadPerAttemptRunner`` starts a fresh thread for every attempt (no pool, no
 continuation, no early release of a worker), and reports stacks its own way.
+
+``LoopRunner`` is the asyncio runner (the one coroutine tasks run on) on a loop
+thread of its own, made to take the suites' plain functions too: each attempt is an
+asyncio task that awaits the function, run on a worker thread, to its end (the
+function sees its token; the asyncio task's cancellations are corral's, counted and
+balanced as for any coroutine task). Everything else is the asyncio runner's own: the
+attempt's start and end on the loop, its blocking steps awaited off the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from corral import _driver
+from corral._aio import AsyncioRunner, on_pool, uninterrupted
 from corral._lifecycle import Lifecycle
-from corral._threads import ThreadSteps, run_attempt
+from corral._threads import ThreadSteps, call_function, run_attempt
 
 if TYPE_CHECKING:
     from corral._task import Task
@@ -71,4 +80,45 @@ class ThreadPerAttemptRunner(ThreadSteps):
         return not any(t.is_alive() for t in threads)
 
 
-__all__ = ["ThreadPerAttemptRunner", "_driver"]
+class LoopRunner(AsyncioRunner):
+    """The asyncio runner on a loop thread of its own, for plain functions too (see
+    the module docstring)."""
+
+    def __init__(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=loop.run_forever, name="test-loop", daemon=True)
+        self._thread.start()
+        super().__init__(loop)
+        self.attempts = 0
+        self._running_on: dict[Task[Any], int] = {}  # attempt -> its function's thread
+
+    def call(self, task: Task[Any]) -> Any:
+        self.attempts += 1
+        return uninterrupted(on_pool(self.loop, self._run, task))
+
+    def _run(self, task: Task[Any]) -> Any:
+        thread = threading.current_thread()
+        name, thread.name = thread.name, f"corral:{task.name}"  # (as a thread runner's)
+        self._running_on[task] = threading.get_ident()
+        try:
+            return call_function(task)  # (as a thread runner calls it)
+        finally:
+            self._running_on.pop(task, None)
+            thread.name = name
+
+    def stack(self, task: Task[Any]) -> Any:
+        ident = self._running_on.get(task)
+        if ident is None:
+            return super().stack(task)
+        return sys._current_frames().get(ident)
+
+    def close(self, timeout: float) -> bool:
+        """Stop the loop (nothing of the test's runs there any more) and its thread."""
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.loop.close()
+        return not self._thread.is_alive()
+
+
+__all__ = ["LoopRunner", "ThreadPerAttemptRunner", "_driver"]

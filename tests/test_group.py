@@ -37,10 +37,29 @@ from helpers import (
     wait,
     wait_token,
 )
-from runners import ThreadPerAttemptRunner
+from runners import LoopRunner, ThreadPerAttemptRunner
 
-# Every test runs over each runner (the pool, and a thread per attempt): see conftest.
+# Every test runs over each runner (the pool, a thread per attempt, the asyncio runner):
+# see conftest.
 pytestmark = pytest.mark.usefixtures("runner")
+
+
+def test_the_runner_fixture_runs_the_tasks_on_its_runner(
+    runner: ThreadPerAttemptRunner | LoopRunner | None,
+) -> None:
+    seen: list[str] = []
+
+    def where() -> None:
+        seen.append(threading.current_thread().name)
+
+    with corral.Group() as g:
+        t = g.spawn(where)
+    assert seen == [f"corral:{t.name}"]  # (every runner names the thread after the task)
+    if runner is None:
+        assert type(t._runner).__name__ == "ThreadRunner"
+    else:
+        assert t._runner is runner
+        assert runner.attempts == 1
 
 
 def until_cancelled() -> str:
@@ -1154,7 +1173,9 @@ def test_tg_wait_for_condition_then_stop_the_rest() -> None:
 
     g = corral.Group("Verifying Users")
     tasks = {user: g.spawn(verify_user, user) for user in ("u1", "u2", "u3", "u4")}
-    assert g.wait_until(lambda: len(valid_users) > 0, timeout=600) is True
+    # (and u3's task over: a predicate that holds while u3 is still returning would
+    # stop it too, and a task that returns under a cancelled token is CANCELLED)
+    assert g.wait_until(lambda: len(valid_users) > 0 and tasks["u3"].done, timeout=600) is True
     g.join(timeout=600)
     assert valid_users == ["u3"]
     assert isinstance(g.token.cause, corral.Stopped)

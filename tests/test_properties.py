@@ -799,7 +799,7 @@ class SupervisorOps(Ops):
         return sup.failures
 
 
-@pytest.mark.usefixtures("runner")  # over each runner (the pool, a thread per attempt)
+@pytest.mark.usefixtures("runner")  # over each runner (the pool, a thread per attempt, asyncio)
 def test_group_operations() -> None:
     run_state_machine_as_test(GroupOps, settings=SETTINGS)
 

@@ -216,6 +216,11 @@ class AsyncioRunner(ThreadSteps):
                 task.token.cancel(Cancelled(why))
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
+    def call(self, task: Task[Any]) -> Any:
+        """The attempt's awaitable: the task's coroutine (a test runner runs plain
+        functions on threads, awaited, through this)."""
+        return task.fn(*task.args)
+
     # (The blocking steps are ThreadSteps': the attempt runs them on the worker pool,
     # awaited; cancel() cancels the token, whose hook cancels the asyncio task.)
 
@@ -302,7 +307,8 @@ def _begin(task: Task[Any], delivery: _Delivery) -> Any:
     on_started = life.hooks.on_started
     if on_started is not None:
         call_hook(on_started, task)
-    coro = task.fn(*task.args)
+    runner: AsyncioRunner = task._runner  # type: ignore[assignment]  # (a coroutine task's)
+    coro = runner.call(task)
     if not hasattr(coro, "__await__"):
         raise TypeError(
             f"task {task.name!r}: {safe_repr(task.fn)} looks like a coroutine "

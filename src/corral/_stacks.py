@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 __all__ = ["running_stacks"]
 
 _OWN_FILES = (os.path.dirname(os.path.abspath(__file__)) + os.sep, threading.__file__)
-_CALLS_TASKS = os.path.join(_OWN_FILES[0], "_threads.py")  # (its _call_function runs a task's function)
+_CALLS_TASKS = os.path.join(_OWN_FILES[0], "_threads.py")  # (its call_function runs a task's function)
 
 
 def user_stack(where: FrameType | list[FrameType]) -> str:
@@ -30,11 +30,11 @@ def user_stack(where: FrameType | list[FrameType]) -> str:
         frames = traceback.extract_stack(where)
     start = 0
     for i, fs in enumerate(frames):
-        if fs.filename == _CALLS_TASKS and fs.name == "_call_function":
+        if fs.filename == _CALLS_TASKS and fs.name == "call_function":
             start = i + 1  # the frame where corral called the task's function: what follows is the user's
             break
         if not start and not fs.filename.startswith(_OWN_FILES[0]) and fs.filename != _OWN_FILES[1]:
-            start = i  # (a stack that does not come through _call_function: its first user frame)
+            start = i  # (a stack that does not come through call_function: its first user frame)
     return "".join(traceback.format_list(frames[start:]))
 
 

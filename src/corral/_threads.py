@@ -158,6 +158,12 @@ def _call_function(task: Task[Any]) -> Any:
     on_started = task.group.hooks.on_started
     if on_started is not None:
         call_hook(on_started, task)
+    return call_function(task)
+
+
+def call_function(task: Task[Any]) -> Any:
+    """The task's (plain) function, called: its value. (A stop report's stacks start
+    below this frame: see _stacks.)"""
     value = task.fn(*task.args)
     if value.__class__ is CoroutineType:
         # A plain function (a lambda, a partial of a wrapper) that returned a coroutine:
