@@ -403,3 +403,54 @@ def test_a_map_task_gives_its_slot_to_a_task_queued_for_it(chunksize: int) -> No
             range(3 * chunksize)
         )
     assert order == [*range(chunksize), "other", *range(chunksize, 3 * chunksize)]
+
+
+def test_a_map_task_cancelled_while_it_waits_for_a_slot_ends_the_map_with_cancelled() -> None:
+    # Regression (no hang): limit 1. The map's first task gives its slot to `other`
+    # (queued meanwhile) and ends with jobs 1 and 2 waiting; the next job handed out
+    # starts a task for the oldest waiting job (1), which queues behind `other`;
+    # `other` cancels it before it runs. The map raises Cancelled at item 1.
+    handed_out = threading.Event()
+    cancelled = threading.Event()
+
+    def source() -> Iterator[int]:
+        for i in range(6):
+            if i == 2:
+                handed_out.set()
+            yield i
+
+    def other() -> None:
+        wait(handed_out)
+        # (the map's task for job 1 is spawned once the consumer yielded item 0 and
+        # pulled item 3: wait for it)
+        assert wait_for_map_task()
+        task = next(t for t in g.tasks if "[map#" in t.name)
+        assert task.state is TaskState.PENDING
+        task.cancel("not now")
+        cancelled.set()
+
+    def wait_for_map_task() -> bool:  # (the map's second task: the first ran job 0)
+        return spawned.acquire(timeout=TIMEOUT) and spawned.acquire(timeout=TIMEOUT)
+
+    spawned = threading.Semaphore(0)
+
+    def on_added(t: corral.Task[Any]) -> None:
+        if "[map#" in t.name:
+            spawned.release()
+
+    def fn(i: int) -> int:
+        if i == 0:
+            g.spawn(other)
+            wait(handed_out)
+        return i
+
+    got: list[int] = []
+    g = corral.Group(limit=1, hooks=corral.Hooks(on_added=on_added))
+    try:
+        with pytest.raises(corral.Cancelled, match="not now"):
+            drain_into(got, g.map(fn, source(), window=3))
+    finally:
+        handed_out.set()
+        g.join(TIMEOUT)
+    assert got == [0]
+    assert cancelled.is_set()

@@ -108,6 +108,10 @@ class _Run(Generic[T, R]):
             if self.running:
                 self.jobs.append(job)
                 return
+            jobs = self.jobs
+            if jobs:  # (jobs go out oldest first: see take)
+                jobs.append(job)
+                job = jobs.popleft()
             self.running += 1
         self._start(job)
 
@@ -129,7 +133,8 @@ class _Run(Generic[T, R]):
             # (the job in a box that the task empties: a task keeps its arguments, and
             # a job refers to its task, a cycle the collector would have to break)
             task = self.group._spawn(
-                self.work, ([job],), f"{self.name}{next(life.seq)}]", in_map=True
+                self.work, ([job],), f"{self.name}{next(life.seq)}]", in_map=True,
+                on_finish=self._finished,
             )
         except BaseException:
             with self.lock:
@@ -140,6 +145,17 @@ class _Run(Generic[T, R]):
         tasks.append(task)
         if len(tasks) > 4 * self.most:
             tasks[:] = [t for t in tasks if t._phase is not DONE]
+
+    def _finished(self, task: Task[Any]) -> None:
+        """A task of the map ended (its on_finish). One that never ran (cancelled while
+        it waited for a slot) still counts as running: it no longer does."""
+        box = task.args[0]
+        if box:
+            box.clear()
+            with self.lock:
+                self.running -= 1
+            if self.want is not None:
+                self.wake.put(None)
 
     # -- in the tasks ----------------------------------------------------------------
 
