@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything the tests need, then run lint, type checks and the whole test
-# suite on the oldest and the newest supported Python (3.11 and 3.13), and the asyncio
-# tests on 3.12 too (the first with eager task factories).
+# suite on the oldest and the newest supported Python (3.11 and 3.13), and on 3.12 (the
+# first with eager task factories) the asyncio tests and the semantics suites over an
+# eager-factory loop.
 # Usage: ./scripts/check.sh            (from the repository root; any directory works)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +47,11 @@ for v in "${versions[@]}"; do
     "$venv/bin/python" -m coverage run -m pytest -W error -q "$@" || status=1
     "$venv/bin/python" -m coverage report --fail-under="${CORRAL_COVERAGE_MIN:-85}" | tail -n 3 || status=1
   elif [ "$v" = 3.12 ] && [ $# = 0 ]; then
-    "$venv/bin/python" -m pytest -W error -q tests/test_async.py || status=1
+    # The asyncio tests, and the semantics suites over the asyncio runner on a loop
+    # whose task factory is asyncio.eager_task_factory (new in 3.12).
+    CORRAL_RUNNERS=asyncio-eager "$venv/bin/python" -m pytest -W error -q tests/test_async.py \
+      tests/test_group.py tests/test_map.py tests/test_restart.py tests/test_supervisor.py \
+      tests/test_traps.py tests/test_tree.py tests/test_token.py tests/test_properties.py || status=1
   else
     "$venv/bin/python" -m pytest -W error -q "$@" || status=1
   fi
