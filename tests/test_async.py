@@ -635,6 +635,13 @@ def test_blocking_calls_on_a_loop_thread_raise_naming_the_awaited_form(factory: 
         sup = corral.Supervisor(handle_signals=False)
         with pytest.raises(RuntimeError, match=r"await sup.stop"):
             sup.stop()
+        with pytest.raises(RuntimeError, match=r"await g.wait_until"):
+            g.wait_until(lambda: False, 1)
+        for chunksize in (1, 4):
+            it = g.map(abs, range(10), chunksize=chunksize)  # (made here, iterated anywhere)
+            with pytest.raises(RuntimeError, match=r"AsyncGroup.map"):
+                next(it)
+        assert len(g) == 1  # (the refused maps started nothing)
         gate.set()
         await t
         assert t.result() is None  # done: answers at once, even here

@@ -507,6 +507,7 @@ class Group:
         """Poll ``predicate`` (and re-check whenever a task ends). When it holds, cancel
         the group gracefully (cause ``Stopped``) and return True; on timeout, cancel
         nothing and return False."""
+        not_on_a_loop("Group.wait_until()", "await g.wait_until() (an AsyncGroup)")
         return wait_until(self._life, predicate, timeout, interval, self.cancel)
 
     # -- code corral did not start -----------------------------------------------------

@@ -35,6 +35,7 @@ from itertools import chain, islice
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ._context import current as _current
+from ._context import not_on_a_loop
 from ._errors import Stopped
 from ._record import DONE
 from ._validate import check_count, qualname
@@ -381,7 +382,13 @@ class _Flat(chain[R]):
         self._chunks.close()
 
 
+def _consuming() -> None:
+    """The consumer waits for the items' values: not on a thread that runs a loop."""
+    not_on_a_loop("iterating Group.map()", "async for over AsyncGroup.map()")
+
+
 def _one_by_one(run: _Run[T, R], it: Iterator[T], window: int) -> Generator[R, None, None]:
+    _consuming()
     put = run.put
     take = run.take
     inflight: deque[_Job] = deque()
@@ -418,6 +425,7 @@ def _by_chunks(
 ) -> Generator[list[R], None, None]:
     """Yields each chunk's values, in order; then, for a chunk that did not go well,
     what its task says (an item's exception, at that item's place, or Cancelled)."""
+    _consuming()
     put = run.put
     take = run.take
     inflight: deque[_Job] = deque()
