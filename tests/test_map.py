@@ -454,3 +454,24 @@ def test_a_map_task_cancelled_while_it_waits_for_a_slot_ends_the_map_with_cancel
         g.join(TIMEOUT)
     assert got == [0]
     assert cancelled.is_set()
+
+
+@pytest.mark.parametrize("chunksize", [1, 2])
+def test_slow_items_run_side_by_side_up_to_the_limit(chunksize: int) -> None:
+    # Items that block until `limit` of them run at once: the map must start that many
+    # tasks (its first task alone would wait forever), and never more.
+    limit = 3
+    conc = Concurrency()
+    full = threading.Event()
+
+    def fn(i: int) -> int:
+        if i % chunksize == 0 and i < limit * chunksize:  # (the first item of each chunk)
+            with conc as inside:
+                if inside == limit:
+                    full.set()
+                wait(full)
+        return i
+
+    with corral.Group(limit=limit) as g, released(full):
+        assert list(g.map(fn, range(40), chunksize=chunksize)) == list(range(40))
+    assert conc.peak == limit
