@@ -46,12 +46,13 @@ class Waiter:
     """Who waits on one group: threads (a condition over the group's lock) and
     coroutines (a future each, on their loops)."""
 
-    __slots__ = ("_cond", "_futures", "count", "lock")
+    __slots__ = ("_cond", "_futures", "_threads", "count", "lock")
 
     def __init__(self, lock: YieldingLock) -> None:
         self.lock = lock
         self._cond = threading.Condition(lock)  # type: ignore[arg-type]
         self.count = 0  # threads and coroutines waiting: notify only when someone waits
+        self._threads = 0  # of which threads (an AsyncGroup's exit waits alone: no notify_all)
         # Waiting coroutines: (loop, future, predicate), woken when the predicate holds.
         self._futures: list[tuple[Any, Any, Callable[[], bool]]] = []
 
@@ -60,7 +61,8 @@ class Waiter:
         predicate now holds (the lock is held: a coroutine is not woken, nor its loop
         disturbed, for a change that is not the one it waits for)."""
         if self.count:
-            self._cond.notify_all()
+            if self._threads:
+                self._cond.notify_all()
             if self._futures:
                 still = []
                 for entry in self._futures:
@@ -103,6 +105,7 @@ class Waiter:
         """With the lock held: block until ``predicate()`` holds (True) or ``timeout``
         seconds have passed (its last answer)."""
         self.count += 1
+        self._threads += 1
         try:
             if threading.current_thread() is not _MAIN_THREAD:
                 return self._cond.wait_for(predicate, timeout)
@@ -118,6 +121,7 @@ class Waiter:
             return True
         finally:
             self.count -= 1
+            self._threads -= 1
 
 
 def wait_until(
