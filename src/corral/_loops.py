@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["call_on", "get_running_loop", "wake"]
+__all__ = ["call_on", "get_running_loop", "wake", "wake_soon"]
 
 
 def call_on(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: Any) -> None:
@@ -34,3 +34,8 @@ def wake(fut: asyncio.Future[Any]) -> None:
     """Resolve a waiter's future (on its loop's thread), unless it is done already."""
     if not fut.done():
         fut.set_result(None)
+
+
+def wake_soon(loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any]) -> None:
+    """``wake`` from any thread (the future's callbacks are scheduled, not run, here)."""
+    call_on(loop, wake, fut)

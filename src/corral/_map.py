@@ -187,7 +187,7 @@ class _Run(Generic[T, R]):
             remove = token.on_cancel(cancelled)
         try:
             while True:
-                value = self._one(job) if self.one else self._many(job, task)
+                value = self._one(job, task) if self.one else self._many(job, task)
                 if not job.ok:
                     return value
                 with lock:
@@ -207,11 +207,9 @@ class _Run(Generic[T, R]):
                 self.wake.put(None)
         return value
 
-    def _one(self, job: _Job) -> R:
+    def _one(self, job: _Job, task: Task[Any]) -> R:
         try:
             value = self.fn(job.items)
-            task = _current.get()
-            assert task is not None
             # A value given under a cancelled token makes the task CANCELLED, and a
             # child group can still fail it: then the consumer asks the task.
             if task.token._cause is None and not task._child_groups:

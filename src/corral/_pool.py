@@ -176,7 +176,12 @@ class WorkerPool:
                 me.work = work
                 me.wake.release()
                 return
-            if self._threads and not (eager and not self._shutdown):
+            if not self._shutdown and (eager or not self._threads):
+                # No worker at all, so none can become free (or eager work): start one
+                # now, for this work.
+                starter = None
+                thread = self._new_thread_locked(work)
+            elif self._threads:
                 # Every worker is busy: the work waits for one to be free, or for the
                 # starter to give it a thread of its own (see the module docstring).
                 self._backlog.append((work, time.monotonic(), self._takes))
@@ -189,11 +194,6 @@ class WorkerPool:
                 starter = self._starter = threading.Thread(
                     target=self._run_starter, name=f"{self._name}-starter", daemon=True
                 )
-            elif not self._shutdown:
-                # No worker at all, so none can become free (or eager work): start one
-                # now, for this work.
-                starter = None
-                thread = self._new_thread_locked(work)
             else:
                 starter = None  # (no thread may start, and no worker is left to take it)
         if starter is not None:

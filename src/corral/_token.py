@@ -398,7 +398,11 @@ class Token:
         """``wait`` for a coroutine: await until cancelled (True) or until ``timeout``
         seconds passed (False), without blocking the loop. Timeouts are on the
         loop's clock."""
-        from ._loops import call_on, get_running_loop, wake  # (asyncio: loaded by coroutines only)
+        from ._loops import (  # (asyncio: loaded by coroutines only)
+            get_running_loop,
+            wake,
+            wake_soon,
+        )
 
         seconds = check_timeout("timeout", timeout)
         if self._cause is not None:
@@ -408,7 +412,7 @@ class Token:
         loop = get_running_loop()
         fut = loop.create_future()
 
-        remove = self.on_cancel(lambda: call_on(loop, wake, fut))
+        remove = self.on_cancel(lambda: wake_soon(loop, fut))
         timer = None if seconds is None else loop.call_later(seconds, wake, fut)
         try:
             await fut

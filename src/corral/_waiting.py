@@ -27,13 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["Waiter", "wait_until", "wait_until_async"]
 
 
-def _wake_soon(loop: Any, fut: Any) -> None:
-    """Resolve a waiting coroutine's future from any thread (its callbacks are
-    scheduled, not run, by this)."""
-    from ._loops import call_on, wake
-
-    call_on(loop, wake, fut)
-
 _MAIN_THREAD = threading.main_thread()
 # The main thread waits in slices: Python runs signal handlers only there, between
 # bytecodes, and a signal that the kernel delivered to another thread does not
@@ -64,10 +57,12 @@ class Waiter:
             if self._threads:
                 self._cond.notify_all()
             if self._futures:
+                from ._loops import wake_soon  # (loaded already: a coroutine waits)
+
                 still = []
                 for entry in self._futures:
                     if entry[2]():
-                        _wake_soon(entry[0], entry[1])
+                        wake_soon(entry[0], entry[1])
                     else:
                         still.append(entry)
                 self._futures = still
