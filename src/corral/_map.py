@@ -265,8 +265,12 @@ class _Run(Generic[T, R]):
         main = threading.current_thread() is _MAIN_THREAD
         graced = False
         try:
-            while not job.done:
+            while True:
                 self.want = job
+                # (want is written before done is read, and a task writes done before it
+                # reads want: one of the two sees the other, so no wake-up is lost.)
+                if job.done:
+                    return
                 if self.jobs and self.running < self.most:
                     if not graced and self.running:
                         graced = True
@@ -275,18 +279,17 @@ class _Run(Generic[T, R]):
                         self._top_up()
                     continue
                 task = job.task
-                if task is not None and task is not watched:
+                if task is not None:
                     if task._outcome is not None:
                         return  # it ended without running the job (cancelled while pending)
-                    if remove is not None:
-                        remove()
-                    # A task that ends without running never reaches `work`; its token
-                    # is cancelled then (and when an attempt ends): wake on that.
-                    remove = task.token.on_cancel(self.poke)
-                    watched = task
-                    continue
-                if (task is not None and task.state.is_final) or job.done:
-                    return  # (job.done: it may be over by now, with the wake-up on its way)
+                    if task is not watched:
+                        if remove is not None:
+                            remove()
+                        # A task that ends without running never reaches `work`; its
+                        # token is cancelled then (and when an attempt ends): wake on that.
+                        remove = task.token.on_cancel(self.poke)
+                        watched = task
+                        continue
                 if main:
                     try:
                         get(timeout=_MAIN_THREAD_SLICE)
