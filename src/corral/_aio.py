@@ -78,19 +78,39 @@ def on_pool(loop: asyncio.AbstractEventLoop, fn: Callable[..., R], *args: Any) -
     can block for as long as another process holds the lease, and a few of those would
     fill that executor.)"""
     fut: asyncio.Future[R] = loop.create_future()
-    ctx = contextvars.copy_context()
+    get_pool().submit(_PoolCall(loop, fut, contextvars.copy_context(), fn, args))
+    return fut
 
-    def work() -> None:
+
+class _PoolCall:
+    """``on_pool``'s work. It lets go of the call (the function, its arguments, the
+    context: a task, often) before it hands the outcome to the loop: what the loop
+    then finishes (an attempt, a group's join) is not kept alive by a worker thread
+    that has not yet returned from this."""
+
+    __slots__ = ("call", "fut", "loop")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future[Any],
+        ctx: contextvars.Context, fn: Callable[..., Any], args: tuple[Any, ...],
+    ) -> None:
+        self.loop = loop
+        self.fut = fut
+        self.call: tuple[contextvars.Context, Callable[..., Any], tuple[Any, ...]] | None = (
+            ctx, fn, args
+        )
+
+    def __call__(self) -> None:
+        call, self.call = self.call, None
+        assert call is not None
         value: Any = None
         exc: BaseException | None = None
         try:
-            value = ctx.run(fn, *args)
+            value = call[0].run(call[1], *call[2])
         except BaseException as e:
             exc = e
-        call_on(loop, _settle, fut, value, exc)
-
-    get_pool().submit(work)
-    return fut
+        del call
+        call_on(self.loop, _settle, self.fut, value, exc)
 
 
 async def uninterrupted(fut: asyncio.Future[R]) -> R:
