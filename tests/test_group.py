@@ -1081,7 +1081,9 @@ def test_wait_until_true_cancels_the_group_with_stopped_and_reports_no_failure()
 
     with corral.Group(fail_fast=True) as g:
         tasks = [g.spawn(search, i) for i in range(5)]
-        assert g.wait_until(lambda: len(found) > 0, timeout=TIMEOUT) is True
+        # (and task 3 over: a predicate that holds while it is still returning would
+        # stop it too, and a task that returns under a cancelled token is CANCELLED)
+        assert g.wait_until(lambda: len(found) > 0 and tasks[3].done, timeout=TIMEOUT) is True
         assert isinstance(g.token.cause, corral.Stopped)
     assert g.failures == []
     assert tasks[3].result() == 3
