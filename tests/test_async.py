@@ -655,9 +655,11 @@ def test_token_wait_async_returns_on_cancel_or_timeout() -> None:
     async def main() -> None:
         tok = corral.Token()
         assert await tok.wait_async(0.01) is False
-        threading.Timer(0.01, tok.cancel).start()
+        timer = threading.Timer(0.01, tok.cancel)
+        timer.start()
         assert await tok.wait_async(BACKSTOP) is True
         assert await tok.wait_async() is True
+        timer.join(BACKSTOP)  # (the cancel can wake us before its thread has returned)
 
     run(main)
 
