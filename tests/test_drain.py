@@ -384,7 +384,7 @@ def worker():
 
 def release_after_the_double():
     seen_twice.wait(10)
-    out("give up:", sup._give_up)
+    out("give up:", sup._stop.give_up)
     gate.set()
 
 sup.spawn(worker, name="w")

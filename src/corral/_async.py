@@ -30,7 +30,8 @@ from ._loops import call_on
 from ._map import map_window
 from ._queries import foreground_done
 from ._record import DONE
-from ._supervisor import Supervisor, restore_signal_handlers
+from ._supervisor import Supervisor
+from ._supervisor_stop import restore_signal_handlers
 from ._task import Task, current_token
 from ._token import check_timeout
 from ._validate import check_callable
@@ -467,10 +468,10 @@ class AsyncSupervisor(_OnALoop, Supervisor):
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> Literal[False]:
-        if not self._stop_given_up(exc):
+        if not self._stop.given_up(exc):
             await self.stop()
         if exc is None:
-            self._raise_fatal_once()
+            self._stop.raise_fatal_once()
         return False
 
     async def stop(self, timeout: float | None = None) -> None:  # type: ignore[override]
@@ -499,7 +500,7 @@ class AsyncSupervisor(_OnALoop, Supervisor):
         try:
             await self.wait()
         finally:
-            if not self._stop_done and not self._give_up:
+            if not self._stop.done and not self._stop.give_up:
                 await self.stop()
 
 

@@ -112,7 +112,7 @@ def _dispatch() -> None:
             subs = list(_subscribers)
         for sup in subs:
             try:
-                sup._on_signal(signum)
+                sup._stop.on_signal(signum)
             except BaseException:
                 log.exception("corral: error while handling signal %s", signum)
 
@@ -135,7 +135,7 @@ def _handler(signum: int, frame: FrameType | None) -> None:
     if go_sup is not None:
         # corral.go()'s default supervisor: wait for its tasks (bounded), then let the
         # signal do what it would have done without corral.
-        go_sup._stopped_event.wait(go_sup.stop_timeout)
+        go_sup._stop.event.wait(go_sup.stop_timeout)
         _redeliver(signum, prev, frame)
         return
     if callable(prev) and prev is not signal.default_int_handler and not _is_asyncio_runners(prev):

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 
 from . import _driver
-from ._context import busy as _busy
 from ._context import not_on_a_loop, within
-from ._errors import Stopped, StopTimeout, SupervisorStopped, safe_repr
+from ._errors import Stopped, SupervisorStopped
 from ._group import Group, GroupRole, roots
 from ._policy import Hooks
 from ._pool import get_pool
 from ._queries import next_layer
+from ._supervisor_stop import SupervisorStop, signals
 from ._task import Task
 from ._token import Token, check_timeout
 from ._validate import check_bool, check_count
@@ -26,7 +24,6 @@ from ._validate import check_bool, check_count
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
 if TYPE_CHECKING:
-    from types import ModuleType
     from typing import Any, Literal, TypeVar, TypeVarTuple, Unpack
 
     from ._clock import Clock
@@ -34,27 +31,9 @@ if TYPE_CHECKING:
     Ts = TypeVarTuple("Ts")
     from ._coordinator import Coordinator
 
-__all__ = ["Supervisor", "go", "restore_signal_handlers"]
+__all__ = ["Supervisor", "go"]
 
 log = logging.getLogger("corral")
-
-# Signal handling (and the signal module) is loaded by the first supervisor that handles
-# signals: a program that only uses groups does not pay for it at import.
-_SIGNALS = f"{__package__}._signals"
-
-
-def _signals() -> ModuleType:
-    from . import _signals
-
-    return _signals
-
-
-def restore_signal_handlers() -> None:
-    """Put back the handlers corral replaced, if no supervisor handles signals any more
-    (in the main thread; a no-op elsewhere, and if corral never handled any)."""
-    if _SIGNALS in sys.modules:
-        _signals().restore_if_idle()
-
 
 class _SupervisorRole(GroupRole):
     """Where a supervisor differs from a plain group (see ``GroupRole``)."""
@@ -68,23 +47,20 @@ class _SupervisorRole(GroupRole):
         return SupervisorStopped(f"supervisor {self.group.name!r} is stopped; it takes no new tasks")
 
     def cancelled(self, cause: BaseException) -> None:
-        self.group._begin_stop(cause)
+        self.group._stop.begin(cause)
 
     def fatal(self, exc: BaseException) -> None:
         if self.group._fatal_stops:
-            self.group._begin_stop(exc)
+            self.group._stop.begin(exc)
 
     def forgotten_after_fork(self) -> None:
-        sup = self.group
-        sup._stop_begun = sup._stop_done = True
-        sup._stopped_event = threading.Event()
-        sup._stopped_event.set()
+        self.group._stop.forgotten_after_fork()
 
     def close_as_child(self) -> BaseException | None:
         # A supervisor does not end by itself: the task that made it ends, so it stops.
-        sup = self.group
-        sup._begin_stop(Stopped(f"supervisor {sup.name!r}: the task that made it ended"))
-        return sup._join_stopped(None)
+        stop = self.group._stop
+        stop.begin(Stopped(f"supervisor {self.group.name!r}: the task that made it ended"))
+        return stop.join(None)
 
 
 class Supervisor(Group):
@@ -137,12 +113,7 @@ class Supervisor(Group):
         # Set before Group.__init__: it registers _on_cancelled, which may run at once.
         self.stop_timeout = stop_timeout
         self.drain_timeout = drain_timeout
-        self._drain_cut = False  # a second signal ended the drain early
-        self._stop_begun = False
-        self._stop_done = False
-        self._give_up = False
-        self._fatal_raised = False
-        self._stopped_event = threading.Event()
+        self._stop = SupervisorStop(self)
         self._failure_log: deque[Exception] = deque(maxlen=max_failures)
         self._signal_mode: Literal["off", "graceful", "passthrough"] = "off"
         super().__init__(
@@ -152,21 +123,12 @@ class Supervisor(Group):
             ), coordinator=coordinator,
         )
         self._handle_signals = handle_signals
-        self._stop_token = token
-        self._unlink_stop_token: Callable[[], None] | None = None
         if token is not None:
-            # Cancelling the token given to the supervisor stops it (gracefully). The
-            # link is undone when it has stopped: the token may outlive many supervisors.
-            self._unlink_stop_token = token.on_cancel(self._stop_from_given_token)
-
-    def _stop_from_given_token(self) -> None:
-        token = self._stop_token
-        if token is not None:
-            self._begin_stop(Stopped(f"token cancelled: {safe_repr(token.cause)}"))
+            self._stop.follow(token)
 
     def __repr__(self) -> str:
         state = (
-            "stopped" if self._stop_done else "stopping" if self._stop_begun
+            "stopped" if self._stop.done else "stopping" if self._stop.begun
             else "running" if self._life.started else "not started"
         )
         return f"<corral.Supervisor {self.name!r} {state} tasks={len(self)} failures={len(self._failure_log)}>"
@@ -181,11 +143,11 @@ class Supervisor(Group):
     @property
     def is_stopped(self) -> bool:
         """True from the moment ``stop()`` begins."""
-        return self._stop_begun
+        return self._stop.begun
 
     @property
     def is_running(self) -> bool:
-        return self._life.started and not self._stop_begun
+        return self._life.started and not self._stop.begun
 
     @property
     def failures(self) -> list[Exception]:
@@ -199,12 +161,12 @@ class Supervisor(Group):
         """Start the supervisor: queued tasks start, in spawn order. A second call does
         nothing; after ``stop()`` it raises ``SupervisorStopped``."""
         with self._life.lock:
-            if self._stop_begun:
+            if self._stop.begun:
                 raise SupervisorStopped(f"supervisor {self.name!r} was stopped; it cannot start again")
             if self._life.started:
                 return
             released = self._life.start()
-        if self._handle_signals and _signals().subscribe(self) and self._signal_mode == "off":
+        if self._handle_signals and signals().subscribe(self) and self._signal_mode == "off":
             self._signal_mode = "graceful"
         if released:
             _driver.start(self._life, released)
@@ -225,28 +187,21 @@ class Supervisor(Group):
         inside = within(self)
         if not inside:
             not_on_a_loop("Supervisor.stop()", "await sup.stop() (an AsyncSupervisor)")
-        self._begin_stop(Stopped(f"supervisor {self.name!r} stopped"))
+        self._stop.begin(Stopped(f"supervisor {self.name!r} stopped"))
         if inside:
             # stop() from one of its own tasks (or a hook, or a task of a group inside
             # it, a coroutine on a loop included): waiting would wait for ourselves. The
             # stop goes on without us, and nothing blocks.
             return
-        self._wait_stopped(self.stop_timeout if timeout is None else timeout)
+        self._stop.wait(self.stop_timeout if timeout is None else timeout)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the supervisor is stopped (it does not end by itself); re-raise a
         KeyboardInterrupt/SystemExit that stopped it (once). Task failures are not
         raised (see ``failures``)."""
-        err = self._join_stopped(timeout)
+        err = self._stop.join(check_timeout("timeout", timeout))
         if err is not None:
             raise err
-
-    def _join_stopped(self, timeout: float | None) -> BaseException | None:
-        timeout = check_timeout("timeout", timeout)
-        with self._life.lock:
-            if not self._life.waiter.wait(lambda: self._stop_done, timeout):
-                raise TimeoutError(f"supervisor {self.name!r} still running after {timeout}s")
-            return self._take_fatal_locked()
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the supervisor is stopped and every task has ended. Returns at
@@ -254,10 +209,10 @@ class Supervisor(Group):
         stopped it (once)."""
         not_on_a_loop("Supervisor.wait()", "await sup.wait() (an AsyncSupervisor)")
         timeout = check_timeout("timeout", timeout)
-        if not self._life.started and not self._stop_begun:
+        if not self._life.started and not self._stop.begun:
             return
-        self._wait_stopped(timeout)
-        self._raise_fatal_once()
+        self._stop.wait(timeout)
+        self._stop.raise_fatal_once()
 
     def serve(self) -> None:
         """Start, block until stopped (signal, token, ``stop()`` from a task...), stop."""
@@ -272,7 +227,7 @@ class Supervisor(Group):
         finally:
             # (Not after a stop that was given up: that would wait for the same tasks
             # again and raise a second, chained StopTimeout.)
-            if not self._stop_done and not self._give_up:
+            if not self._stop.done and not self._stop.give_up:
                 self.stop()
 
     def __enter__(self) -> Supervisor:
@@ -281,156 +236,11 @@ class Supervisor(Group):
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> Literal[False]:
-        if not self._stop_given_up(exc):
+        if not self._stop.given_up(exc):
             self.stop()
         if exc is None:
-            self._raise_fatal_once()
+            self._stop.raise_fatal_once()
         return False
-
-    def _stop_given_up(self, exc: BaseException | None) -> bool:
-        """Whether ``exc`` is the StopTimeout of a stop this supervisor gave up (a second
-        signal): stopping again would wait for the same tasks and raise it twice."""
-        return self._give_up and isinstance(exc, StopTimeout)
-
-    # -- stopping ----------------------------------------------------------------------
-
-    def _begin_stop(self, cause: BaseException, *, inline: bool = False) -> None:
-        """Start stopping without waiting (safe from any thread and from callbacks).
-
-        With ``inline``, start no thread: the caller runs the stop sequence itself, in
-        its own thread (interpreter exit, where Python 3.12+ refuses new threads: see
-        ``_at_exit``)."""
-        with self._life.lock:
-            if self._stop_begun:
-                return
-            self._stop_begun = True
-            started = self._life.begin_stop(self._role.refuse)
-        if not started:
-            # stop() before start(): queued tasks end CANCELLED without running.
-            self._finish_stop(cause, run_sequence=False)
-            return
-        if inline:
-            return
-        threading.Thread(
-            target=self._finish_stop, args=(cause, True), name=f"corral-stop:{self.name}", daemon=True
-        ).start()
-
-    def _finish_stop(self, cause: BaseException, run_sequence: bool) -> None:
-        # Hooks run from here (tasks ending) must not wait for this stop: mark the thread.
-        previous, _busy.group = getattr(_busy, "group", None), self
-        try:
-            if run_sequence:
-                from ._stopping import drain, stop_in_order  # (loaded by the first stop)
-
-                if isinstance(cause, Stopped):  # graceful: drain=True tasks may finish
-                    drain(self._life, cause, self.drain_timeout, lambda: self._drain_cut)
-                stop_in_order(self._life, cause)
-            self.token.cancel(cause)
-            with self._life.lock:
-                self._life.waiter.wait(lambda: not self._life.unfinished, None)
-        finally:
-            # Unregister before announcing the stop, so that when stop()/wait() return,
-            # roots() no longer lists this supervisor.
-            if _SIGNALS in sys.modules:  # (loaded by the first supervisor that handles them)
-                _signals().unsubscribe(self)
-            self._unregister()
-            if self._unlink_stop_token is not None:
-                self._unlink_stop_token()
-            self._unlink_stop_token = self._stop_token = None
-            if not any(isinstance(g, Supervisor) for g in roots()):
-                # The last supervisor has stopped: let idle workers go now rather than
-                # after their idle timeout. (Plain groups do not trim: a program that
-                # runs a short group per request keeps its warm workers.)
-                get_pool().trim()
-            with self._life.lock:
-                self._stop_done = True
-                self._life.close(self._role.refuse)
-                self._life.notify()
-            self._stopped_event.set()
-            _busy.group = previous
-
-    def _still_draining(self) -> bool:
-        """Whether a drain goes on: a drain=True task has not ended yet."""
-        return (
-            self._life.draining and not self._drain_cut
-            and any(t.drain for t in self.tasks)
-        )
-
-    def _cut_drain(self) -> None:
-        """A second signal during the drain: cancel the draining tasks at once."""
-        with self._life.lock:
-            self._drain_cut = True
-            draining = [t for t in self._life.unfinished if t.drain]
-            self._life.notify()
-        for t in draining:
-            t.cancel(Stopped(f"supervisor {self.name!r}: drain cut short by a second signal"))
-
-    def _wait_stopped(self, timeout: float | None) -> None:
-        try:
-            with self._life.lock:
-                ok = self._life.waiter.wait(lambda: self._stop_done or self._give_up, timeout)
-                gave_up = self._give_up and not self._stop_done
-            if not ok and not self._stop_begun:
-                # Nobody is stopping it: a plain timeout, as for Group.join.
-                raise TimeoutError(f"supervisor {self.name!r} still running after {timeout}s")
-            if not ok or gave_up:
-                raise self._stop_timeout_error(
-                    "gave up waiting (second signal)" if gave_up else f"not stopped after {timeout}s"
-                )
-        finally:
-            restore_signal_handlers()
-
-    def _stop_timeout_error(self, why: str) -> StopTimeout:
-        running: dict[str, str] = {}
-        from ._stacks import running_stacks  # (only for stop reports)
-
-        running_stacks(self, "", running)
-        names = ", ".join(repr(n) for n in running) or "none"
-        return StopTimeout(f"supervisor {self.name!r}: {why}; still running: {names}", running)
-
-    def _raise_fatal_once(self) -> None:
-        with self._life.lock:
-            fatal = self._take_fatal_locked()
-        if fatal is not None:
-            raise fatal
-
-    def _take_fatal_locked(self) -> BaseException | None:
-        """The KeyboardInterrupt/SystemExit that stopped it, the first time it is asked
-        for (it is raised once), else None."""
-        fatal = self._life.fatal
-        if fatal is None or self._fatal_raised:
-            return None
-        self._fatal_raised = True
-        return fatal
-
-    def _on_signal(self, signum: int) -> None:
-        # First signal: a graceful stop. Then, each further one: cut the drain short
-        # (if draining), give up waiting (StopTimeout), and last, exit at once.
-        import signal
-
-        name = signal.Signals(signum).name
-        if not self._stop_begun:
-            log.info("received %s: stopping supervisor %r", name, self.name)
-            self._begin_stop(Stopped(f"received {name}"))
-        elif self._still_draining():
-            log.warning(
-                "received %s again: cancelling the draining tasks of %r now", name, self.name
-            )
-            self._cut_drain()
-        elif not self._give_up:
-            log.warning("received %s again: no longer waiting for %r", name, self.name)
-            with self._life.lock:
-                self._give_up = True
-                self._life.notify()
-        elif not self._stop_done:
-            log.critical("received %s again while %r will not stop: exiting now", name, self.name)
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception:
-                    pass
-            os._exit(128 + signum)
-
 
 
 # -- the process-wide default supervisor (corral.go) -----------------------------------
@@ -507,14 +317,14 @@ def _at_exit() -> None:
         groups, supervisors = _exit_forest()
         ours: list[Supervisor] = []  # the supervisors whose stop sequence we run
         for sup in supervisors:
-            if not sup._stop_begun:
-                sup._begin_stop(cause, inline=True)
+            if not sup._stop.begun:
+                sup._stop.begin(cause, inline=True)
                 if sup.is_started:
                     ours.append(sup)
         for g in groups:
             if not isinstance(g, Supervisor):
                 g.cancel(cause)
-        waited = [g for g in groups if not (isinstance(g, Supervisor) and g._give_up)]
+        waited = [g for g in groups if not (isinstance(g, Supervisor) and g._stop.give_up)]
         while True:
             ours = [sup for sup in ours if not _exit_step(sup, cause)]
             pending: list[Group] = [*ours] or [g for g in waited if len(g)]
@@ -565,7 +375,7 @@ def _exit_step(sup: Supervisor, cause: BaseException) -> bool:
     with sup._life.lock:
         layer = next_layer(sup._life)
     if not layer:
-        sup._finish_stop(cause, run_sequence=False)
+        sup._stop.finish(cause, run_sequence=False)
         return True
     for t in layer:
         if t._cancel_cause is None:
