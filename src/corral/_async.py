@@ -20,10 +20,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from . import _driver, _joining
 from ._aio import AsyncioRunner, on_pool, runner_for, uninterrupted
 from ._context import busy as _busy
 from ._context import running_loop
-from ._driver import CANCELLED_ENDS
 from ._errors import Cancelled, Stopped
 from ._group import Group, GroupRole
 from ._loops import call_on
@@ -177,7 +177,7 @@ class _AsyncGroupRole(GroupRole):
     def cancelled(self, cause: BaseException) -> None:
         # A failure (fail_fast, a KeyboardInterrupt in a task) cancels the body too, as
         # in asyncio.TaskGroup; a cancel() or a met wait_until does not: the body asked.
-        if not isinstance(cause, CANCELLED_ENDS):
+        if not isinstance(cause, _driver.CANCELLED_ENDS):
             self.group._request_body_cancel()
 
 
@@ -328,27 +328,25 @@ class AsyncGroup(_OnALoop, Group):
         self, timeout: float | None, body_exc: BaseException | None = None
     ) -> BaseException | None:
         """``Group._join_collect``, awaited."""
-        from ._driver import join_outcome
-
         timeout = check_timeout("timeout", timeout)
-        self._join_check()
+        _joining.check_not_own_task(self)
         life = self._life
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         if not await life.waiter.wait_async(lambda: foreground_done(life), timeout):
-            raise self._join_timeout(life.foreground, timeout)
-        self._end_background()
+            raise _joining.timeout_error(self, life.foreground, timeout)
+        _joining.end_background(self)
         while True:
             remaining = None if deadline is None else max(0.0, deadline - loop.time())
             if not await life.waiter.wait_async(lambda: not life.unfinished, remaining):
-                raise self._join_timeout(len(life.unfinished), timeout)
+                raise _joining.timeout_error(self, len(life.unfinished), timeout)
             with life.lock:
                 if life.unfinished:  # (a spawn while exit waits is allowed: wait for it)
                     continue
                 failures, fatal = life.close(self._role.refuse)
             break
         self._unregister()
-        return join_outcome(life, failures, fatal, body_exc)
+        return _joining.outcome(life, failures, fatal, body_exc)
 
 
 AsyncGroup.__module__ = AsyncTask.__module__ = "corral"
@@ -384,11 +382,11 @@ async def _map_items(
                 if not chunk:
                     break
                 if chunksize == 1:
-                    task: Any = group._spawn(work, (chunk[0],), None, in_map=True, runner=runner)
+                    task: Any = _driver.spawn(group, work, (chunk[0],), None, in_map=True, runner=runner)
                     inflight.append((task, None))
                 else:
                     given: list[Any] = []
-                    task = group._spawn(work, (chunk, given), None, in_map=True, runner=runner)
+                    task = _driver.spawn(group, work, (chunk, given), None, in_map=True, runner=runner)
                     inflight.append((task, given))
             if not inflight:
                 return

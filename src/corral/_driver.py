@@ -1,5 +1,6 @@
-"""Drives a group's lifecycle: runs a transition under the lock, then applies what it
-returned (hooks, failure reports, token cancellations, attempts for the runner).
+"""Drives a group's lifecycle: makes a spawned task and adds it, runs a transition under
+the lock, then applies what it returned (hooks, failure reports, token cancellations,
+attempts for the runner).
 
 Whatever runs an attempt (a worker thread, next an event loop) calls the same
 functions here, so hooks, logs and failures behave the same under every runner. Hooks
@@ -16,14 +17,19 @@ from ._context import busy as _busy
 from ._errors import GRACEFUL, Cancelled, describe
 from ._policy import Restart, call_hook
 from ._record import ATTEMPT_ENDED, COMES_BACK, DependencyLost, TaskState
+from ._validate import name_stem
 
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
 
+    from ._group import Group
     from ._lifecycle import Lifecycle
+    from ._policy import Backoff
     from ._runner import Runner
+    from ._singleton import LeaseState
     from ._task import Task
 
 __all__ = ["CANCELLED_ENDS", "end_attempt", "finalize", "report", "spawn", "start"]
@@ -34,8 +40,38 @@ log = logging.getLogger("corral")
 CANCELLED_ENDS = (Cancelled, *GRACEFUL)
 
 
-def spawn(life: Lifecycle, task: Task[Any], replace: bool, base: str | None) -> Task[Any]:
-    """Add a new task to the group; ``base``: its automatic name's stem, if any."""
+def spawn(
+    group: Group,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    name: str | None,
+    meta: Mapping[str, Any] | None = None,
+    background: bool = False,
+    restart: Restart = Restart.NEVER,
+    backoff: Backoff | None = None,
+    max_restarts: tuple[int, float] | None = None,
+    replace: bool = False,
+    needs: tuple[str, ...] = (),
+    on_finish: Callable[[Task[Any]], object] | None = None,
+    signals_ready: bool = False,
+    in_map: bool = False,
+    single: LeaseState | None = None,
+    drain: bool = False,
+    runner: Runner | None = None,
+) -> Task[Any]:
+    """Make a task of ``group`` (options checked already) and add it. ``name`` None: an
+    automatic one, the function's stem and a number."""
+    base = None
+    life = group._life
+    if name is None:
+        base = name_stem(fn, life.stems)
+        name = f"{base}#{next(life.seq)}"  # next() of a count is atomic
+    # Made outside the lock: the critical section stays short (the spawner and the
+    # workers finishing tasks contend for it).
+    task: Task[Any] = group._Task(
+        group, life, fn, args, name, meta, background, restart, backoff, max_restarts,
+        needs, on_finish, signals_ready, in_map, single, drain, runner,
+    )
     with life.lock:
         released, ended, cancel_old, held = life.add(task, replace, base)
     if cancel_old is not None:
@@ -220,29 +256,6 @@ def group_cancelled(life: Lifecycle) -> None:
 
 
 # -- failures ------------------------------------------------------------------------------
-
-
-def join_outcome(
-    life: Lifecycle, failures: list[Exception], fatal: BaseException | None,
-    body_exc: BaseException | None,
-) -> BaseException | None:
-    """What a group's join raises: a fatal error (the failures logged), else one
-    ``ExceptionGroup`` of the with-body's exception and the failures, else the body's
-    own ``BaseException``, else nothing."""
-    if fatal is not None:
-        for f in failures:
-            log.error(
-                "task failure while stopping for %r", fatal, exc_info=f,
-                extra={"corral_task": getattr(f, "__corral_task__", None), "corral_group": life.name},
-            )
-        return fatal
-    if isinstance(body_exc, Exception):
-        failures.insert(0, body_exc)
-    elif body_exc is not None and not failures:
-        return body_exc
-    if not failures:
-        return None
-    return ExceptionGroup(f"{len(failures)} task(s) failed in {life.kind} {life.name!r}", failures)
 
 
 def task_failed(life: Lifecycle, task: Task[Any], exc: BaseException) -> None:

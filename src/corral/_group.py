@@ -11,22 +11,19 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from . import _driver, _runner
+from . import _driver, _joining, _runner
 from ._clock import SYSTEM_CLOCK
 from ._context import current as _current
 from ._context import not_on_a_loop
-from ._errors import Cancelled, GroupClosed, Stopped
+from ._errors import GroupClosed
 from ._lifecycle import Lifecycle
 from ._policy import Backoff, Hooks, Restart
-from ._queries import foreground_done
-from ._queries import stranded as find_stranded
 from ._task import Task
 from ._threads import ThreadRunner
-from ._token import Token, as_cause, check_timeout
+from ._token import Token, as_cause
 from ._validate import (
     check_bool,
     check_callable,
@@ -34,7 +31,6 @@ from ._validate import (
     check_hooks,
     check_name,
     check_spawn,
-    name_stem,
 )
 from ._waiting import wait_until
 
@@ -75,14 +71,13 @@ if TYPE_CHECKING:
         signals_ready: bool
         singleton: bool
         drain: bool
-    from ._choose_coordinator import check_coordinator, default_coordinator
+    from ._choose_coordinator import check_coordinator
     from ._collect import Collector
-    from ._coordinator import Coordinator, check_lease_name
+    from ._coordinator import Coordinator
     from ._runner import Runner
-    from ._singleton import LeaseState
     from ._snapshot import GroupSnapshot
 else:  # the lease modules load when a group first needs them (a plain group never does)
-    from ._lazy import check_coordinator, check_lease_name, default_coordinator
+    from ._lazy import check_coordinator
 
     def overload(fn: object) -> object:  # (typing's, for type checkers only)
         return fn
@@ -213,7 +208,6 @@ class Group:
             on_fatal=role.fatal,
         )
         self._entered = False
-        self._stems: dict[Callable[..., Any], str] = {}  # fn -> its tasks' name stem
         self._unlink_self: Callable[[], None] | None = self.token.on_cancel(self._on_cancelled)
         if parent_task is not None:
             parent_task._adopt(self)
@@ -331,8 +325,8 @@ class Group:
             and singleton is False and drain is False
         ):  # every option at its default (most spawns): only fn to check
             if check_callable(fn):
-                return self._spawn(fn, args, None, runner=self._coroutine_runner())
-            return self._spawn(fn, args, None)
+                return _driver.spawn(self, fn, args, None, runner=self._coroutine_runner())
+            return _driver.spawn(self, fn, args, None)
         coroutine = check_callable(fn)
         policy, backoff, limits, needs_t = check_spawn(
             fn, name, meta, background, restart, backoff, max_restarts, replace, needs,
@@ -341,13 +335,12 @@ class Group:
         single = None
         if singleton:
             assert name is not None
-            check_lease_name(name)
-            from ._singleton import LeaseState  # (loaded with the first singleton)
+            from ._singleton import lease_state_for  # (loaded with the first singleton)
 
-            single = LeaseState(self._find_coordinator())
+            single = lease_state_for(self, name)
         # (positional: this is the hot path of every spawn)
-        return self._spawn(
-            fn, args, name, meta, background, policy, backoff, limits, replace,
+        return _driver.spawn(
+            self, fn, args, name, meta, background, policy, backoff, limits, replace,
             needs_t, on_finish, signals_ready, False, single, drain,
             self._coroutine_runner() if coroutine else None,
         )
@@ -358,47 +351,6 @@ class Group:
         from ._aio import runner_for  # (asyncio: loaded with the first coroutine task)
 
         return runner_for(None)
-
-    def _find_coordinator(self) -> Coordinator:
-        """This group's coordinator, else the nearest ancestor's, else the process's."""
-        g: Group | None = self
-        while g is not None:
-            if g._coordinator is not None:
-                return g._coordinator
-            g = g.parent
-        return default_coordinator()
-
-    def _spawn(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        name: str | None,
-        meta: Mapping[str, Any] | None = None,
-        background: bool = False,
-        restart: Restart = Restart.NEVER,
-        backoff: Backoff | None = None,
-        max_restarts: tuple[int, float] | None = None,
-        replace: bool = False,
-        needs: tuple[str, ...] = (),
-        on_finish: Callable[[Task[Any]], object] | None = None,
-        signals_ready: bool = False,
-        in_map: bool = False,
-        single: LeaseState | None = None,
-        drain: bool = False,
-        runner: Runner | None = None,
-    ) -> Task[Any]:
-        base = None
-        life = self._life
-        if name is None:
-            base = name_stem(fn, self._stems)
-            name = f"{base}#{next(life.seq)}"  # next() of a count is atomic
-        # Made outside the lock: the critical section stays short (the spawner and
-        # the workers finishing tasks contend for it).
-        task: Task[Any] = self._Task(
-            self, life, fn, args, name, meta, background, restart, backoff, max_restarts,
-            needs, on_finish, signals_ready, in_map, single, drain, runner,
-        )
-        return _driver.spawn(life, task, replace, base)
 
     # -- cancelling ------------------------------------------------------------------
 
@@ -439,52 +391,7 @@ class Group:
         self, timeout: float | None, body_exc: BaseException | None = None
     ) -> BaseException | None:
         """Join, and return what join() should raise (or None)."""
-        timeout = check_timeout("timeout", timeout)
-        not_on_a_loop(f"{type(self).__name__}.join() (and its with-block's end)",
-                      "corral.AsyncGroup (async with, await join())")
-        self._join_check()
-        life = self._life
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with life.lock:
-            if not life.waiter.wait(lambda: foreground_done(life), timeout):
-                raise self._join_timeout(life.foreground, timeout)
-        self._end_background()
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        with life.lock:
-            if not life.waiter.wait(lambda: not life.unfinished, remaining):
-                raise self._join_timeout(len(life.unfinished), timeout)
-            failures, fatal = life.close(self._role.refuse)
-        self._unregister()
-        return _driver.join_outcome(life, failures, fatal, body_exc)
-
-    # (the steps of a join, shared with AsyncGroup's awaited one)
-
-    def _join_check(self) -> None:
-        life = self._life
-        current = _current.get()
-        if current is not None and current.group is self and not life.closed:
-            raise RuntimeError(
-                f"a task of group {self.name!r} cannot join its own group (it would wait for itself)"
-            )
-
-    def _join_timeout(self, running: int, timeout: float | None) -> TimeoutError:
-        return TimeoutError(
-            f"{self._kind} {self.name!r} still has {running} running task(s) after {timeout}s"
-        )
-
-    def _end_background(self) -> None:
-        """The foreground is done: cancel what nothing can release any more, and the
-        background tasks."""
-        life = self._life
-        with life.lock:
-            stranded = find_stranded(life) if life.foreground else {}
-            background = [t for t in life.unfinished if t.background and t not in stranded]
-        for t, missing in stranded.items():
-            t.cancel(Cancelled(
-                f"task {t.name!r} needs {missing!r}, which ended and nothing left can start again"
-            ))
-        for t in background:
-            t.cancel(Stopped(f"{self._kind} {self.name!r} is done"))
+        return _joining.join(self, timeout, body_exc)
 
     def _unregister(self) -> None:
         """The group has closed: let go of what links it to longer-lived objects (the
@@ -594,17 +501,6 @@ class Group:
         if err is None or err is exc:
             return False  # nothing to raise, or the body's own exception propagates
         raise err
-
-
-    # -- a forked child ----------------------------------------------------------------
-
-    def _forget_after_fork(self, cause: BaseException, children: list[Group]) -> None:
-        """In a forked child: end this inherited group's tasks (CANCELLED, no hooks: they
-        are the parent's) and close it; add the groups its tasks made to ``children``."""
-        for t in self._life.forget_after_fork(cause, self._role.refuse):
-            children.extend(t._child_groups_alive())
-            t._child_groups_closed()
-        self._role.forgotten_after_fork()
 
 
 Group.__module__ = "corral"

@@ -200,7 +200,8 @@ class Lifecycle:
         self.ends = 0  # tasks DONE so far (wait_until re-checks when it moves)
         self.ready_waiters = 0  # callers in wait_ready(): a readiness notifies only them
         self.refuse: Callable[[], Exception] | None = None
-        self.seq = itertools.count(1)
+        self.seq = itertools.count(1)  # the numbers of automatic task names
+        self.stems: dict[Callable[..., Any], str] = {}  # fn -> its tasks' name stem
 
     # -- adding ------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from itertools import chain, islice
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+from . import _driver
 from ._context import current as _current
 from ._context import not_on_a_loop
 from ._errors import Stopped
@@ -133,8 +134,8 @@ class _Run(Generic[T, R]):
         try:
             # (the job in a box that the task empties: a task keeps its arguments, and
             # a job refers to its task, a cycle the collector would have to break)
-            task = self.group._spawn(
-                self.work, ([job],), f"{self.name}{next(life.seq)}]", in_map=True,
+            task = _driver.spawn(
+                self.group, self.work, ([job],), f"{self.name}{next(life.seq)}]", in_map=True,
                 on_finish=self._finished,
             )
         except BaseException:

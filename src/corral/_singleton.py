@@ -22,13 +22,22 @@ from ._policy import call_hook
 
 if TYPE_CHECKING:
     from ._campaign import LeaseRenewer, campaign, release_after_run
-    from ._coordinator import Coordinator, Lease, lease_clock
+    from ._choose_coordinator import default_coordinator
+    from ._coordinator import Coordinator, Lease, check_lease_name, lease_clock
+    from ._group import Group
     from ._lifecycle import Lifecycle
     from ._task import Task
 else:  # the lease modules load when a singleton first campaigns
-    from ._lazy import LeaseRenewer, campaign, lease_clock, release_after_run
+    from ._lazy import (
+        LeaseRenewer,
+        campaign,
+        check_lease_name,
+        default_coordinator,
+        lease_clock,
+        release_after_run,
+    )
 
-__all__ = ["LeaseState", "campaign_for", "end_lease"]
+__all__ = ["LeaseState", "campaign_for", "end_lease", "lease_state_for"]
 
 log = logging.getLogger("corral")
 
@@ -44,6 +53,18 @@ class LeaseState:
         self.coordinator = coordinator
         self.lease: Lease | None = None
         self.state: str | None = None
+
+
+def lease_state_for(group: Group, name: str) -> LeaseState:
+    """A new singleton task's lease state (``name`` checked as a lease name): the
+    coordinator of its group, else of the nearest ancestor, else the process's."""
+    check_lease_name(name)
+    g: Group | None = group
+    while g is not None:
+        if g._coordinator is not None:
+            return LeaseState(g._coordinator)
+        g = g.parent
+    return LeaseState(default_coordinator())
 
 
 def campaign_for(life: Lifecycle, task: Task[Any]) -> LeaseRenewer | None:

@@ -1,0 +1,103 @@
+"""Joining a group: wait for its foreground tasks, end its background ones, close it,
+and say what the join raises.
+
+``Group.join`` (and a with-block's end) runs these steps blocking; ``AsyncGroup`` runs
+the same steps awaited (``_async``). Waiting goes through the group's waiter
+(``_waiting``); closing is the lifecycle's (``Lifecycle.close``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from ._context import current as _current
+from ._context import not_on_a_loop
+from ._errors import Cancelled, Stopped
+from ._queries import foreground_done
+from ._queries import stranded as find_stranded
+from ._token import check_timeout
+
+TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
+
+if TYPE_CHECKING:
+    from ._group import Group
+    from ._lifecycle import Lifecycle
+
+__all__ = ["check_not_own_task", "end_background", "join", "outcome", "timeout_error"]
+
+log = logging.getLogger("corral")
+
+
+def join(group: Group, timeout: float | None, body_exc: BaseException | None) -> BaseException | None:
+    """Join, blocking; returns what join() should raise (or None). ``body_exc``: the
+    exception a with-block ended with."""
+    timeout = check_timeout("timeout", timeout)
+    not_on_a_loop(f"{type(group).__name__}.join() (and its with-block's end)",
+                  "corral.AsyncGroup (async with, await join())")
+    check_not_own_task(group)
+    life = group._life
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with life.lock:
+        if not life.waiter.wait(lambda: foreground_done(life), timeout):
+            raise timeout_error(group, life.foreground, timeout)
+    end_background(group)
+    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+    with life.lock:
+        if not life.waiter.wait(lambda: not life.unfinished, remaining):
+            raise timeout_error(group, len(life.unfinished), timeout)
+        failures, fatal = life.close(group._role.refuse)
+    group._unregister()
+    return outcome(life, failures, fatal, body_exc)
+
+
+def check_not_own_task(group: Group) -> None:
+    current = _current.get()
+    if current is not None and current.group is group and not group._life.closed:
+        raise RuntimeError(
+            f"a task of group {group.name!r} cannot join its own group (it would wait for itself)"
+        )
+
+
+def timeout_error(group: Group, running: int, timeout: float | None) -> TimeoutError:
+    return TimeoutError(
+        f"{group._kind} {group.name!r} still has {running} running task(s) after {timeout}s"
+    )
+
+
+def end_background(group: Group) -> None:
+    """The foreground is done: cancel what nothing can release any more, and the
+    background tasks."""
+    life = group._life
+    with life.lock:
+        stranded = find_stranded(life) if life.foreground else {}
+        background = [t for t in life.unfinished if t.background and t not in stranded]
+    for t, missing in stranded.items():
+        t.cancel(Cancelled(
+            f"task {t.name!r} needs {missing!r}, which ended and nothing left can start again"
+        ))
+    for t in background:
+        t.cancel(Stopped(f"{group._kind} {group.name!r} is done"))
+
+
+def outcome(
+    life: Lifecycle, failures: list[Exception], fatal: BaseException | None,
+    body_exc: BaseException | None,
+) -> BaseException | None:
+    """What a group's join raises: a fatal error (the failures logged), else one
+    ``ExceptionGroup`` of the with-body's exception and the failures, else the body's
+    own ``BaseException``, else nothing."""
+    if fatal is not None:
+        for f in failures:
+            log.error(
+                "task failure while stopping for %r", fatal, exc_info=f,
+                extra={"corral_task": getattr(f, "__corral_task__", None), "corral_group": life.name},
+            )
+        return fatal
+    if isinstance(body_exc, Exception):
+        failures.insert(0, body_exc)
+    elif body_exc is not None and not failures:
+        return body_exc
+    if not failures:
+        return None
+    return ExceptionGroup(f"{len(failures)} task(s) failed in {life.kind} {life.name!r}", failures)
