@@ -200,14 +200,14 @@ def test_locks_held_by_other_threads_at_the_fork_do_not_hang_the_child() -> None
     # nor the pool's. Timers the parent scheduled (a token's deadline) still fire.
     proc = run(
         """
-        from corral import _clock, _group, _pool, _signals
+        from corral import _clock, _links, _pool, _signals
 
         deadline = corral.Token(timeout=0.2)
         hold = threading.Event()
         held = threading.Event()
 
         def holder():
-            with _pool.get_pool()._lock, _group._roots_lock, _signals._lock, \\
+            with _pool.get_pool()._lock, _links._roots_lock, _signals._lock, \\
                     _clock.SYSTEM_CLOCK._cond:
                 held.set()
                 hold.wait(30)

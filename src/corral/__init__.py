@@ -21,7 +21,7 @@ from ._errors import Stopped as Stopped
 from ._errors import StopTimeout as StopTimeout
 from ._errors import SupervisorStopped as SupervisorStopped
 from ._group import Group as Group
-from ._group import roots as roots
+from ._links import roots as roots
 from ._policy import Backoff as Backoff
 from ._policy import Hooks as Hooks
 from ._policy import Restart as Restart

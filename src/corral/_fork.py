@@ -34,7 +34,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import _clock, _group, _pool, _supervisor
+from . import _clock, _group, _links, _pool, _supervisor
 from ._context import busy as _busy
 from ._context import current as _current
 from ._errors import Cancelled
@@ -47,7 +47,8 @@ FORKED = "the process forked; this task runs in the parent, not in this child pr
 def _after_fork_in_child() -> None:
     # No other thread runs here: the registries can be read without their locks (which
     # a vanished thread may hold), then replaced.
-    inherited = _group._forget_after_fork()
+    inherited = _links.forget_after_fork()
+    _group._forget_after_fork()
     _pool._after_fork_in_child()
     signals = sys.modules.get(f"{__package__}._signals")  # (loaded on first use)
     if signals is not None:

@@ -1,16 +1,16 @@
 """Groups: a node of the tree that owns tasks and child groups.
 
-``Group`` is the public face: it checks what it is given, keeps the tree (parent,
-roots, the task that made it) and waits. What happens to its tasks is the lifecycle's
-(``_lifecycle``, applied by ``_driver``); how their attempts run is the runner's
-(``_runner``; threads by default).
+``Group`` is the public face: it checks what it is given and answers. What happens to
+its tasks is the lifecycle's (``_lifecycle``, applied by ``_driver``, which also makes
+a spawned task); how their attempts run is the runner's (``_runner``; threads by
+default); its place in the tree is ``_links``'; joining it is ``_joining``'s, waiting
+the waiter's (``_waiting``).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
@@ -20,6 +20,7 @@ from ._context import current as _current
 from ._context import not_on_a_loop
 from ._errors import GroupClosed
 from ._lifecycle import Lifecycle
+from ._links import Links
 from ._policy import Backoff, Hooks, Restart
 from ._task import Task
 from ._threads import ThreadRunner
@@ -82,21 +83,13 @@ else:  # the lease modules load when a group first needs them (a plain group nev
     def overload(fn: object) -> object:  # (typing's, for type checkers only)
         return fn
 
-__all__ = ["Group", "GroupRole", "roots"]
+__all__ = ["Group", "GroupRole"]
 
 log = logging.getLogger("corral")
 
 
-_roots: dict[Group, None] = {}
-_roots_lock = threading.Lock()
 _group_ids = itertools.count(1)
 _thread_runner: ThreadRunner | None = None
-
-
-def roots() -> list[Group]:
-    """Every root group alive (made outside any task, or detached): the forest."""
-    with _roots_lock:
-        return list(_roots)
 
 
 def _runner_for_new_group() -> _runner.Runner:
@@ -188,17 +181,11 @@ class Group:
             self.parent.clock if self.parent is not None
             else token.clock if token is not None else SYSTEM_CLOCK
         )
-        # Links to longer-lived objects, undone when the group closes: a task that
-        # makes a group per request must not keep every closed one (and its token).
-        self._parent_task = parent_task
-        self._unlink_token: Callable[[], None] | None = None
-        if parent_task is not None:
-            self.token = Token(parent_task.token, clock=self.clock)
-            if token is not None:
-                self._unlink_token = token.on_cancel(self._cancel_from_given_token)
-        else:
-            self.token = Token(token, clock=self.clock)
-        self._given_token = token
+        # A child of the task that made it (whose cancellation cancels the group),
+        # else of the token given, if any.
+        self.token = Token(
+            parent_task.token if parent_task is not None else token, clock=self.clock
+        )
         self._role = role = self._Role(self)
         self._life = Lifecycle(
             name=self.name, kind=self._kind, token=self.token, clock=self.clock, limit=limit,
@@ -208,12 +195,8 @@ class Group:
             on_fatal=role.fatal,
         )
         self._entered = False
-        self._unlink_self: Callable[[], None] | None = self.token.on_cancel(self._on_cancelled)
-        if parent_task is not None:
-            parent_task._adopt(self)
-        else:
-            with _roots_lock:
-                _roots[self] = None
+        self._links = links = Links(self, parent_task, token)
+        links.link()
 
     # -- introspection -------------------------------------------------------------
 
@@ -365,11 +348,6 @@ class Group:
         assert cause is not None  # (this is the token's on_cancel callback)
         self._role.cancelled(cause)
 
-    def _cancel_from_given_token(self) -> None:
-        given = self._given_token
-        if given is not None:
-            self.token.cancel(given.cause)
-
     # -- waiting ---------------------------------------------------------------------
 
     def join(self, timeout: float | None = None) -> None:
@@ -394,19 +372,8 @@ class Group:
         return _joining.join(self, timeout, body_exc)
 
     def _unregister(self) -> None:
-        """The group has closed: let go of what links it to longer-lived objects (the
-        roots registry, the task that made it, a token given to it)."""
-        with _roots_lock:
-            _roots.pop(self, None)
-        task = self._parent_task
-        if task is not None:
-            self._parent_task = None
-            task._disown(self)
-        for unlink in (self._unlink_token, self._unlink_self):
-            if unlink is not None:
-                unlink()  # (a token with callbacks is held by its parent: see Token)
-        self._unlink_token = self._unlink_self = None
-        self._given_token = None
+        """The group has closed: let go of what links it to longer-lived objects."""
+        self._links.unlink()
 
     def wait_until(
         self, predicate: Callable[[], bool], timeout: float | None = None, *, interval: float = 0.05
@@ -509,12 +476,7 @@ Group.__module__ = "corral"
 # -- fork (see _fork) -----------------------------------------------------------------
 
 
-def _forget_after_fork() -> list[Group]:
-    """In a forked child: the registry of roots starts empty, with a fresh lock (the
-    inherited groups are the parent's; _fork closes them). Returns the inherited roots."""
-    global _roots_lock, _thread_runner
-    inherited = list(_roots)
-    _thread_runner = None  # (it knew the parent's threads)
-    _roots_lock = threading.Lock()
-    _roots.clear()
-    return inherited
+def _forget_after_fork() -> None:
+    """In a forked child: the thread runner knew the parent's threads."""
+    global _thread_runner
+    _thread_runner = None

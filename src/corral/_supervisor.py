@@ -12,7 +12,8 @@ from collections.abc import Callable
 from . import _driver
 from ._context import not_on_a_loop, within
 from ._errors import Stopped, SupervisorStopped
-from ._group import Group, GroupRole, roots
+from ._group import Group, GroupRole
+from ._links import roots
 from ._policy import Hooks
 from ._pool import get_pool
 from ._queries import next_layer

@@ -19,7 +19,7 @@ import threading
 
 from ._context import busy as _busy
 from ._errors import Stopped, StopTimeout, safe_repr
-from ._group import roots
+from ._links import roots
 from ._pool import get_pool
 
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
