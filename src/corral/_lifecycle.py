@@ -10,7 +10,7 @@ the runner (``_runner``) runs the attempts it releases. Two things are called un
 lock because they are corral's own and cannot block: the group's clock (a restart's
 timer), and the runner's ``release_worker_early`` hint.
 
-Phases (``TaskRecord._phase``) and where a task is in each:
+Phases (``TaskRecord._phase``, see ``_record``) and where a task is in each:
 
 =============  ===========  ==============================================================
 phase          TaskState    containers (besides ``unfinished`` and ``live[name]``)
@@ -60,7 +60,6 @@ from ._record import (
     QUEUED,
     RESTARTING,
     RUNNING,
-    STATE_OF,
     Ending,
     TaskState,
     takes_slot,
@@ -76,65 +75,12 @@ TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported a
 if TYPE_CHECKING:
     from typing import Any
 
-    from ._clock import Clock, TimerHandle
+    from ._clock import Clock
     from ._group import Group
     from ._runner import Runner
     from ._task import Task
 
-__all__ = ["Lifecycle", "TaskRecord"]
-
-
-class TaskRecord:
-    """What the lifecycle keeps for one task. ``Task`` (the public handle) is one; only
-    this module writes these fields (the handle reads them)."""
-
-    __slots__ = (
-        "_attempt_started",
-        "_cancel_cause",
-        "_consecutive",
-        "_error",
-        "_ever_ready",
-        "_last_error",
-        "_outcome",
-        "_phase",
-        "_ready",
-        "_ready_value",
-        "_replaced_by",
-        "_replaces",
-        "_restart_times",
-        "_result",
-        "_started_at",
-        "_timer",
-        "_token_used",
-        "attempts",
-        "token",
-    )
-
-    def _init_record(self, token: Token) -> None:
-        self._phase = ADDING
-        self._outcome: TaskState | None = None
-        self.attempts = 0
-        self.token = token
-        self._token_used = False
-        self._cancel_cause: BaseException | None = None
-        self._consecutive = 0
-        self._error: BaseException | None = None
-        self._last_error: BaseException | None = None
-        self._ready = False  # ready in the current attempt (what needs= waits for)
-        self._ever_ready = False  # ready in some attempt (what wait_ready returns on)
-        self._ready_value: Any = None
-        self._replaced_by: Task[Any] | None = None
-        self._replaces: Task[Any] | None = None
-        self._restart_times: deque[float] | None = None
-        self._result: Any = None
-        self._timer: TimerHandle | None = None
-        self._attempt_started = 0.0
-        self._started_at: float | None = None
-
-    @property
-    def state(self) -> TaskState:
-        """PENDING, RUNNING, BACKOFF, then SUCCEEDED, FAILED or CANCELLED."""
-        return self._outcome or STATE_OF[self._phase]
+__all__ = ["Lifecycle"]
 
 
 class Lifecycle:

@@ -1,5 +1,5 @@
-"""What a task's record holds besides its fields (``_lifecycle.TaskRecord``): the phases
-and the public state each shows, the causes the lifecycle gives, and the effects an
+"""A task's record (``TaskRecord``, the fields only the lifecycle writes), the phases and
+the public state each shows, the causes the lifecycle gives, and the effects an
 attempt's end returns."""
 
 from __future__ import annotations
@@ -12,12 +12,16 @@ from ._policy import Restart
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
 if TYPE_CHECKING:
+    from collections import deque
     from typing import Any
 
+    from ._clock import TimerHandle
     from ._task import Task
+    from ._token import Token
 
 __all__ = [
-    "ATTEMPT_ENDED", "COMES_BACK", "FINAL", "DependencyLost", "Ending", "Phase", "TaskState",
+    "ATTEMPT_ENDED", "COMES_BACK", "FINAL", "DependencyLost", "Ending", "Phase", "TaskRecord",
+    "TaskState",
 ]
 
 
@@ -110,3 +114,56 @@ class Ending:
         self.resume_at = 0.0
         self.final: TaskState | None = None  # it ended for good, so
         self.done = False  # ...and needs no end hook: it is DONE already
+
+
+class TaskRecord:
+    """What the lifecycle keeps for one task. ``Task`` (the public handle) is one; only
+    ``_lifecycle`` writes these fields (the handle reads them)."""
+
+    __slots__ = (
+        "_attempt_started",
+        "_cancel_cause",
+        "_consecutive",
+        "_error",
+        "_ever_ready",
+        "_last_error",
+        "_outcome",
+        "_phase",
+        "_ready",
+        "_ready_value",
+        "_replaced_by",
+        "_replaces",
+        "_restart_times",
+        "_result",
+        "_started_at",
+        "_timer",
+        "_token_used",
+        "attempts",
+        "token",
+    )
+
+    def _init_record(self, token: Token) -> None:
+        self._phase = ADDING
+        self._outcome: TaskState | None = None
+        self.attempts = 0
+        self.token = token
+        self._token_used = False
+        self._cancel_cause: BaseException | None = None
+        self._consecutive = 0
+        self._error: BaseException | None = None
+        self._last_error: BaseException | None = None
+        self._ready = False  # ready in the current attempt (what needs= waits for)
+        self._ever_ready = False  # ready in some attempt (what wait_ready returns on)
+        self._ready_value: Any = None
+        self._replaced_by: Task[Any] | None = None
+        self._replaces: Task[Any] | None = None
+        self._restart_times: deque[float] | None = None
+        self._result: Any = None
+        self._timer: TimerHandle | None = None
+        self._attempt_started = 0.0
+        self._started_at: float | None = None
+
+    @property
+    def state(self) -> TaskState:
+        """PENDING, RUNNING, BACKOFF, then SUCCEEDED, FAILED or CANCELLED."""
+        return self._outcome or STATE_OF[self._phase]

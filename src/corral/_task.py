@@ -12,9 +12,8 @@ from ._context import busy as _busy
 from ._context import current as _current
 from ._context import not_on_a_loop
 from ._errors import Cancelled, NotReady, safe_repr
-from ._lifecycle import TaskRecord
 from ._policy import Backoff, Restart
-from ._record import ATTEMPT_ENDED, DONE, TaskState
+from ._record import ATTEMPT_ENDED, DONE, TaskRecord, TaskState
 from ._token import Token, _cancelled_from, _check_seconds, as_cause, check_timeout
 
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
