@@ -39,7 +39,7 @@ class Waiter:
     """Who waits on one group: threads (a condition over the group's lock) and
     coroutines (a future each, on their loops)."""
 
-    __slots__ = ("_cond", "_futures", "_threads", "count", "lock")
+    __slots__ = ("_cond", "_futures", "_threads", "_wake", "count", "lock")
 
     def __init__(self, lock: YieldingLock) -> None:
         self.lock = lock
@@ -48,6 +48,7 @@ class Waiter:
         self._threads = 0  # of which threads (an AsyncGroup's exit waits alone: no notify_all)
         # Waiting coroutines: (loop, future, predicate), woken when the predicate holds.
         self._futures: list[tuple[Any, Any, Callable[[], bool]]] = []
+        self._wake: Callable[[Any, Any], None] | None = None  # _loops.wake_soon, once loaded
 
     def notify(self) -> None:
         """Wake every waiting thread to re-check, and every waiting coroutine whose
@@ -56,13 +57,20 @@ class Waiter:
         if self.count:
             if self._threads:
                 self._cond.notify_all()
-            if self._futures:
-                from ._loops import wake_soon  # (loaded already: a coroutine waits)
-
+            futures = self._futures
+            if futures:
+                wake = self._wake
+                assert wake is not None  # (set by wait_async, which listed the futures)
+                if len(futures) == 1:  # (the common case: a group's exit awaits its tasks)
+                    loop, fut, predicate = futures[0]
+                    if predicate():
+                        wake(loop, fut)
+                        self._futures = []
+                    return
                 still = []
-                for entry in self._futures:
+                for entry in futures:
                     if entry[2]():
-                        wake_soon(entry[0], entry[1])
+                        wake(entry[0], entry[1])
                     else:
                         still.append(entry)
                 self._futures = still
@@ -71,7 +79,9 @@ class Waiter:
         """``wait`` for a coroutine (the lock is not held): await until ``predicate()``
         holds (True) or ``timeout`` seconds have passed (its last answer). The loop
         never blocks: the lock is only taken for the short checks."""
-        from ._loops import get_running_loop, wake  # (asyncio: loaded by coroutines only)
+        from ._loops import get_running_loop, wake, wake_soon  # (asyncio: coroutines only)
+
+        self._wake = wake_soon  # (what notify() calls: kept here, not imported per notify)
 
         loop = get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
