@@ -447,6 +447,29 @@ def test_cancelling_the_given_token_before_start_stops_it() -> None:
     assert log.lines == []
 
 
+def test_a_supervisor_made_with_a_cancelled_token_or_in_a_cancelled_task_is_stopped() -> None:
+    # Regression: its stop began while it was being made, and unregistering it read a
+    # link not made yet (AttributeError out of the constructor).
+    tok = corral.Token()
+    tok.cancel("early")
+    s = make(token=tok)
+    assert s.is_stopped
+    assert s not in corral.roots()
+    with pytest.raises(corral.SupervisorStopped):
+        s.spawn(lambda: None)
+    made: list[Supervisor] = []
+
+    def in_a_cancelled_task() -> None:
+        corral.current_token().cancel("the task is cancelled")
+        made.append(make())
+
+    with corral.Group() as g:
+        t = g.spawn(in_a_cancelled_task)
+    assert t.state is TaskState.CANCELLED  # (it returned, its token cancelled)
+    assert made[0].is_stopped
+    assert corral.roots() == []
+
+
 def test_same_name_while_queued() -> None:
     log = Log()
     s = make()
