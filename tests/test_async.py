@@ -285,6 +285,51 @@ def test_a_body_cancelled_from_outside_cancels_the_group_and_reraises(factory: s
     run(main, factory)
 
 
+def test_a_group_made_with_a_cancelled_token_runs_its_body_and_no_task(factory: str) -> None:
+    # Regression: entering it cancelled the body (whatever the cause), and the exit let
+    # that CancelledError out, as if the enclosing task had been cancelled.
+    async def main() -> None:
+        host = asyncio.current_task()
+        assert host is not None
+        token = corral.Token()
+        token.cancel("shutting down")
+        body_ended = False
+        async with corral.AsyncGroup(token=token) as g:
+            t = g.spawn(forever)
+            await asyncio.sleep(0)
+            body_ended = True
+        assert body_ended
+        assert t.state is TaskState.CANCELLED
+        assert t.attempts == 0
+        assert host.cancelling() == 0
+
+    run(main, factory)
+
+
+def test_the_body_cancel_a_group_makes_without_a_failure_does_not_leak_out(
+    factory: str,
+) -> None:
+    # A cancel whose cause is not a Cancelled (here a ValueError) cancels the body too;
+    # with no failure to raise, the exit absorbs that CancelledError (the enclosing task
+    # was not cancelled), as asyncio.TaskGroup absorbs the cancel it makes of its body.
+    async def main() -> None:
+        host = asyncio.current_task()
+        assert host is not None
+        reached: list[str] = []
+        async with corral.AsyncGroup() as g:
+            t = g.spawn(forever)
+            g.cancel(ValueError("enough"))
+            reached.append("before the await")
+            await asyncio.sleep(BACKSTOP)
+            reached.append("after the await")  # (not reached: the body was cancelled)
+        reached.append("after the group")
+        assert reached == ["before the await", "after the group"]
+        assert t.state is TaskState.CANCELLED
+        assert host.cancelling() == 0
+
+    run(main, factory)
+
+
 def test_asyncio_timeout_around_corral_code_raises_timeout_error(factory: str) -> None:
     async def main() -> None:
         host = asyncio.current_task()

@@ -206,8 +206,9 @@ class AsyncGroup(_OnALoop, Group):
         host = asyncio.current_task()
         self._host = host
         self._host_cancelling = host.cancelling() if host is not None else 0
-        if self.token.cancelled:
-            self._request_body_cancel()
+        cause = self.token.cause
+        if cause is not None:  # (made cancelled: the same rule as a cancel while it runs)
+            self._role.cancelled(cause)
         return self
 
     def _request_body_cancel(self) -> None:
@@ -227,7 +228,7 @@ class AsyncGroup(_OnALoop, Group):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> Literal[False]:
+    ) -> bool:
         host = self._host
         self._exiting = True  # (the body is over: nothing cancels it any more)
         cancelled_outside: BaseException | None = None
@@ -247,15 +248,20 @@ class AsyncGroup(_OnALoop, Group):
                 if self._cancelled_outside():
                     cancelled_outside = e
                     self.cancel(Cancelled(f"async group {self.name!r} was cancelled while it exited"))
+        ours = False  # the body ended by the cancel this group made of it
         if self._body_cancels and host is not None:
             host.uncancel()  # (balanced: the host leaves as cancelling as it entered)
             self._body_cancels = 0
+            ours = isinstance(exc, asyncio.CancelledError) and cancelled_outside is None
         self._host = None
         if err is not None and err is not body_exc:
             raise err
         if cancelled_outside is not None and err is None:
             raise cancelled_outside
-        return False  # nothing to raise, or the body's own exception propagates
+        # The group's own cancel of its body never leaks out as a CancelledError (it
+        # would read as a cancellation of the enclosing task); otherwise nothing to
+        # raise, or the body's own exception propagates.
+        return ours
 
     def _cancelled_outside(self) -> bool:
         """Whether the host task has a cancellation that is not this group's."""
