@@ -1075,6 +1075,16 @@ def test_unknown_restart_value_is_a_value_error(restart: str) -> None:
     assert len(g) == 0
 
 
+def test_the_restart_error_lists_the_values_and_the_dashed_spelling_is_accepted() -> None:
+    with corral.Group() as g:
+        with pytest.raises(ValueError, match="'never', 'always', 'on_failure', 'on_success'"):
+            g.spawn(always_fail, restart="onfailure")
+        # Docker's and systemd's spelling of the same policy
+        t = g.spawn(lambda: None, restart="On-Failure")
+    assert t.restart is corral.Restart.ON_FAILURE
+    assert t.state is TaskState.SUCCEEDED
+
+
 @pytest.mark.parametrize("restart", [3, None, object()])
 def test_restart_value_of_another_type_is_rejected(restart: Any) -> None:
     with corral.Group() as g, pytest.raises((TypeError, ValueError), match="restart"):

@@ -89,10 +89,12 @@ class Restart(enum.StrEnum):
                 f"not {type(value).__name__}"
             )
         try:
-            return cls(value.lower())
+            # (Docker's and systemd's spelling, "on-failure", means the same)
+            return cls(value.lower().replace("-", "_"))
         except ValueError:
+            values = ", ".join(repr(m.value) for m in cls)
             raise ValueError(
-                f"restart must be one of {allowed} (or their values), not {value!r}"
+                f"restart must be one of {allowed}, or their values {values}; not {value!r}"
             ) from None
 
 
