@@ -12,7 +12,7 @@ import functools
 import logging
 import sys
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -1023,6 +1023,44 @@ def test_async_map_raises_an_items_error_at_its_place_and_leaving_cancels_the_re
             assert got == [0, 1]
             assert len(g) == 0  # what was in flight was cancelled and has ended
         assert g.failures == []  # an item's error is the map's, not the group's
+
+    run(main, factory)
+
+
+@pytest.mark.parametrize("chunksize", [1, 3])
+@pytest.mark.parametrize("source", ["sync", "async"])
+def test_async_map_raises_an_error_of_the_iterable_after_the_items_before_it(
+    factory: str, source: str, chunksize: int
+) -> None:
+    err = OSError("the source broke at 7")
+
+    def sync_items() -> Iterator[int]:
+        yield from range(7)
+        raise err
+
+    async def async_items() -> AsyncIterator[int]:
+        for i in range(7):
+            yield i
+        raise err
+
+    async def job(x: int) -> int:
+        await asyncio.sleep(0)
+        return x * 10
+
+    async def main() -> None:
+        got: list[int] = []
+
+        async def consume(g: corral.AsyncGroup) -> None:
+            items: Any = sync_items() if source == "sync" else async_items()
+            async for v in g.map(job, items, window=4, chunksize=chunksize):
+                got.append(v)  # noqa: PERF401 - the values before the error count
+
+        async with corral.AsyncGroup(limit=2) as g:
+            with pytest.raises(OSError, match="broke at 7") as info:
+                await consume(g)
+            assert info.value is err
+        assert got == [i * 10 for i in range(7)]
+        assert g.failures == []
 
     run(main, factory)
 

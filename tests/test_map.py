@@ -165,6 +165,31 @@ def test_a_chunks_exception_comes_at_its_item_after_the_items_before_it() -> Non
         assert not g.token.cancelled
 
 
+def broken_source(n: int, err: Exception) -> Iterator[int]:
+    """0, 1, ... n - 1, then ``err`` (an iterable that fails part way)."""
+    yield from range(n)
+    raise err
+
+
+@pytest.mark.parametrize("chunksize", [1, 3])
+def test_an_error_of_the_iterable_comes_at_its_place_after_the_items_before_it(
+    chunksize: int,
+) -> None:
+    # As ThreadPool.imap does, not as Executor.map (which reads everything first): the
+    # items read before the iterable failed are mapped and yielded, then its exception
+    # (itself, not wrapped) is raised by the iterator. Even with a window that had read
+    # ahead to the failure.
+    err = OSError("the source broke at 7")
+    got: list[int] = []
+    with corral.Group(limit=2) as g:
+        with pytest.raises(OSError, match="broke at 7") as info:
+            drain_into(got, g.map(lambda i: i * 10, broken_source(7, err), window=4,
+                                  chunksize=chunksize))
+        assert info.value is err
+        assert got == [i * 10 for i in range(7)]
+        assert g.failures == []  # the iterable's error is the map's, not the group's
+
+
 def test_leaving_a_chunked_map_early_cancels_the_chunks_in_flight() -> None:
     source, pulled = counting()
     seen: dict[int, tuple[corral.Task[Any], BaseException | None]] = {}

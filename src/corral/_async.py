@@ -309,7 +309,8 @@ class AsyncGroup(_OnALoop, Group):
         over ``chunksize`` consecutive items (default 1; chunks: a default window of at
         least 4,096 items). An item's exception is raised at its place, after the items
         before it (and is not also a group failure); the rest of its chunk does not run.
-        Leaving the loop early (``break``, or ``aclose()``) cancels what is in flight."""
+        An exception of the iterable itself comes at its place too. Leaving the loop
+        early (``break``, or ``aclose()``) cancels what is in flight."""
         if not callable(fn):
             raise TypeError(f"fn must be callable, not {type(fn).__name__}")
         window = map_window(self.limit, window, chunksize)
@@ -376,6 +377,7 @@ async def _map_items(
     else:
         work = _chunk_of_coroutines(fn) if runner is not None else _chunk_of_calls(fn)
     more = True
+    failed: Exception | None = None  # what the iterable raised (at its place: see map)
     try:
         while True:
             while more and len(inflight) < window:
@@ -384,6 +386,9 @@ async def _map_items(
                     while len(chunk) < chunksize:
                         chunk.append(await items.__anext__() if is_async else next(items))
                 except (StopIteration, StopAsyncIteration):
+                    more = False
+                except Exception as e:
+                    failed = e
                     more = False
                 if not chunk:
                     break
@@ -395,6 +400,8 @@ async def _map_items(
                     task = _driver.spawn(group, work, (chunk, given), None, in_map=True, runner=runner)
                     inflight.append((task, given))
             if not inflight:
+                if failed is not None:
+                    raise failed
                 return
             task, values = inflight.popleft()
             if values is None:
@@ -411,6 +418,7 @@ async def _map_items(
             for value in values:
                 yield value
     finally:
+        failed = None  # (its traceback refers to this frame)
         for task, _ in inflight:
             task.cancel(Stopped("map abandoned"))
         for task, _ in inflight:

@@ -440,7 +440,9 @@ class Group:
 
         An item's exception is raised by the iterator at that item's place, after the
         items before it (and is not also a group failure); the rest of its chunk does
-        not run. Leaving the loop early cancels what is in flight.
+        not run. An exception of the iterable itself comes at its place too, after the
+        values of the items read before it. Leaving the loop early cancels what is in
+        flight.
         """
         from ._map import map_items  # (here: a group that never maps does not load it)
 

@@ -94,10 +94,15 @@ def outcome(
                 extra={"corral_task": getattr(f, "__corral_task__", None), "corral_group": life.name},
             )
         return fatal
+    what = f"{len(failures)} task(s) failed in {life.kind} {life.name!r}"
     if isinstance(body_exc, Exception):
+        what = (
+            f"the block of {life.kind} {life.name!r} raised"
+            + (f", and {len(failures)} task(s) failed in it" if failures else "")
+        )
         failures.insert(0, body_exc)
     elif body_exc is not None and not failures:
         return body_exc
     if not failures:
         return None
-    return ExceptionGroup(f"{len(failures)} task(s) failed in {life.kind} {life.name!r}", failures)
+    return ExceptionGroup(what, failures)

@@ -394,8 +394,16 @@ def _one_by_one(run: _Run[T, R], it: Iterator[T], window: int) -> Generator[R, N
     put = run.put
     take = run.take
     inflight: deque[_Job] = deque()
+    failed: Exception | None = None  # what the iterable raised (at its place: see map)
     try:
-        for item in it:
+        while True:
+            try:
+                item = next(it)
+            except StopIteration:
+                break
+            except Exception as e:
+                failed = e
+                break
             job = _Job(item)
             inflight.append(job)
             put(job)
@@ -409,7 +417,10 @@ def _one_by_one(run: _Run[T, R], it: Iterator[T], window: int) -> Generator[R, N
             if not job.done:
                 take(job)
             yield job.values if job.ok else _ask(job)
+        if failed is not None:
+            raise failed
     finally:
+        failed = None  # (its traceback refers to this frame)
         run.leave(bool(inflight))
 
 
@@ -432,17 +443,28 @@ def _by_chunks(
     take = run.take
     inflight: deque[_Job] = deque()
     values: list[R] = []  # the list the consumer steps through now
+    more = True
+    failed: Exception | None = None  # what the iterable raised (at its place: see map)
     try:
         while True:
-            if len(inflight) < window:
-                items = list(islice(it, chunksize))
+            if more and len(inflight) < window:
+                items: list[T] = []
+                try:
+                    items.extend(islice(it, chunksize))  # (keeps what came before an error)
+                except Exception as e:
+                    failed = e
+                    more = False
                 if items:
                     job = _Job(items)
                     inflight.append(job)
                     put(job)
-                    if len(inflight) < window:
+                    if more and len(inflight) < window:
                         continue
+                else:
+                    more = False
             if not inflight:
+                if failed is not None:
+                    raise failed
                 return
             job = inflight.popleft()
             if not job.done:
@@ -457,4 +479,5 @@ def _by_chunks(
         values.clear()
         raise
     finally:
+        failed = None  # (its traceback refers to this frame)
         run.leave(bool(inflight))
