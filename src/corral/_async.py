@@ -201,8 +201,8 @@ class AsyncGroup(_OnALoop, Group):
     # -- the body ----------------------------------------------------------------------
 
     async def __aenter__(self) -> AsyncGroup:
+        self._enter_once()  # (first: entered twice says so, whatever the loop)
         self._bind_running()
-        self._enter_once()
         host = asyncio.current_task()
         self._host = host
         self._host_cancelling = host.cancelling() if host is not None else 0
@@ -471,8 +471,8 @@ class AsyncSupervisor(_OnALoop, Supervisor):
         return "<corral.Async" + super().__repr__()[len("<corral."):]
 
     async def __aenter__(self) -> AsyncSupervisor:
+        self._enter_once()  # (first: entered twice says so, whatever the loop)
         self._bind_running()
-        self._enter_once()
         self.start()
         return self
 
