@@ -285,6 +285,19 @@ def test_a_body_cancelled_from_outside_cancels_the_group_and_reraises(factory: s
     run(main, factory)
 
 
+def test_entering_an_async_group_again_under_a_new_loop_says_it_was_entered_once() -> None:
+    g = corral.AsyncGroup()
+    sup = corral.AsyncSupervisor(handle_signals=False)
+
+    async def enter_both() -> None:
+        async with g, sup:
+            pass
+
+    asyncio.run(enter_both())
+    with pytest.raises(RuntimeError, match="entered once"):
+        asyncio.run(enter_both())  # (not "belongs to another event loop")
+
+
 def test_a_group_made_with_a_cancelled_token_runs_its_body_and_no_task(factory: str) -> None:
     # Regression: entering it cancelled the body (whatever the cause), and the exit let
     # that CancelledError out, as if the enclosing task had been cancelled.
