@@ -852,6 +852,35 @@ def test_tm_stop_blocks_on_a_task_that_ignores_its_token() -> None:
     assert state(t) is TaskState.CANCELLED  # it returned after its token was cancelled
 
 
+def test_leaving_the_block_after_a_stop_timed_out_does_not_wait_and_raise_again() -> None:
+    # The StopTimeout was raised (and here handled) already: the block's end does not
+    # stop again, which would wait for the same task another stop_timeout and raise a
+    # second StopTimeout about it. An explicit wait() still waits.
+    gate = threading.Event()
+    started = threading.Event()
+
+    def stubborn() -> None:
+        started.set()
+        gate.wait(WAIT)
+
+    reported: list[corral.StopTimeout] = []
+    try:
+        with make("timed-out", stop_timeout=3600) as sup:
+            t = sup.spawn(stubborn, name="stubborn")
+            assert started.wait(WAIT)
+            try:
+                sup.stop(timeout=BLOCKED)
+            except corral.StopTimeout as e:
+                reported.append(e)
+        # (with stop_timeout=3600, a second stop here would have hung the test)
+        assert [list(e.running) for e in reported] == [["stubborn"]]
+        assert state(t) is TaskState.RUNNING
+    finally:
+        gate.set()
+    sup.wait(timeout=WAIT)
+    assert state(t) is TaskState.CANCELLED
+
+
 def test_tm_causes_tell_stop_replace_and_cancel_apart() -> None:
     """Seed: ThreadManager — : in Go, Stop, replacement and cancel all
     give plain context.Canceled. corral keeps the cause: Stopped, Replaced, or the given

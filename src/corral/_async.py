@@ -512,7 +512,7 @@ class AsyncSupervisor(_OnALoop, Supervisor):
         try:
             await self.wait()
         finally:
-            if not self._stop.done and not self._stop.give_up:
+            if not self._stop.done and not self._stop.given_up(None):
                 await self.stop()
 
 

@@ -228,7 +228,7 @@ class Supervisor(Group):
         finally:
             # (Not after a stop that was given up: that would wait for the same tasks
             # again and raise a second, chained StopTimeout.)
-            if not self._stop.done and not self._stop.give_up:
+            if not self._stop.done and not self._stop.given_up(None):
                 self.stop()
 
     def __enter__(self) -> Supervisor:

@@ -57,8 +57,8 @@ class SupervisorStop:
     """The stop of one supervisor."""
 
     __slots__ = (
-        "begun", "done", "drain_cut", "event", "fatal_raised", "give_up", "sup", "token",
-        "unlink_token",
+        "begun", "done", "drain_cut", "event", "fatal_raised", "give_up", "sup", "timed_out",
+        "token", "unlink_token",
     )
 
     def __init__(self, sup: Supervisor) -> None:
@@ -68,6 +68,7 @@ class SupervisorStop:
         self.give_up = False  # a second signal: waiters stop waiting (StopTimeout)
         self.drain_cut = False  # a second signal ended the drain early
         self.fatal_raised = False
+        self.timed_out = False  # a wait for it raised StopTimeout (it was reported)
         self.event = threading.Event()  # set when done (the signal handler waits on it)
         self.token: Token | None = None
         self.unlink_token: Callable[[], None] | None = None
@@ -162,6 +163,7 @@ class SupervisorStop:
                 # Nobody is stopping it: a plain timeout, as for Group.join.
                 raise TimeoutError(f"supervisor {self.sup.name!r} still running after {timeout}s")
             if not ok or gave_up:
+                self.timed_out = True
                 raise self.timeout_error(
                     "gave up waiting (second signal)" if gave_up else f"not stopped after {timeout}s"
                 )
@@ -185,9 +187,11 @@ class SupervisorStop:
         return StopTimeout(f"supervisor {self.sup.name!r}: {why}; still running: {names}", running)
 
     def given_up(self, exc: BaseException | None) -> bool:
-        """Whether ``exc`` is the StopTimeout of a stop given up (a second signal):
-        stopping again would wait for the same tasks and raise it twice."""
-        return self.give_up and isinstance(exc, StopTimeout)
+        """Whether a with-block's end should not stop again: a wait for this stop
+        raised StopTimeout already (it timed out, or a second signal gave it up), or
+        ``exc`` is such a StopTimeout. Stopping again would wait for the same tasks and
+        raise a second StopTimeout about them."""
+        return self.timed_out or (self.give_up and isinstance(exc, StopTimeout))
 
     def raise_fatal_once(self) -> None:
         with self.sup._life.lock:
