@@ -285,6 +285,50 @@ def test_a_body_cancelled_from_outside_cancels_the_group_and_reraises(factory: s
     run(main, factory)
 
 
+def test_an_outside_cancel_during_a_failing_exit_is_raised_again_at_the_next_await(
+    factory: str,
+) -> None:
+    # asyncio.TaskGroup's 3.13 rule (gh-116720), on every Python: the exit raises the
+    # failures, and a cancellation of the host that arrived meanwhile is not lost when
+    # `except*` handles them: the host's next await raises CancelledError.
+    async def main() -> None:
+        cleaning = asyncio.Event()
+        failed = asyncio.Event()
+
+        async def fails() -> None:
+            failed.set()
+            raise ValueError("a task failed")
+
+        async def slow_cleanup() -> None:
+            try:
+                await forever()
+            finally:
+                cleaning.set()
+                await asyncio.sleep(0.05)  # the outside cancel lands while the exit waits
+
+        async def host() -> str:
+            try:
+                async with corral.AsyncGroup() as g:
+                    g.spawn(slow_cleanup)
+                    g.spawn(fails)
+                    await forever()
+            except* ValueError:
+                pass
+            try:
+                await asyncio.sleep(0)  # (a pending cancel is raised at any await)
+            except asyncio.CancelledError:
+                return "the outside cancel came back"
+            return "lost"
+
+        t = asyncio.create_task(host())
+        await failed.wait()
+        await cleaning.wait()
+        t.cancel()
+        assert await t == "the outside cancel came back"
+
+    run(main, factory)
+
+
 def test_entering_an_async_group_again_under_a_new_loop_says_it_was_entered_once() -> None:
     g = corral.AsyncGroup()
     sup = corral.AsyncSupervisor(handle_signals=False)

@@ -255,6 +255,12 @@ class AsyncGroup(_OnALoop, Group):
             ours = isinstance(exc, asyncio.CancelledError) and cancelled_outside is None
         self._host = None
         if err is not None and err is not body_exc:
+            if isinstance(err, Exception) and host is not None and host.cancelling():
+                # As asyncio.TaskGroup on 3.13: a cancellation of the host from outside
+                # is not lost behind the errors raised instead of it (`except*` around
+                # the block would swallow it): the host's next await raises it again.
+                host.uncancel()
+                host.cancel()
             raise err
         if cancelled_outside is not None and err is None:
             raise cancelled_outside
