@@ -65,21 +65,27 @@ ATTEMPTS: dict[str, Callable[..., Awaitable[None]]] = {
 }
 
 
+async def _spawned(n: int) -> tuple[corral.AsyncGroup, float]:
+    """An entered group with ``n`` no-op coroutines spawned, and µs per spawn."""
+    g = corral.AsyncGroup()
+    await g.__aenter__()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        g.spawn(noop)
+    return g, (time.perf_counter() - t0) / n * 1e6
+
+
 async def corral_parts(n: int, attempt: str) -> tuple[float, float]:
     """(spawn, run and join) of ``n`` no-op coroutines, with ``attempt`` as the attempt."""
     _aio._attempt = ATTEMPTS[attempt]  # type: ignore[assignment]
     try:
-        g = corral.AsyncGroup()
-        await g.__aenter__()
+        g, spawn = await _spawned(n)
         t0 = time.perf_counter()
-        for _ in range(n):
-            g.spawn(noop)
-        t1 = time.perf_counter()
         await g.__aexit__(None, None, None)
-        t2 = time.perf_counter()
+        run = (time.perf_counter() - t0) / n * 1e6
     finally:
         _aio._attempt = ATTEMPTS["whole"]  # type: ignore[assignment]
-    return (t1 - t0) / n * 1e6, (t2 - t1) / n * 1e6
+    return spawn, run
 
 
 async def corral_bookkeeping(n: int) -> float:
@@ -89,12 +95,7 @@ async def corral_bookkeeping(n: int) -> float:
     start = _aio.AsyncioRunner.start
     _aio.AsyncioRunner.start = lambda self, life, tasks: None  # type: ignore[method-assign]
     try:
-        g = corral.AsyncGroup()
-        await g.__aenter__()
-        t0 = time.perf_counter()
-        for _ in range(n):
-            g.spawn(noop)
-        took = (time.perf_counter() - t0) / n * 1e6
+        g, took = await _spawned(n)
     finally:
         _aio.AsyncioRunner.start = start  # type: ignore[method-assign]
     runner = g._coroutine_runner()
