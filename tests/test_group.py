@@ -9,6 +9,7 @@ assert corral's fixed behaviour.
 from __future__ import annotations
 
 import gc
+import inspect
 import itertools
 import json
 import logging
@@ -2382,6 +2383,32 @@ def test_bg_unknown_type_is_refused_at_the_call() -> None:
     assert added == []
     assert len(g) == 0
     g.join(TIMEOUT)
+
+
+def test_keyword_arguments_meant_for_fn_say_how_to_pass_them() -> None:
+    def fetch(url: str, retries: int = 0) -> str:
+        return url
+
+    with corral.Group() as g:
+        with pytest.raises(TypeError, match=r"unknown option\(s\) 'retries'") as info:
+            g.spawn(fetch, "u", retries=3)  # type: ignore[call-overload]
+        assert "functools.partial(fetch, retries=...)" in str(info.value)
+        assert "name, meta, background" in str(info.value)  # and what spawn does take
+        assert len(g) == 0
+
+
+def test_a_coroutine_object_given_as_fn_says_how_to_spawn_it_and_is_closed() -> None:
+    async def fetch(url: str) -> str:
+        return url
+
+    coro = fetch("u")
+    with corral.Group() as g:
+        with pytest.raises(TypeError, match=r"not a coroutine object.*spawn\(fetch, \*args\)"):
+            g.spawn(coro)  # type: ignore[call-overload]
+        with pytest.raises(TypeError, match="coroutine object"):
+            g.map(fetch("v"), [1])  # type: ignore[arg-type]
+    # closed: no "never awaited" warning (this suite runs with -W error)
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
 
 
 @pytest.mark.usefixtures("no_gc")

@@ -34,7 +34,7 @@ from ._supervisor import Supervisor
 from ._supervisor_stop import restore_signal_handlers
 from ._task import Task, current_token
 from ._token import check_timeout
-from ._validate import check_callable
+from ._validate import check_callable, not_callable
 from ._waiting import wait_until_async
 
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
@@ -318,7 +318,7 @@ class AsyncGroup(_OnALoop, Group):
         An exception of the iterable itself comes at its place too. Leaving the loop
         early (``break``, or ``aclose()``) cancels what is in flight."""
         if not callable(fn):
-            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+            raise not_callable(fn)
         window = map_window(self.limit, window, chunksize)
         if not hasattr(iterable, "__aiter__") and not hasattr(iterable, "__iter__"):
             raise TypeError(f"iterable must be iterable or async iterable, not {type(iterable).__name__}")

@@ -32,6 +32,8 @@ from ._validate import (
     check_hooks,
     check_name,
     check_spawn,
+    not_callable,
+    unknown_options,
 )
 from ._waiting import wait_until
 
@@ -290,6 +292,7 @@ class Group:
         signals_ready: bool = False,
         singleton: bool = False,
         drain: bool = False,
+        **unknown: Any,
     ) -> Task[Any]:
         """Start ``fn(*args)`` as a task of this group and return its handle at once.
 
@@ -305,11 +308,13 @@ class Group:
             name is None and meta is None and restart is Restart.NEVER and backoff is None
             and max_restarts is None and on_finish is None and needs == ()
             and background is False and replace is False and signals_ready is False
-            and singleton is False and drain is False
+            and singleton is False and drain is False and not unknown
         ):  # every option at its default (most spawns): only fn to check
             if check_callable(fn):
                 return _driver.spawn(self, fn, args, None, runner=self._coroutine_runner())
             return _driver.spawn(self, fn, args, None)
+        if unknown:
+            raise unknown_options(fn, unknown)
         coroutine = check_callable(fn)
         policy, backoff, limits, needs_t = check_spawn(
             fn, name, meta, background, restart, backoff, max_restarts, replace, needs,
@@ -414,7 +419,7 @@ class Group:
         as with :meth:`collect` (the call then returns None). Once the group is closed,
         calls go straight through and their exceptions propagate."""
         if not callable(fn):
-            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+            raise not_callable(fn)
         from ._collect import wrap
 
         return wrap(self._life, fn)

@@ -39,7 +39,7 @@ from ._context import current as _current
 from ._context import not_on_a_loop
 from ._errors import Stopped
 from ._record import DONE
-from ._validate import check_count, qualname
+from ._validate import check_count, not_callable, qualname
 
 if TYPE_CHECKING:
     from ._group import Group
@@ -355,7 +355,7 @@ def map_items(
 ) -> Iterator[R]:
     """``group.map(fn, iterable, window=window, chunksize=chunksize)`` (see there)."""
     if not callable(fn):
-        raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        raise not_callable(fn)
     limit = group.limit
     window = map_window(limit, window, chunksize)
     life = group._life

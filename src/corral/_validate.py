@@ -153,8 +153,23 @@ def check_callable(fn: Callable[..., Any]) -> bool:
     ``functools.partial``, ``__wrapped__`` and a callable object's ``__call__``): its
     task runs on an event loop."""
     if not callable(fn):
-        raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        raise not_callable(fn)
     return is_coroutine_function(fn)
+
+
+def not_callable(fn: object) -> TypeError:
+    """The error for a ``fn`` that is not callable. A coroutine object (``spawn(f(x))``
+    instead of ``spawn(f, x)``) is closed, so that no "never awaited" warning follows
+    the error, and the message says how to spawn it."""
+    if type(fn).__name__ == "coroutine" and hasattr(fn, "close"):
+        name = getattr(fn, "__name__", "f")
+        fn.close()
+        return TypeError(
+            f"fn must be a function, not a coroutine object: pass the coroutine function "
+            f"and its arguments, spawn({name}, *args), not spawn({name}(*args)) (each run "
+            "of a task, a restart's too, needs a fresh coroutine)"
+        )
+    return TypeError(f"fn must be callable, not {type(fn).__name__}")
 
 
 def check_spawn(
@@ -252,3 +267,21 @@ def check_needs(
         dep = live.get(n)
         if dep is not None:
             stack.extend((m, depth + 1) for m in dep.needs)
+
+
+SPAWN_OPTIONS = (
+    "name", "meta", "background", "restart", "backoff", "max_restarts", "replace", "needs",
+    "on_finish", "signals_ready", "singleton", "drain",
+)
+
+
+def unknown_options(fn: object, unknown: Mapping[str, Any]) -> TypeError:
+    """The error for keyword arguments ``spawn`` does not know: they were probably meant
+    for ``fn``, which is called with positional arguments only."""
+    names = ", ".join(repr(k) for k in unknown)
+    given = ", ".join(f"{k}=..." for k in unknown)
+    return TypeError(
+        f"spawn() got unknown option(s) {names} (its options: {', '.join(SPAWN_OPTIONS)}). "
+        f"fn is called with the positional arguments only: for keyword arguments, spawn "
+        f"functools.partial({getattr(fn, '__name__', 'fn')}, {given})"
+    )
