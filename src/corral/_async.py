@@ -316,7 +316,9 @@ class AsyncGroup(_OnALoop, Group):
         least 4,096 items). An item's exception is raised at its place, after the items
         before it (and is not also a group failure); the rest of its chunk does not run.
         An exception of the iterable itself comes at its place too. Leaving the loop
-        early (``break``, or ``aclose()``) cancels what is in flight."""
+        early cancels what is in flight once the iterator is closed: at once with
+        ``aclose()`` (``contextlib.aclosing``), a little later after a bare ``break``
+        (when asyncio finalizes it)."""
         if not callable(fn):
             raise not_callable(fn)
         window = map_window(self.limit, window, chunksize)
