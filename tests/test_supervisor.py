@@ -1021,10 +1021,13 @@ def test_failures_are_bounded() -> None:
 
 @pytest.mark.parametrize("bad", [0, -1])
 def test_max_failures_must_be_positive(bad: int) -> None:
-    with pytest.raises(ValueError, match="max_failures"):
+    # (and the messages say what is allowed: an int >= 1, not None, unlike limit)
+    with pytest.raises(ValueError, match=r"max_failures must be an int >= 1, not -?\d"):
         make(max_failures=bad)
-    with pytest.raises(TypeError, match="max_failures"):
+    with pytest.raises(TypeError, match="max_failures must be an int >= 1, not float"):
         make(max_failures=2.5)
+    with pytest.raises(TypeError, match="max_failures must be an int >= 1, not NoneType"):
+        make(max_failures=None)
 
 
 def test_stop_timeout_names_the_stuck_task_with_its_stack() -> None:

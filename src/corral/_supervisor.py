@@ -106,9 +106,7 @@ class Supervisor(Group):
                 "handle_signals=True needs a supervisor made in the main thread (Python runs "
                 "signal handlers there only); made elsewhere, stop it yourself on SIGTERM"
             )
-        if max_failures is None:
-            raise TypeError("max_failures must be an int >= 1, not None")
-        check_count("max_failures", max_failures)
+        check_count("max_failures", max_failures, none=False)
         if token is not None and not isinstance(token, Token):
             raise TypeError(f"token must be a corral.Token or None, not {type(token).__name__}")
         # Set before Group.__init__: it registers _on_cancelled, which may run at once.

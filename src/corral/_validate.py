@@ -33,14 +33,16 @@ __all__ = [
 MAX_NAME = 200  # characters: names go into logs, thread names and snapshots
 
 
-def check_count(what: str, value: object) -> int | None:
-    """An int >= 1 or None (``limit``, ``window``, ``max_failures``)."""
-    if value is None:
+def check_count(what: str, value: object, *, none: bool = True) -> int | None:
+    """An int >= 1, or None where ``none`` allows it (``limit``, ``window``;
+    ``max_failures`` takes no None)."""
+    if value is None and none:
         return None
+    allowed = "an int >= 1 or None" if none else "an int >= 1"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int >= 1 or None, not {type(value).__name__}")
+        raise TypeError(f"{what} must be {allowed}, not {type(value).__name__}")
     if value < 1:
-        raise ValueError(f"{what} must be >= 1 (or None), not {value!r}")
+        raise ValueError(f"{what} must be {allowed}, not {value!r}")
     return value
 
 
