@@ -21,7 +21,7 @@ import pytest
 import corral
 from corral import Supervisor, TaskState
 from corral.testing import MockClock
-from helpers import BLOCKED, REQUEST_ID, AtomicCounter, in_thread
+from helpers import BLOCKED, REQUEST_ID, AtomicCounter, in_thread, released
 
 # Every test runs over each runner (the pool, and a thread per attempt): see conftest.
 pytestmark = pytest.mark.usefixtures("runner")
@@ -864,7 +864,7 @@ def test_leaving_the_block_after_a_stop_timed_out_does_not_wait_and_raise_again(
         gate.wait(WAIT)
 
     reported: list[corral.StopTimeout] = []
-    try:
+    with released(gate):
         with make("timed-out", stop_timeout=3600) as sup:
             t = sup.spawn(stubborn, name="stubborn")
             assert started.wait(WAIT)
@@ -875,8 +875,6 @@ def test_leaving_the_block_after_a_stop_timed_out_does_not_wait_and_raise_again(
         # (with stop_timeout=3600, a second stop here would have hung the test)
         assert [list(e.running) for e in reported] == [["stubborn"]]
         assert state(t) is TaskState.RUNNING
-    finally:
-        gate.set()
     sup.wait(timeout=WAIT)
     assert state(t) is TaskState.CANCELLED
 

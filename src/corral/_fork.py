@@ -75,10 +75,6 @@ def _end_inherited(roots: list[_group.Group], cause: BaseException) -> None:
         _forget_group(g, cause, todo)
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 def _forget_group(group: _group.Group, cause: BaseException, children: list[_group.Group]) -> None:
     """End an inherited group's tasks (CANCELLED, no hooks: they are the parent's) and
     close it; add the groups its tasks made to ``children``."""
@@ -86,3 +82,7 @@ def _forget_group(group: _group.Group, cause: BaseException, children: list[_gro
         children.extend(t._child_groups_alive())
         t._child_groups_closed()
     group._role.forgotten_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

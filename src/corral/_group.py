@@ -314,7 +314,7 @@ class Group:
                 return _driver.spawn(self, fn, args, None, runner=self._coroutine_runner())
             return _driver.spawn(self, fn, args, None)
         if unknown:
-            raise unknown_options(fn, unknown)
+            raise unknown_options(fn, unknown, Group.spawn.__kwdefaults__ or ())
         coroutine = check_callable(fn)
         policy, backoff, limits, needs_t = check_spawn(
             fn, name, meta, background, restart, backoff, max_restarts, replace, needs,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping
+from types import CoroutineType
 
 from ._errors import safe_repr
 from ._policy import DEFAULT_BACKOFF, NO_HOOKS, Backoff, Hooks, Restart, check_max_restarts
@@ -27,7 +28,9 @@ __all__ = [
     "check_spawn",
     "is_coroutine_function",
     "name_stem",
+    "not_callable",
     "qualname",
+    "unknown_options",
 ]
 
 MAX_NAME = 200  # characters: names go into logs, thread names and snapshots
@@ -163,8 +166,8 @@ def not_callable(fn: object) -> TypeError:
     """The error for a ``fn`` that is not callable. A coroutine object (``spawn(f(x))``
     instead of ``spawn(f, x)``) is closed, so that no "never awaited" warning follows
     the error, and the message says how to spawn it."""
-    if type(fn).__name__ == "coroutine" and hasattr(fn, "close"):
-        name = getattr(fn, "__name__", "f")
+    if isinstance(fn, CoroutineType):
+        name = fn.__name__
         fn.close()
         return TypeError(
             f"fn must be a function, not a coroutine object: pass the coroutine function "
@@ -271,19 +274,16 @@ def check_needs(
             stack.extend((m, depth + 1) for m in dep.needs)
 
 
-SPAWN_OPTIONS = (
-    "name", "meta", "background", "restart", "backoff", "max_restarts", "replace", "needs",
-    "on_finish", "signals_ready", "singleton", "drain",
-)
-
-
-def unknown_options(fn: object, unknown: Mapping[str, Any]) -> TypeError:
-    """The error for keyword arguments ``spawn`` does not know: they were probably meant
-    for ``fn``, which is called with positional arguments only."""
+def unknown_options(
+    fn: object, unknown: Mapping[str, Any], options: Iterable[str]
+) -> TypeError:
+    """The error for keyword arguments ``spawn`` does not know (``options`` are the ones
+    it knows): they were probably meant for ``fn``, which is called with positional
+    arguments only."""
     names = ", ".join(repr(k) for k in unknown)
     given = ", ".join(f"{k}=..." for k in unknown)
     return TypeError(
-        f"spawn() got unknown option(s) {names} (its options: {', '.join(SPAWN_OPTIONS)}). "
+        f"spawn() got unknown option(s) {names} (its options: {', '.join(options)}). "
         f"fn is called with the positional arguments only: for keyword arguments, spawn "
         f"functools.partial({getattr(fn, '__name__', 'fn')}, {given})"
     )

@@ -61,12 +61,6 @@ class Waiter:
             if futures:
                 wake = self._wake
                 assert wake is not None  # (set by wait_async, which listed the futures)
-                if len(futures) == 1:  # (the common case: a group's exit awaits its tasks)
-                    loop, fut, predicate = futures[0]
-                    if predicate():
-                        wake(loop, fut)
-                        self._futures = []
-                    return
                 still = []
                 for entry in futures:
                     if entry[2]():
