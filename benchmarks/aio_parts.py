@@ -4,6 +4,7 @@ corral's handle would cost).
 
     python benchmarks/aio_parts.py            # 20,000 no-op coroutines, 5 rounds
     python benchmarks/aio_parts.py --quick
+    python benchmarks/aio_parts.py --uvloop   # on uvloop's loop
 
 A diagnostic, not a benchmark with goals (``aio.py`` has those): it swaps corral's
 internals for cut-down ones to time the parts, so its figures describe this version of
@@ -220,16 +221,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="2,000 coroutines, 3 rounds")
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--uvloop", action="store_true", help="on uvloop's loop")
     args = parser.parse_args()
     n = 2_000 if args.quick else 20_000
     rounds = args.rounds or (3 if args.quick else 5)
     gc.disable()
     try:
-        rows = asyncio.run(measure(n, rounds))
+        if args.uvloop:
+            import uvloop
+
+            rows = uvloop.run(measure(n, rounds))
+        else:
+            rows = asyncio.run(measure(n, rounds))
     finally:
         gc.enable()
     tg = statistics.median(rows["TaskGroup: spawn + run + join"])
-    print(f"corral {corral.__version__} on Python {sys.version.split()[0]}: {n:,} no-op "
+    loop = "uvloop" if args.uvloop else "the default loop"
+    print(f"corral {corral.__version__} on Python {sys.version.split()[0]}, {loop}: {n:,} no-op "
           f"coroutines, median of {rounds} rounds, collector off (µs per task)")
     for key, values in rows.items():
         value = statistics.median(values)

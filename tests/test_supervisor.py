@@ -11,6 +11,7 @@ assert corral's fixed behaviour.
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -1055,6 +1056,38 @@ def test_stop_timeout_names_the_stuck_task_with_its_stack() -> None:
         release.set()
         s.stop(timeout=WAIT)
     assert state(t) is TaskState.CANCELLED
+
+
+def test_a_stop_report_names_the_first_ten_stuck_tasks_and_counts_the_rest() -> None:
+    # 25 tasks outlive the stop: the message and str() name ten (a stop that 20,000
+    # tasks outlive must not make an exception text of megabytes); .running has all.
+    n = 25
+    up = threading.Semaphore(0)
+    release = threading.Event()
+
+    def stuck() -> None:
+        up.release()
+        release.wait(WAIT)  # never looks at its token
+
+    s = make()
+    s.start()
+    try:
+        for i in range(n):
+            s.spawn(stuck, name=f"stuck-{i:02}")
+        for _ in range(n):
+            assert up.acquire(timeout=WAIT)
+        with pytest.raises(corral.StopTimeout) as excinfo:
+            s.stop(timeout=0.2)
+        err = excinfo.value
+        assert sorted(err.running) == [f"stuck-{i:02}" for i in range(n)]
+        first, *rest = str(err).splitlines()
+        assert first.endswith(" and 15 more")
+        assert len(re.findall(r"'stuck-\d\d'", first)) == 10
+        assert len([line for line in rest if line.startswith("--- stuck-")]) == 10
+        assert rest[-1] == "--- and 15 more (every one in StopTimeout.running) ---"
+    finally:
+        release.set()
+        s.stop(timeout=WAIT)
 
 
 def test_default_stop_timeout() -> None:

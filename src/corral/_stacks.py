@@ -38,15 +38,19 @@ def user_stack(where: FrameType | list[FrameType]) -> str:
     return "".join(traceback.format_list(frames[start:]))
 
 
-def running_stacks(group: Group, prefix: str, out: dict[str, str]) -> None:
+def running_stacks(group: Group, prefix: str, out: dict[str, str], stacks: bool = True) -> None:
     """Each running task of ``group``'s subtree, by path ("parent/child"), with its
     stack: a task stuck joining a child group is named, and so is the grandchild that
-    ignores its token."""
+    ignores its token. ``stacks`` False: the names only (each stack is "")."""
     from ._record import TaskState
 
     for t in group.tasks:
         if t.state is TaskState.RUNNING:
-            frame = t._stack()
-            out[prefix + t.name] = user_stack(frame) if frame is not None else "(not started yet)\n"
+            if not stacks:
+                out[prefix + t.name] = ""
+            elif (frame := t._stack()) is not None:
+                out[prefix + t.name] = user_stack(frame)
+            else:
+                out[prefix + t.name] = "(not started yet)\n"
         for child in t._child_groups_alive():
-            running_stacks(child, f"{prefix}{t.name}/", out)
+            running_stacks(child, f"{prefix}{t.name}/", out, stacks)

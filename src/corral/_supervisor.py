@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from . import _driver
 from ._context import not_on_a_loop, within
-from ._errors import Stopped, SupervisorStopped
+from ._errors import Stopped, SupervisorStopped, listed
 from ._group import Group, GroupRole
 from ._links import roots
 from ._policy import Hooks
@@ -383,25 +383,27 @@ def _exit_step(sup: Supervisor, cause: BaseException) -> bool:
 
 
 def _log_abandoned(groups: list[Group], waited: float) -> int:
+    from ._stacks import running_stacks
+
+    debug = log.isEnabledFor(logging.DEBUG)  # (the stacks are only for DEBUG)
     running: dict[str, str] = {}
     where: list[str] = []
     for g in groups:
         before = len(running)
-        from ._stacks import running_stacks
-
-        running_stacks(g, "", running)
+        running_stacks(g, "", running, stacks=debug)
         where.extend(f"{name!r} ({g._kind} {g.name!r})" for name in list(running)[before:])
     if not where:
         return 0
     log.warning(
         "interpreter exit: abandoning %d task%s still running (cancelled, waited for "
         "%.1fs; their daemon threads end with the process): %s", len(where),
-        "" if len(where) == 1 else "s", waited, ", ".join(where),
+        "" if len(where) == 1 else "s", waited, listed(where),
     )
-    log.debug(
-        "interpreter exit: stacks of the abandoned tasks:\n%s",
-        "\n".join(f"{name}:\n{stack}" for name, stack in running.items()),
-    )
+    if debug:
+        log.debug(
+            "interpreter exit: stacks of the abandoned tasks:\n%s",
+            "\n".join(f"{name}:\n{stack}" for name, stack in running.items()),
+        )
     return len(where)
 
 

@@ -18,7 +18,7 @@ import sys
 import threading
 
 from ._context import busy as _busy
-from ._errors import Stopped, StopTimeout, safe_repr
+from ._errors import Stopped, StopTimeout, listed, safe_repr
 from ._links import roots
 from ._pool import get_pool
 
@@ -183,7 +183,7 @@ class SupervisorStop:
         from ._stacks import running_stacks  # (only for stop reports)
 
         running_stacks(self.sup, "", running)
-        names = ", ".join(repr(n) for n in running) or "none"
+        names = listed([repr(n) for n in running]) or "none"
         return StopTimeout(f"supervisor {self.sup.name!r}: {why}; still running: {names}", running)
 
     def given_up(self, exc: BaseException | None) -> bool:
