@@ -210,6 +210,52 @@ def test_exit_with_stuck_tasks_waits_one_bound_in_all(n: int) -> None:
         }
 
 
+def test_a_coroutine_that_swallows_cancellation_on_corrals_loop_is_waited_for_within_the_one_bound() -> None:
+    # Regression: a corral.go() coroutine that swallows every cancellation kept exit
+    # waiting for corral's loop thread (5 s), and then the supervisors' handler waited
+    # the whole bound again for the same task (10 s): 15 s where the README says 10 in
+    # all. The polite one beside it is cleaned up; the stubborn one is named once.
+    proc = run(
+        """
+        import asyncio, sys, time
+        import corral
+        import corral._supervisor as s
+
+        s.DEFAULT_STOP_TIMEOUT = 1.0
+
+        def out(line):  # (one write per line: two threads print)
+            sys.stdout.write(line + "\\n")
+            sys.stdout.flush()
+
+        async def polite():
+            try:
+                await asyncio.sleep(600)
+            finally:
+                out("polite cleanup")
+
+        async def stubborn():
+            out("stubborn runs")
+            while True:
+                try:
+                    await asyncio.sleep(600)
+                except asyncio.CancelledError:
+                    pass
+
+        p = corral.go(polite, name="polite")
+        t = corral.go(stubborn, name="stubborn")
+        t.wait_ready(timeout=10)
+        out(f"main returns {time.monotonic()}")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "stubborn runs" in proc.stdout
+    assert "polite cleanup" in proc.stdout
+    assert exit_seconds(proc) < 1.0 + 2.0, f"exit took {exit_seconds(proc):.1f}s"
+    [warning] = [line for line in proc.stderr.splitlines() if "abandoning" in line]
+    assert "abandoning 1 task still running" in warning
+    assert "'stubborn' (supervisor 'corral.go')" in warning
+
+
 def test_exit_after_a_given_up_stop_does_not_wait_again() -> None:
     # A second SIGTERM gave the stop up (serve() raised StopTimeout); the program then
     # returns. Exit used to wait out the whole bound again for the same stuck task.

@@ -32,6 +32,7 @@ import contextvars
 import logging
 import os
 import threading
+import time
 from types import FrameType
 
 from . import _driver
@@ -450,19 +451,21 @@ def _run_own_loop(loop: asyncio.AbstractEventLoop, started: threading.Event) -> 
             loop.close()
 
 
-_EXIT_WAIT = 5.0  # seconds the exit gives coroutines on corral's loop to end when told
-
-
 def _stop_own_loop() -> None:
     """At exit: stop corral's loop. Its thread then shuts the loop down as asyncio.run
     does (``shutdown_asyncgens``: the runner's watch cancels what still runs there and
-    awaits it, hooks run), within ``_EXIT_WAIT``; a coroutine that will not end is left
-    to the daemon thread. (Registered after the supervisors' exit handler, so it runs
-    before it: those tasks are over by then.)"""
+    awaits it, hooks run); a coroutine that will not end is left to the daemon thread.
+
+    Registered after the supervisors' exit handler (on the first use of corral's
+    loop), so it runs before it; both wait within one bound for the process
+    (``exit_deadline``), and a coroutine that will not end is named once, by the
+    supervisors' handler, which finds it still running."""
     global _own
     own = _own
     if own is None:
         return
+    from ._supervisor import exit_deadline
+
     loop, thread = own
     runner = _runners.get(loop)
     if runner is not None:
@@ -471,7 +474,7 @@ def _stop_own_loop() -> None:
         loop.call_soon_threadsafe(loop.stop)
     except RuntimeError:
         return
-    thread.join(_EXIT_WAIT)
+    thread.join(max(0.0, exit_deadline() - time.monotonic()))
     _own = None
 
 

@@ -290,6 +290,19 @@ def _reset_default_for_tests() -> None:  # pragma: no cover - test helper
 # -- interpreter exit ---------------------------------------------------------------
 
 
+_exit_deadline: float | None = None
+
+
+def exit_deadline() -> float:
+    """When interpreter exit stops waiting for tasks: ``DEFAULT_STOP_TIMEOUT`` seconds
+    after the first of corral's exit handlers began (the supervisors' here, corral's
+    loop thread's in ``_aio``): one bound for the process, whichever runs first."""
+    global _exit_deadline
+    if _exit_deadline is None:
+        _exit_deadline = time.monotonic() + DEFAULT_STOP_TIMEOUT
+    return _exit_deadline
+
+
 @atexit.register
 def _at_exit() -> None:
     """Nothing is left running at interpreter exit: every supervisor stops and every
@@ -307,7 +320,7 @@ def _at_exit() -> None:
 
     cause = Stopped("interpreter exit")
     bound = DEFAULT_STOP_TIMEOUT
-    deadline = time.monotonic() + bound
+    deadline = exit_deadline()
     pool = get_pool()
     abandoned = 0
     try:
