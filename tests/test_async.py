@@ -789,6 +789,32 @@ def test_awaiting_a_task_of_a_blocking_group_does_not_block_the_loop(factory: st
     run(main, factory)
 
 
+def test_cancelling_the_awaiting_coroutine_ends_its_wait_not_the_task(factory: str) -> None:
+    # Awaiting watches: the group owns the task. Unlike awaiting an asyncio.Task (whose
+    # awaiter's cancellation cancels it too), a timeout around `await t` leaves t
+    # running, as `await asyncio.shield(t)` would.
+    async def main() -> None:
+        release = asyncio.Event()
+
+        async def work() -> str:
+            await release.wait()
+            return "done"
+
+        async with corral.AsyncGroup() as g:
+            t = g.spawn(work, name="work")
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(t, 0.01)
+            assert t.state is TaskState.RUNNING
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.01):
+                    await t
+            assert t.state is TaskState.RUNNING and not t.token.cancelled
+            release.set()
+            assert await t == "done"
+
+    run(main, factory)
+
+
 # -- a closing loop --------------------------------------------------------------------------
 
 

@@ -274,7 +274,9 @@ class Task(_Handle[T]):
     def __await__(self) -> Generator[Any, None, T]:
         """``await task``: wait without blocking the loop, then the result (or raise
         the task's error; ``Cancelled`` if it was cancelled, never the awaiting
-        coroutine's own ``CancelledError``)."""
+        coroutine's own ``CancelledError``). It only watches: a cancellation of the
+        awaiting coroutine (``asyncio.wait_for``'s timeout) ends the wait, not the
+        task, which its group owns."""
         return self._result_async().__await__()
 
     async def _result_async(self) -> T:
