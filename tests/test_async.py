@@ -808,7 +808,8 @@ def test_cancelling_the_awaiting_coroutine_ends_its_wait_not_the_task(factory: s
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.01):
                     await t
-            assert t.state is TaskState.RUNNING and not t.token.cancelled
+            assert t.state is TaskState.RUNNING
+            assert not t.token.cancelled
             release.set()
             assert await t == "done"
 

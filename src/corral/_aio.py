@@ -27,7 +27,6 @@ This module imports ``asyncio``; corral loads it with the first coroutine task.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextvars
 import logging
 import os
@@ -37,7 +36,7 @@ from types import FrameType
 
 from . import _driver
 from ._context import current as _current
-from ._context import running_loop
+from ._context import exit_first, running_loop
 from ._errors import Cancelled, safe_repr
 from ._loops import call_on
 from ._policy import call_hook
@@ -433,8 +432,8 @@ def _own_loop() -> asyncio.AbstractEventLoop:
         )
         thread.start()
         started.wait()
-        if _own is None:
-            atexit.register(_stop_own_loop)
+        if _stop_own_loop not in exit_first:  # (once: a forked child inherits it)
+            exit_first.append(_stop_own_loop)
         _own = (loop, thread)
         return loop
 
@@ -451,21 +450,17 @@ def _run_own_loop(loop: asyncio.AbstractEventLoop, started: threading.Event) -> 
             loop.close()
 
 
-def _stop_own_loop() -> None:
+def _stop_own_loop(deadline: float) -> None:
     """At exit: stop corral's loop. Its thread then shuts the loop down as asyncio.run
     does (``shutdown_asyncgens``: the runner's watch cancels what still runs there and
-    awaits it, hooks run); a coroutine that will not end is left to the daemon thread.
-
-    Registered after the supervisors' exit handler (on the first use of corral's
-    loop), so it runs before it; both wait within one bound for the process
-    (``exit_deadline``), and a coroutine that will not end is named once, by the
-    supervisors' handler, which finds it still running."""
+    awaits it, hooks run), waited for until ``deadline``; a coroutine that will not end
+    is left to the daemon thread. The supervisors' exit handler runs this first, within
+    its one bound for the process, and names such a coroutine, which it finds still
+    running."""
     global _own
     own = _own
     if own is None:
         return
-    from ._supervisor import exit_deadline
-
     loop, thread = own
     runner = _runners.get(loop)
     if runner is not None:
@@ -474,7 +469,7 @@ def _stop_own_loop() -> None:
         loop.call_soon_threadsafe(loop.stop)
     except RuntimeError:
         return
-    thread.join(max(0.0, exit_deadline() - time.monotonic()))
+    thread.join(max(0.0, deadline - time.monotonic()))
     _own = None
 
 

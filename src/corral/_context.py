@@ -10,12 +10,13 @@ import threading
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ._group import Group
     from ._task import Task
 
-__all__ = ["busy", "current", "not_on_a_loop", "running_loop", "within"]
+__all__ = ["busy", "current", "exit_first", "not_on_a_loop", "running_loop", "within"]
 
 # What this thread is busy with for corral: ``group``, the group whose task attempt it
 # runs (or the supervisor it is stopping); ``finishing``, the task whose end hooks it
@@ -25,6 +26,11 @@ busy = threading.local()
 current: contextvars.ContextVar[Task[Any] | None] = contextvars.ContextVar(
     "corral_current_task", default=None
 )
+
+# What interpreter exit does first, before the supervisors stop, within the same one
+# bound (each is called with its deadline, a time.monotonic()): stopping corral's own
+# loop thread (``_aio``). Run by ``_supervisor``'s exit handler.
+exit_first: list[Callable[[float], None]] = []
 
 
 def within(group: Group) -> bool:

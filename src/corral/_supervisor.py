@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable
 
 from . import _driver
-from ._context import not_on_a_loop, within
+from ._context import exit_first, not_on_a_loop, within
 from ._errors import Stopped, SupervisorStopped, listed
 from ._group import Group, GroupRole
 from ._links import roots
@@ -290,19 +290,6 @@ def _reset_default_for_tests() -> None:  # pragma: no cover - test helper
 # -- interpreter exit ---------------------------------------------------------------
 
 
-_exit_deadline: float | None = None
-
-
-def exit_deadline() -> float:
-    """When interpreter exit stops waiting for tasks: ``DEFAULT_STOP_TIMEOUT`` seconds
-    after the first of corral's exit handlers began (the supervisors' here, corral's
-    loop thread's in ``_aio``): one bound for the process, whichever runs first."""
-    global _exit_deadline
-    if _exit_deadline is None:
-        _exit_deadline = time.monotonic() + DEFAULT_STOP_TIMEOUT
-    return _exit_deadline
-
-
 @atexit.register
 def _at_exit() -> None:
     """Nothing is left running at interpreter exit: every supervisor stops and every
@@ -320,10 +307,12 @@ def _at_exit() -> None:
 
     cause = Stopped("interpreter exit")
     bound = DEFAULT_STOP_TIMEOUT
-    deadline = exit_deadline()
+    deadline = time.monotonic() + bound
     pool = get_pool()
     abandoned = 0
     try:
+        for step in exit_first:  # (corral's loop thread: its coroutines end there)
+            step(deadline)
         pool.shutdown(timeout=0)  # (it waits for no worker here: see the end)
         _clock._no_thread_at_exit()
         groups, supervisors = _exit_forest()
