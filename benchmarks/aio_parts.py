@@ -177,8 +177,46 @@ class FloorGroup:
             await self.done
 
 
-async def floor(n: int, slots: int) -> float:
-    g = FloorGroup(_record_class(slots))
+class LoopFloorGroup(FloorGroup):
+    """The floor without its lock: a group whose state only its loop's thread touches
+    (what a loop-confined lifecycle would cost; corral's is shared with threads)."""
+
+    def spawn(self, fn: Callable[[], Awaitable[None]]) -> Any:
+        name = f"noop#{next(self.seq)}"
+        rec = self.record(fn, (), name)
+        self.live[name] = rec
+        self.unfinished[rec] = None
+        ctx = contextvars.copy_context()
+        asyncio.get_running_loop().create_task(self._run(rec, fn, name), name=name, context=ctx)
+        return rec
+
+    async def _run(self, rec: Any, fn: Callable[[], Awaitable[None]], name: str) -> None:
+        _current.set(rec)
+        await fn()
+        del self.live[name]
+        del self.unfinished[rec]
+        if not self.unfinished and self.done is not None:
+            self.done.set_result(None)
+
+
+async def wrapped_taskgroup(n: int) -> float:
+    """``TaskGroup`` with a wrapper coroutine around each task's (as corral's attempt)."""
+
+    async def wrapper(fn: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await fn()
+        except BaseException:
+            raise
+
+    t0 = time.perf_counter()
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(n):
+            tg.create_task(wrapper(noop))
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+async def floor(n: int, slots: int, group: type[FloorGroup] = FloorGroup) -> float:
+    g = group(_record_class(slots))
     t0 = time.perf_counter()
     for _ in range(n):
         g.spawn(noop)
@@ -211,8 +249,15 @@ async def measure(n: int, rounds: int) -> dict[str, list[float]]:
         note("TaskGroup: run + join", run)
         note("TaskGroup: spawn + run + join", spawn + run)
         gc.collect()
+        note("TaskGroup + a wrapper coroutine: spawn + run + join", await wrapped_taskgroup(n))
+        gc.collect()
         for slots in (6, 56):
             note(f"floor, {slots}-slot record: spawn + run + join", await floor(n, slots))
+            gc.collect()
+            note(
+                f"floor, {slots}-slot record, no lock: spawn + run + join",
+                await floor(n, slots, LoopFloorGroup),
+            )
             gc.collect()
     return rows
 
