@@ -753,6 +753,24 @@ def test_blocking_calls_on_a_loop_thread_raise_naming_the_awaited_form(factory: 
     run(main, factory)
 
 
+def test_corral_sleep_in_a_coroutine_task_is_refused_by_its_own_name(factory: str) -> None:
+    # It said "Token.sleep() blocks" (the token it delegates to): the user wrote
+    # corral.sleep().
+    async def main() -> None:
+        async def naps() -> None:
+            corral.sleep(0.01)
+
+        with pytest.raises(ExceptionGroup) as info:
+            async with corral.AsyncGroup() as g:
+                g.spawn(naps)
+        [err] = info.value.exceptions
+        assert isinstance(err, RuntimeError)
+        assert str(err).startswith("corral.sleep() blocks")
+        assert "await asyncio.sleep()" in str(err)
+
+    run(main, factory)
+
+
 def test_token_wait_async_returns_on_cancel_or_timeout() -> None:
     async def main() -> None:
         tok = corral.Token()

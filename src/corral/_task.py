@@ -379,11 +379,14 @@ def sleep(seconds: float) -> bool:
 
     Outside any task this is a plain sleep (returns True).
     """
+    _check_seconds("seconds", seconds)
+    if seconds > 0:  # (named here: the token's own check would say Token.sleep())
+        not_on_a_loop(
+            "corral.sleep()",
+            "await asyncio.sleep() (a coroutine task is cancelled through CancelledError)",
+        )
     task = _current.get()
     if task is None:
-        _check_seconds("seconds", seconds)
-        if seconds > 0:
-            not_on_a_loop("corral.sleep()", "await asyncio.sleep()")
         time.sleep(seconds)
         return True
     single = task._lease_state
@@ -393,7 +396,6 @@ def sleep(seconds: float) -> bool:
     # A singleton: never sleep past its lease's deadline, and say False if the lease
     # went while we slept (after SIGSTOP/SIGCONT this thread may wake before the
     # renewal thread notices).
-    _check_seconds("seconds", seconds)
     left = lease.remaining()
     if left < seconds:
         task.token.sleep(left)
