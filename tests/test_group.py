@@ -2429,3 +2429,28 @@ def test_a_finished_task_is_freed_by_reference_counting_alone() -> None:
         list(g.map(abs, range(-10, 10), chunksize=3))
     assert kept.state is TaskState.SUCCEEDED
     assert tasks_alive() == before + 1  # the one still referenced
+
+
+def test_a_keyboard_interrupt_of_the_block_comes_out_before_the_failures(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # As from asyncio.TaskGroup: Ctrl-C in the block (or SystemExit) comes out of the
+    # with, not an ExceptionGroup of the failures that happened meanwhile; those are
+    # logged (seen once), as when a task's own KeyboardInterrupt stops the group.
+    def fails() -> NoReturn:
+        raise ValueError("failed before the interrupt")
+
+    g = corral.Group("interrupted", fail_fast=False)
+    t = g.spawn(fails)
+    t.join()
+
+    def interrupted_block() -> None:
+        with g:
+            raise KeyboardInterrupt
+
+    with caplog.at_level(logging.ERROR, logger="corral"), pytest.raises(KeyboardInterrupt):
+        interrupted_block()
+    assert state(t) is TaskState.FAILED
+    assert g.closed
+    logged = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], ValueError)]
+    assert len(logged) == 1

@@ -453,3 +453,93 @@ def test_go_sigint_with_a_user_handler_chains_to_it_after_waiting() -> None:
     assert lines(proc) == [
         "routine cancelled", "user handler called; tasks: ['cancelled']", "main goes on",
     ]
+
+
+# -- an interrupt while a plain group's join waits -----------------------------------------
+
+
+@pytest.mark.parametrize("how", ["with", "join"])
+@pytest.mark.parametrize("interrupt", ["KeyboardInterrupt", "SystemExit"])
+def test_an_interrupt_while_a_group_joins_cancels_and_waits_for_its_tasks(
+    how: str, interrupt: str
+) -> None:
+    # Ctrl-C while `with corral.Group()` waited at its end (or in join()) came out at
+    # once: the tasks ran on, unaware, and the group stayed open (its tasks were
+    # cancelled only at interpreter exit, "interpreter exit"). Now the group is
+    # cancelled with the interrupt as its cause, its tasks are waited for, and then the
+    # interrupt is raised, as for one raised in the with-block.
+    proc = run(
+        f"""
+        if "{interrupt}" == "SystemExit":  # (a handler that exits, as services write)
+            signal.signal(signal.SIGTERM, lambda *a: sys.exit(3))
+            SIG = signal.SIGTERM
+        else:
+            SIG = signal.SIGINT
+        up = threading.Semaphore(0)
+
+        def worker(i):
+            tok = corral.current_token()
+            up.release()
+            tok.wait()
+            out(f"worker {{i}} cancelled: {{type(tok.cause).__name__}}")
+
+        def send_when_up():
+            for _ in range(2):
+                up.acquire(timeout=10)
+            send(SIG)
+
+        threading.Thread(target=send_when_up, daemon=True).start()
+        watchdog(10, "joining")
+        g = corral.Group("batch")
+        try:
+            if "{how}" == "with":
+                with g:
+                    tasks = [g.spawn(worker, i) for i in range(2)]
+            else:
+                tasks = [g.spawn(worker, i) for i in range(2)]
+                g.join()
+        except {interrupt}:
+            out("raised {interrupt}; closed:", g.closed, [t.state.value for t in tasks])
+        """
+    )
+    assert proc.returncode == 0, describe(proc)
+    out = lines(proc)
+    assert sorted(out[:2]) == [f"worker {i} cancelled: {interrupt}" for i in range(2)], describe(proc)
+    assert out[2:] == [f"raised {interrupt}; closed: True ['cancelled', 'cancelled']"], describe(proc)
+
+
+def test_a_second_interrupt_while_the_group_waits_for_its_cancelled_tasks_stops_the_wait() -> None:
+    proc = run(
+        """
+        release = threading.Event()
+        up = threading.Event()
+
+        def stubborn():
+            up.set()
+            release.wait(10)  # ignores its token until released
+            out("stubborn ends, cancelled:", corral.current_token().cancelled)
+
+        def interrupt_twice():
+            up.wait(10)
+            send(signal.SIGINT)  # the first: the group is cancelled; join waits on
+            send(signal.SIGINT)  # the second: join stops waiting
+
+        threading.Thread(target=interrupt_twice, daemon=True).start()
+        watchdog(10, "joining")
+        g = corral.Group("batch")
+        t = g.spawn(stubborn)
+        try:
+            g.join()
+        except KeyboardInterrupt:
+            out("second interrupt out; closed:", g.closed, t.state.value)
+        release.set()
+        g.join()
+        out("joined after release; closed:", g.closed, t.state.value)
+        """
+    )
+    assert proc.returncode == 0, describe(proc)
+    assert lines(proc) == [
+        "second interrupt out; closed: False running",
+        "stubborn ends, cancelled: True",
+        "joined after release; closed: True cancelled",
+    ], describe(proc)

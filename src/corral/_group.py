@@ -373,8 +373,21 @@ class Group:
     def _join_collect(
         self, timeout: float | None, body_exc: BaseException | None = None
     ) -> BaseException | None:
-        """Join, and return what join() should raise (or None)."""
-        return _joining.join(self, timeout, body_exc)
+        """Join, and return what join() should raise (or None).
+
+        An interrupt raised in this thread while it waits (Ctrl-C's KeyboardInterrupt, a
+        signal handler's ``sys.exit()``) stops the group as a with-block that raised it
+        does: the tasks are cancelled (with it as the cause) and waited for, and then it
+        is raised. Another one during that wait (or during a block's own interrupt's)
+        stops the wait: it propagates, and the cancelled tasks end on their own.
+        """
+        try:
+            return _joining.join(self, timeout, body_exc)
+        except (KeyboardInterrupt, SystemExit) as interrupt:
+            if isinstance(body_exc, (KeyboardInterrupt, SystemExit)):
+                raise  # (a second interrupt: wait no more)
+            self.cancel(interrupt)
+            return _joining.join(self, None, interrupt)
 
     def _unregister(self) -> None:
         """The group has closed: let go of what links it to longer-lived objects."""

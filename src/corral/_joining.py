@@ -86,7 +86,10 @@ def outcome(
 ) -> BaseException | None:
     """What a group's join raises: a fatal error (the failures logged), else one
     ``ExceptionGroup`` of the with-body's exception and the failures, else the body's
-    own ``BaseException``, else nothing."""
+    own ``BaseException``, else nothing. A body's KeyboardInterrupt or SystemExit is
+    fatal too: it comes out, not the failures (as from ``asyncio.TaskGroup``)."""
+    if fatal is None and isinstance(body_exc, (KeyboardInterrupt, SystemExit)):
+        fatal = body_exc
     if fatal is not None:
         for f in failures:
             log.error(
