@@ -8,6 +8,7 @@ assert corral's fixed behaviour.
 
 from __future__ import annotations
 
+import functools
 import gc
 import inspect
 import itertools
@@ -2454,3 +2455,26 @@ def test_a_keyboard_interrupt_of_the_block_comes_out_before_the_failures(
     assert g.closed
     logged = [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], ValueError)]
     assert len(logged) == 1
+
+
+def test_a_hook_that_a_call_would_not_run_is_refused_where_it_is_given() -> None:
+    # `async def on_finish(t)` was called and dropped ("coroutine was never awaited"):
+    # the hook silently never ran. Hooks are called, never awaited or iterated.
+    async def async_hook(t: corral.Task[Any]) -> None:
+        pass
+
+    def generator_hook(t: corral.Task[Any]) -> Iterator[None]:
+        yield
+
+    for hook, kind in ((async_hook, "a coroutine function"), (generator_hook, "a generator function")):
+        with pytest.raises(TypeError, match=rf"^Hooks.on_failed is {kind} \(.*\): hooks are called"):
+            corral.Hooks(on_failed=hook)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=rf"^on_finish is {kind}"):
+            corral.Group(on_finish=hook)
+        with pytest.raises(TypeError, match=rf"^on_finish is {kind}"):
+            corral.Supervisor(on_finish=hook, handle_signals=False)
+        with corral.Group() as g, pytest.raises(TypeError, match=rf"^on_finish is {kind}"):
+            g.spawn(print, on_finish=hook)
+        assert not g.tasks
+    # A plain function (or any callable) is fine, and so is a partial of one.
+    corral.Hooks(on_failed=functools.partial(lambda tag, t, e: None, "tag"))

@@ -7,6 +7,8 @@ import logging
 import math
 from collections.abc import Callable
 
+from ._callables import check_hook
+
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
 if TYPE_CHECKING:
@@ -252,8 +254,10 @@ class Hooks(_Record):
     def __post_init__(self) -> None:
         for name in _HOOK_NAMES:
             value = getattr(self, name)
-            if value is not None and not callable(value):
-                raise TypeError(f"Hooks.{name} must be callable or None, not {value!r}")
+            if value is not None:
+                if not callable(value):
+                    raise TypeError(f"Hooks.{name} must be callable or None, not {value!r}")
+                check_hook(f"Hooks.{name}", value)
 
 
 NO_HOOKS = Hooks()

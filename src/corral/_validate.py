@@ -3,10 +3,10 @@ the call site, never a late failure in a worker."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Mapping
 from types import CoroutineType
 
+from ._callables import check_hook, is_coroutine_function, qualname
 from ._errors import safe_repr
 from ._policy import DEFAULT_BACKOFF, NO_HOOKS, Backoff, Hooks, Restart, check_max_restarts
 
@@ -70,58 +70,6 @@ def check_bool(what: str, value: object) -> bool:
     return value
 
 
-# Code flags of functions whose call returns a generator or coroutine instead of
-# running the body (inspect.CO_GENERATOR, CO_COROUTINE, CO_ASYNC_GENERATOR; inspect
-# itself is not imported: it is slow to import).
-_CO_GENERATOR, _CO_COROUTINE, _CO_ASYNC_GENERATOR = 0x20, 0x80, 0x200
-_CO_ANY_GENERATOR = _CO_GENERATOR | _CO_COROUTINE | _CO_ASYNC_GENERATOR
-
-
-def is_coroutine_function(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn`` runs as a coroutine (see ``check_callable``); raises ``TypeError``
-    for a generator or async generator function, whose body would never run."""
-    # (On every spawn: a plain function or a bound method, which forwards __code__,
-    # costs one attribute read; partials, __wrapped__ and callable objects unwrap.)
-    code = getattr(fn, "__code__", None)
-    target: Any = fn
-    if code is None or getattr(fn, "__wrapped__", None) is not None:
-        for _ in range(16):
-            if isinstance(target, functools.partial):
-                target = target.func
-            elif (inner := getattr(target, "__wrapped__", None)) is not None or (inner := getattr(target, "__func__", None)) is not None:
-                target = inner
-            elif getattr(target, "__code__", None) is None and not isinstance(target, type):
-                call = getattr(type(target), "__call__", None)  # noqa: B004 - its function
-                if call is None or getattr(call, "__code__", None) is None:
-                    break
-                target = call
-            else:
-                break
-        code = getattr(target, "__code__", None)
-    # (inspect.markcoroutinefunction, 3.12+, marks a plain function as one)
-    if getattr(target, "_is_coroutine_marker", None) is not None:
-        return True
-    flags = getattr(code, "co_flags", 0)
-    if not isinstance(flags, int) or not flags & _CO_ANY_GENERATOR:
-        return False
-    if flags & _CO_COROUTINE:
-        return True
-    if flags & _CO_ASYNC_GENERATOR:
-        kind = "an async generator function"
-        hint = "spawn a coroutine function that iterates it instead"
-    else:
-        kind = "a generator function"
-        hint = "its body would never run: spawn a function that consumes it, e.g. lambda: list(gen())"
-    raise TypeError(f"fn is {kind} ({qualname(fn)}): {hint}")
-
-
-def qualname(fn: Callable[..., Any]) -> str:
-    """``module.qualname`` of a callable (the stem of a task's automatic name)."""
-    mod = getattr(fn, "__module__", None)
-    qual = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
-    if qual is None:
-        qual = type(fn).__qualname__
-    return f"{mod}.{qual}" if mod else str(qual)
 
 
 def check_hooks(hooks: object, on_finish: object) -> Hooks:
@@ -132,6 +80,7 @@ def check_hooks(hooks: object, on_finish: object) -> Hooks:
         return hooks or NO_HOOKS
     if not callable(on_finish):
         raise TypeError(f"on_finish must be callable, not {type(on_finish).__name__}")
+    check_hook("on_finish", on_finish)
     if hooks is not None and hooks.on_finished is not None:
         raise TypeError("give either on_finish= or hooks=Hooks(on_finished=...), not both")
     return (hooks or NO_HOOKS).__replace__(on_finished=on_finish)
@@ -228,8 +177,10 @@ def check_spawn(
     for n in needs_t:
         if not isinstance(n, str):
             raise TypeError(f"needs must name tasks by str, not {type(n).__name__}")
-    if on_finish is not None and not callable(on_finish):
-        raise TypeError(f"on_finish must be callable, not {type(on_finish).__name__}")
+    if on_finish is not None:
+        if not callable(on_finish):
+            raise TypeError(f"on_finish must be callable, not {type(on_finish).__name__}")
+        check_hook("on_finish", on_finish)
     if singleton and name is None:
         raise TypeError(
             "a singleton task needs a name= (its lease is named after it, and every "
