@@ -771,6 +771,25 @@ def test_corral_sleep_in_a_coroutine_task_is_refused_by_its_own_name(factory: st
     run(main, factory)
 
 
+def test_async_wait_until_refuses_a_coroutine_function_predicate(factory: str) -> None:
+    # It is called on the loop and its answer read as a bool: a coroutine is true, and
+    # the group was cancelled at once. (Poll async state by caching it in a variable.)
+    async def main() -> None:
+        async def ready() -> bool:
+            return False
+
+        async with corral.AsyncGroup() as g:
+            gate = asyncio.Event()
+            t = g.spawn(gate.wait)
+            with pytest.raises(TypeError, match=r"^predicate is a coroutine function"):
+                await g.wait_until(ready, BACKSTOP)  # type: ignore[arg-type]
+            assert not g.token.cancelled
+            gate.set()
+        assert t.state is TaskState.SUCCEEDED
+
+    run(main, factory)
+
+
 def test_token_wait_async_returns_on_cancel_or_timeout() -> None:
     async def main() -> None:
         tok = corral.Token()

@@ -2478,3 +2478,21 @@ def test_a_hook_that_a_call_would_not_run_is_refused_where_it_is_given() -> None
         assert not g.tasks
     # A plain function (or any callable) is fine, and so is a partial of one.
     corral.Hooks(on_failed=functools.partial(lambda tag, t, e: None, "tag"))
+
+
+def test_wait_until_refuses_a_predicate_whose_answer_would_be_a_coroutine() -> None:
+    # A coroutine object is true: wait_until returned True at once and cancelled the
+    # group, whose tasks had not finished.
+    async def ready() -> bool:
+        return False
+
+    with corral.Group() as g:
+        gate = threading.Event()
+        t = g.spawn(gate.wait, TIMEOUT)
+        with pytest.raises(TypeError, match=r"^predicate is a coroutine function"):
+            g.wait_until(ready, TIMEOUT)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"^predicate returned coroutine, which would read as true"):
+            g.wait_until(lambda: ready(), TIMEOUT)  # type: ignore[arg-type, return-value]
+        assert not g.token.cancelled
+        gate.set()
+    assert state(t) is TaskState.SUCCEEDED

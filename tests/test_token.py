@@ -1221,3 +1221,14 @@ def test_a_runners_hook_runs_once_on_cancel_and_can_be_taken_off() -> None:
     assert quiet.set_hook(None)
     quiet.cancel()
     assert calls == ["leaf", "child"]
+
+
+def test_an_async_on_cancel_callback_is_refused() -> None:
+    # It was called on cancel and dropped ("coroutine was never awaited"): it never ran.
+    async def callback() -> None:
+        pass
+
+    tok = corral.Token()
+    with pytest.raises(TypeError, match=r"^callback is a coroutine function .*never awaited"):
+        tok.on_cancel(callback)
+    tok.cancel()  # (nothing was registered: no warning, nothing dropped)

@@ -11,7 +11,7 @@ TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported a
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["check_hook", "is_coroutine_function", "qualname"]
+__all__ = ["check_hook", "check_plain", "is_coroutine_function", "qualname", "refuse_awaitable"]
 
 # Code flags of functions whose call returns a generator or coroutine instead of
 # running the body (inspect.CO_GENERATOR, CO_COROUTINE, CO_ASYNC_GENERATOR; inspect
@@ -74,11 +74,11 @@ def qualname(fn: Callable[..., Any]) -> str:
     return f"{mod}.{qual}" if mod else str(qual)
 
 
-def check_hook(what: str, hook: Callable[..., Any]) -> None:
-    """A hook (callable already): not a coroutine or generator function, which a call
-    would not run (hooks are called, in the task's thread or on its loop, and never
-    awaited: the coroutine would be dropped, "never awaited")."""
-    flags = _code_flags(hook)
+def check_plain(what: str, fn: Callable[..., Any], why: str) -> None:
+    """``fn`` (callable already) is called by corral and its body must run: refuse a
+    coroutine or generator function (a call would only make a coroutine or generator,
+    dropped, "never awaited"). ``why``: what corral does with it, for the message."""
+    flags = _code_flags(fn)
     if not flags:
         return
     kind = (
@@ -86,8 +86,26 @@ def check_hook(what: str, hook: Callable[..., Any]) -> None:
         else "an async generator function" if flags & _CO_ASYNC_GENERATOR
         else "a generator function"
     )
+    raise TypeError(f"{what} is {kind} ({qualname(fn)}): {why}")
+
+
+def check_hook(what: str, hook: Callable[..., Any]) -> None:
+    """A hook (callable already): hooks are called, in the task's thread or on its
+    loop, never awaited."""
+    check_plain(
+        what, hook,
+        "hooks are called, never awaited or iterated, so its body would not run; give a "
+        "plain function (it may spawn a task for async work)",
+    )
+
+
+def refuse_awaitable(what: str, value: object) -> None:
+    """A value that corral reads (a predicate's answer) turned out awaitable: close it
+    (no "never awaited" warning) and say so."""
+    close = getattr(value, "close", None)
+    if close is not None:
+        close()
     raise TypeError(
-        f"{what} is {kind} ({qualname(hook)}): hooks are called, never awaited or "
-        "iterated, so its body would not run; give a plain function (it may spawn a "
-        "task for async work)"
+        f"{what} returned {type(value).__name__}, which would read as true: give a plain "
+        "function that returns a bool (it is called, never awaited)"
     )

@@ -8,6 +8,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from types import TracebackType
 
+from ._callables import check_plain
 from ._clock import SYSTEM_CLOCK, TimerHandle
 from ._context import not_on_a_loop
 from ._errors import Cancelled, safe_repr
@@ -309,6 +310,11 @@ class Token:
         """
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        check_plain(
+            "callback", callback,
+            "on_cancel callbacks are called (in the thread that cancels), never awaited, so "
+            "its body would not run; give a plain function",
+        )
         with self._lock:
             if self._cause is None:
                 if self._callbacks is None:

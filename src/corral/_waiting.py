@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from ._callables import check_plain, refuse_awaitable
 from ._errors import Stopped
 from ._token import check_timeout
 
@@ -162,6 +163,11 @@ def _wait_until_start(predicate: Callable[[], bool], timeout: float | None, inte
     """Check ``wait_until``'s arguments; its deadline."""
     if not callable(predicate):
         raise TypeError(f"predicate must be callable, not {type(predicate).__name__}")
+    check_plain(
+        "predicate", predicate,
+        "it is called and its answer read as true or false, and a coroutine reads as true; "
+        "give a plain function that returns a bool",
+    )
     timeout = check_timeout("timeout", timeout)
     if isinstance(interval, bool) or not isinstance(interval, int | float):
         raise TypeError(f"interval must be a number of seconds, not {type(interval).__name__}")
@@ -181,7 +187,10 @@ def _wait_until_round(
     # Read before the predicate too: if nothing can change the outcome any more, the
     # predicate's answer now is the last word.
     hopeless = token._cause is not None or not life.unfinished
-    if predicate():
+    answer: object = predicate()  # (a bool, if the caller kept to the type)
+    if answer is not True and answer is not False and hasattr(answer, "__await__"):
+        refuse_awaitable("predicate", answer)
+    if answer:
         cancel(Stopped("wait_until condition met"))
         return True, 0.0, _never
     if hopeless:
