@@ -790,6 +790,28 @@ def test_async_wait_until_refuses_a_coroutine_function_predicate(factory: str) -
     run(main, factory)
 
 
+def test_collect_works_with_async_with_too(factory: str) -> None:
+    # `async with g.collect():` raised TypeError (no asynchronous context manager
+    # protocol), and the block's exception was never collected.
+    async def main() -> list[str]:
+        after: list[str] = []
+
+        async def block() -> None:
+            async with corral.AsyncGroup(fail_fast=False) as g:
+                async with g.collect():
+                    await asyncio.sleep(0)
+                    raise ValueError("in the collected block")
+                after.append("the body goes on")
+
+        with pytest.raises(ExceptionGroup) as info:
+            await block()
+        [err] = info.value.exceptions
+        assert isinstance(err, ValueError)
+        return after
+
+    assert run(main, factory) == ["the body goes on"]
+
+
 def test_token_wait_async_returns_on_cancel_or_timeout() -> None:
     async def main() -> None:
         tok = corral.Token()

@@ -25,8 +25,9 @@ R = TypeVar("R")
 
 
 class Collector:
-    """``with group.collect():`` an exception raised in the block becomes a failure of
-    the group (and, with ``fail_fast``, cancels it) instead of propagating."""
+    """``with group.collect():`` (or ``async with``) an exception raised in the block
+    becomes a failure of the group (and, with ``fail_fast``, cancels it) instead of
+    propagating."""
 
     __slots__ = ("_background", "_entered", "_life")
 
@@ -56,6 +57,15 @@ class Collector:
                 life.collector_exited(self._background)
         self._entered = False
         return swallow
+
+
+    async def __aenter__(self) -> Collector:
+        """``async with group.collect():`` is ``with`` (neither waits), for async code
+        that reaches for it."""
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> bool:
+        return self.__exit__(exc_type, exc, tb)
 
 
 def _is_asyncio_cancel(exc: BaseException) -> bool:
