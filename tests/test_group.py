@@ -1776,6 +1776,15 @@ def test_wait_ready_raises_not_ready_if_the_task_ended_first() -> None:
     assert app.attempts == 0
 
 
+def test_not_ready_of_a_task_that_returned_has_no_bookkeeping_cause() -> None:
+    # It was chained to Cancelled("the attempt ended"), the token's internal end mark.
+    with corral.Group() as g:
+        t = g.spawn(lambda: 1, name="returns", signals_ready=True)
+    with pytest.raises(corral.NotReady, match=r"ended \(succeeded\) before it was ready") as info:
+        t.wait_ready(TIMEOUT)
+    assert info.value.__cause__ is None
+
+
 def test_a_dependent_is_cancelled_when_what_it_needs_ends_for_good() -> None:
     # "needs" means "needs it running (ready)": when the needed task ends and never
     # comes back, its running dependent is cancelled and parks (PENDING); join ends it.

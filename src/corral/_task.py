@@ -334,7 +334,7 @@ class Task(_Handle[T]):
         if self._ever_ready:
             return self._ready_value
         err = NotReady(f"task {self.name!r} ended ({self.state.value}) before it was ready")
-        raise err from (self._error or self.token.cause)
+        raise err from (self._error or self.cause)  # (never the bookkeeping ATTEMPT_ENDED)
 
     def _snapshot(self) -> TaskSnapshot:
         from ._snapshot import task_snapshot  # (loaded on first use)
