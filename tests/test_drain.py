@@ -185,8 +185,11 @@ def test_a_task_that_ignores_its_cancellation_does_not_hold_the_drain_up() -> No
     assert not stopper.is_alive()
 
 
-def test_drain_timeout_none_waits_without_limit_and_stop_timeout_still_applies() -> None:
+def test_drain_timeout_none_waits_without_limit_and_stop_timeout_still_applies(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     gate = threading.Event()
+    caplog.set_level(logging.INFO, logger="corral")
 
     def job() -> None:
         assert gate.wait(TIMEOUT)
@@ -203,6 +206,8 @@ def test_drain_timeout_none_waits_without_limit_and_stop_timeout_still_applies()
         gate.set()
         sup.wait(TIMEOUT)
     assert t.result() is None  # it finished: SUCCEEDED
+    # (it said "up to no limit")
+    assert "supervisor 'unbounded': draining 1 task, for as long as it takes" in caplog.messages
 
 
 def test_a_fatal_stop_does_not_drain() -> None:

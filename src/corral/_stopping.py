@@ -50,9 +50,9 @@ def drain(
             todo.extend(dep for n in t.needs if (dep := life.live.get(n)) is not None)
         life.draining = True
     log.info(
-        "%s %r: draining %d task%s, up to %s", life.kind, life.name, len(draining),
+        "%s %r: draining %d task%s, %s", life.kind, life.name, len(draining),
         "" if len(draining) == 1 else "s",
-        "no limit" if timeout is None else f"{timeout:g} s",
+        "for as long as it takes" if timeout is None else f"up to {timeout:g} s",
     )
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
@@ -77,9 +77,10 @@ def drain(
         left = [t for t in draining if t._phase is not DONE]
         if left and not cut():
             log.warning(
-                "%s %r: %d draining task%s still running after %s; cancelling",
+                "%s %r: %d draining task%s %s; cancelling",
                 life.kind, life.name, len(left), "" if len(left) == 1 else "s",
-                "no limit" if timeout is None else f"{timeout:g} s",
+                f"still running after {timeout:g} s" if timeout is not None
+                else "waiting for what they need, which ended",
             )
     finally:
         with life.lock:
