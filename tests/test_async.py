@@ -812,6 +812,44 @@ def test_collect_works_with_async_with_too(factory: str) -> None:
     assert run(main, factory) == ["the body goes on"]
 
 
+def test_a_blocking_groups_with_block_ending_on_a_loop_cancels_its_tasks_and_refuses(
+    factory: str,
+) -> None:
+    # `with corral.Group()` (or Supervisor) in a coroutine: the end of the block cannot
+    # wait there and says so; its tasks ran on unsupervised after the error. Now the
+    # group is cancelled (the supervisor stops) first.
+    async def main() -> None:
+        gate = asyncio.Event()  # (never set: only a cancellation ends the tasks)
+        spawned: list[corral.Task[None]] = []
+
+        async def work() -> None:
+            await gate.wait()
+
+        g = corral.Group("blocking")
+
+        def group_block() -> None:
+            with g:
+                spawned.append(g.spawn(work))
+
+        with pytest.raises(RuntimeError, match=r"use corral.AsyncGroup"):
+            group_block()
+        sup = corral.Supervisor("blocking-sup", handle_signals=False)
+
+        def supervisor_block() -> None:
+            with sup:
+                spawned.append(sup.spawn(work, name="work"))
+
+        with pytest.raises(RuntimeError, match=r"await sup.stop\(\) \(an AsyncSupervisor\)"):
+            supervisor_block()
+        # (the waits, off the loop)
+        await asyncio.to_thread(g.join, BACKSTOP)
+        await asyncio.to_thread(sup.wait, BACKSTOP)
+        assert [t.state for t in spawned] == [TaskState.CANCELLED] * 2
+        assert sup.is_stopped
+
+    run(main, factory)
+
+
 def test_token_wait_async_returns_on_cancel_or_timeout() -> None:
     async def main() -> None:
         tok = corral.Token()

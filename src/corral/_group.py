@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from . import _driver, _joining, _runner
 from ._clock import SYSTEM_CLOCK
 from ._context import current as _current
-from ._context import not_on_a_loop
+from ._context import not_on_a_loop, running_loop
 from ._errors import GroupClosed
 from ._lifecycle import Lifecycle
 from ._links import Links
@@ -484,6 +484,11 @@ class Group:
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> Literal[False]:
         if exc is not None:
             self.cancel(exc)
+        elif running_loop() is not None:
+            # The block's end cannot wait on this thread (its loop would stand still):
+            # the join below refuses, naming AsyncGroup. Cancel first, so that the tasks
+            # do not outlive the block unsupervised.
+            self.cancel(f"{self._kind} {self.name!r}: its with-block ended on an event loop")
         err = self._join_collect(None, exc)
         if err is None or err is exc:
             return False  # nothing to raise, or the body's own exception propagates

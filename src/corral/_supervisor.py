@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Callable
 
 from . import _driver
-from ._context import exit_first, not_on_a_loop, within
+from ._context import exit_first, not_on_a_loop, running_loop, within
 from ._errors import Stopped, SupervisorStopped, listed
 from ._group import Group, GroupRole
 from ._links import roots
@@ -235,6 +235,11 @@ class Supervisor(Group):
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> Literal[False]:
+        if running_loop() is not None and not within(self):
+            # The block's end cannot wait on this thread (its loop would stand still):
+            # the stop begins (nothing outlives the block), and stop() refuses to wait,
+            # naming AsyncSupervisor.
+            self._stop.begin(Stopped(f"supervisor {self.name!r} stopped"))
         if not self._stop.given_up(exc):
             self.stop()
         if exc is None:
