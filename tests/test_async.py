@@ -850,6 +850,37 @@ def test_a_blocking_groups_with_block_ending_on_a_loop_cancels_its_tasks_and_ref
     run(main, factory)
 
 
+def test_awaiting_a_task_of_its_own_full_group_raises_instead_of_hanging(factory: str) -> None:
+    # limit=1: the coroutine awaiting holds the only slot; what it awaits (a sibling,
+    # or the tasks of a map) queues for it. That hung; now the await raises.
+    async def main() -> list[str]:
+        async def parent() -> int:
+            child = g.spawn(asyncio.sleep, 0, 7)
+            return await child
+
+        async def mapper() -> list[int]:
+            return [v async for v in g.map(abs, range(3))]
+
+        async def block(group: corral.AsyncGroup, fn: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+            async with group:
+                group.spawn(fn, name="waiter")
+
+        messages = []
+        for fn in (parent, mapper):
+            g = corral.AsyncGroup("one-slot", limit=1, fail_fast=False)  # (the one they use)
+            with pytest.raises(ExceptionGroup) as info:
+                await block(g, fn)
+            [err] = info.value.exceptions
+            assert isinstance(err, RuntimeError)
+            messages.append(str(err))
+        return messages
+
+    for message in run(main, factory):
+        assert message.startswith(
+            "task 'waiter' would wait forever for a task of its own group 'one-slot'"
+        )
+
+
 def test_token_wait_async_returns_on_cancel_or_timeout() -> None:
     async def main() -> None:
         tok = corral.Token()

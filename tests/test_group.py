@@ -2505,3 +2505,107 @@ def test_wait_until_refuses_a_predicate_whose_answer_would_be_a_coroutine() -> N
         assert not g.token.cancelled
         gate.set()
     assert state(t) is TaskState.SUCCEEDED
+
+
+# -- a task that waits for tasks of its own limited group --------------------------------
+
+
+def test_a_wait_for_a_task_that_can_never_get_a_slot_raises_instead_of_hanging() -> None:
+    # limit=1: the task waiting holds the only slot, and what it waits for queues for
+    # it. That hung forever; now the wait raises RuntimeError (the task fails, its slot
+    # comes free, and the queued task runs).
+    children: list[corral.Task[int]] = []
+
+    def parent() -> int:
+        children.append(g.spawn(lambda: 7, name="child"))
+        return children[0].result()  # (no timeout: it would wait forever)
+
+    g = corral.Group("one-slot", limit=1, fail_fast=False)
+    p = g.spawn(parent, name="parent")
+    with pytest.raises(ExceptionGroup) as info:
+        g.join(TIMEOUT)
+    [err] = info.value.exceptions
+    assert isinstance(err, RuntimeError)
+    assert str(err).startswith(
+        "task 'parent' would wait forever for a task of its own group 'one-slot'"
+    )
+    assert "raise the limit, or give the inner work a group of its own" in str(err)
+    assert state(p) is TaskState.FAILED
+    assert children[0].result() == 7  # (it ran once the slot came free)
+
+
+def test_map_iterated_in_a_task_of_its_own_full_group_raises_instead_of_hanging() -> None:
+    g = corral.Group("one-slot", limit=1)
+    g.spawn(lambda: list(g.map(abs, range(5))), name="parent")
+    with pytest.raises(ExceptionGroup) as info:
+        g.join(TIMEOUT)
+    [err] = info.value.exceptions
+    assert isinstance(err, RuntimeError)
+    assert "task 'parent' would wait forever" in str(err)
+
+
+def test_waits_for_own_tasks_that_a_slot_will_serve_are_left_alone() -> None:
+    # limit=2: the waiting task holds one slot, the child gets the other; and a map
+    # in a task of the group whose other slot serves it.
+    # (Both at once would be a circle: two parents on the two slots, each waiting
+    # for a child that queues.)
+    with corral.Group("two-slots", limit=2) as g:
+        t = g.spawn(lambda: g.spawn(lambda: 7).result())
+        assert t.result(TIMEOUT) == 7
+        m = g.spawn(lambda: list(g.map(abs, range(-3, 0))))
+    assert m.result() == [3, 2, 1]
+
+
+def test_a_wait_with_a_timeout_is_not_refused() -> None:
+    # It ends by itself (TimeoutError), and then the queued task runs.
+    def parent() -> str:
+        child = g.spawn(lambda: 7, name="child")
+        with pytest.raises(TimeoutError):
+            child.result(0.05)
+        return "timed out"
+
+    with corral.Group("one-slot", limit=1) as g:
+        p = g.spawn(parent)
+    assert p.result() == "timed out"
+
+
+def test_the_wait_that_closes_a_circle_of_waits_is_refused() -> None:
+    # limit=2: a waits for b (running), b waits for c, which queues behind them. The
+    # circle is closed by whichever of the two waits comes second: that one is refused
+    # (a's: it waits for b, which is stuck; b's: it waits for c, which cannot run while
+    # a waits for it), its task goes on or fails, and c runs.
+    b_up = threading.Event()
+    refused: list[str] = []
+
+    def b() -> str:
+        b_up.set()
+        c = g.spawn(lambda: "c", name="c")
+        try:
+            return c.result()
+        except RuntimeError as e:
+            refused.append(str(e))
+            raise
+
+    def a() -> str:
+        tb = g.spawn(b, name="b")
+        wait(b_up)
+        try:
+            return tb.result()
+        except RuntimeError as e:
+            if not refused:  # (b's own refusal, re-raised by result(), is b's)
+                refused.append(str(e))
+            return "refused"
+
+    g = corral.Group("chain", limit=2, fail_fast=False)
+    ta = g.spawn(a, name="a")
+    failures: tuple[BaseException, ...] = ()
+    try:
+        g.join(TIMEOUT)
+    except ExceptionGroup as eg:
+        failures = eg.exceptions
+    assert len(refused) == 1
+    assert refused[0].startswith(("task 'a' would wait forever", "task 'b' would wait forever"))
+    b_refused = refused[0].startswith("task 'b'")
+    # b refused: b failed (the group's one failure); a refused: nothing failed
+    assert [type(e) for e in failures] == ([RuntimeError] if b_refused else [])
+    assert ta.result() == "refused"

@@ -145,6 +145,9 @@ class Lifecycle:
         self.draining = False  # a supervisor's graceful stop waits for drain=True tasks
         self.ends = 0  # tasks DONE so far (wait_until re-checks when it moves)
         self.ready_waiters = 0  # callers in wait_ready(): a readiness notifies only them
+        # Slot holders blocked in a wait for tasks of this group, each with what it waits
+        # for (see _waiting.OwnWait and _queries.stuck_for_good).
+        self.stuck: dict[Task[Any], Callable[[], Task[Any] | None]] = {}
         self.refuse: Callable[[], Exception] | None = None
         self.seq = itertools.count(1)  # the numbers of automatic task names
         self.stems: dict[Callable[..., Any], str] = {}  # fn -> its tasks' name stem

@@ -40,6 +40,7 @@ from ._context import not_on_a_loop
 from ._errors import Stopped
 from ._record import DONE
 from ._validate import check_count, not_callable, qualname
+from ._waiting import OwnWait
 
 if TYPE_CHECKING:
     from ._group import Group
@@ -265,6 +266,9 @@ class _Run(Generic[T, R]):
         get = self.wake.get
         main = threading.current_thread() is _MAIN_THREAD
         graced = False
+        # (a task of the group iterating: its wait for the job's task is watched for a
+        # circle of waits that no slot of the limit can break; see OwnWait)
+        own = OwnWait(self.life, lambda: None if job.done else job.task)
         try:
             while True:
                 self.want = job
@@ -299,6 +303,7 @@ class _Run(Generic[T, R]):
                 else:
                     get()
         finally:
+            own.__exit__()
             self.want = None
             if remove is not None:
                 remove()

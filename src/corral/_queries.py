@@ -4,7 +4,7 @@ task is pending, and what a stop in dependency order cancels next."""
 
 from __future__ import annotations
 
-from ._record import CAMPAIGNING, PARKED
+from ._record import CAMPAIGNING, PARKED, QUEUED
 
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
@@ -14,7 +14,33 @@ if TYPE_CHECKING:
     from ._lifecycle import Lifecycle
     from ._task import Task
 
-__all__ = ["foreground_done", "next_layer", "stranded", "waiting_for"]
+__all__ = ["foreground_done", "next_layer", "stranded", "stuck_for_good", "waiting_for"]
+
+
+def stuck_for_good(life: Lifecycle) -> int:
+    """With a limit: how many tasks queue for a slot that none of the tasks holding the
+    slots will ever give up, because each of those waits for a task of the group that
+    cannot run (it queues or is parked for a slot, or is itself such a waiter: chains);
+    0 if some slot will come free. Its waiters are ``life.stuck``: the slot holders
+    blocked in a wait for tasks of their own group, each with what it waits for."""
+    if life.limit is None or not life.stuck or life.cancelling or life.token._cause is not None:
+        return 0  # (cancelled: the queued tasks end, and the waits with them)
+    queued = sum(1 for t in life.queue if t._phase is QUEUED)
+    if not queued:
+        return 0
+    targets = {waiter: target() for waiter, target in life.stuck.items()}
+    stuck = {
+        waiter for waiter, t in targets.items()
+        if t is not None and (t._phase is QUEUED or t._phase is PARKED)
+    }
+    changed = True
+    while changed:  # a fixpoint: a waiter for a stuck waiter is stuck (chains)
+        changed = False
+        for waiter, t in targets.items():
+            if waiter not in stuck and t in stuck:
+                stuck.add(waiter)
+                changed = True
+    return queued if len(stuck) >= life.slots else 0
 
 
 def stranded(life: Lifecycle) -> dict[Task[Any], str]:

@@ -15,6 +15,7 @@ from ._errors import Cancelled, NotReady, safe_repr
 from ._policy import Backoff, Restart
 from ._record import ATTEMPT_ENDED, DONE, TaskRecord, TaskState
 from ._token import Token, _cancelled_from, _check_seconds, as_cause, check_timeout
+from ._waiting import OwnWait
 
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
 
@@ -257,13 +258,20 @@ class Task(_Handle[T]):
             not_on_a_loop(f"Task.{call}()", _AWAITED[call])
         life = self._life
         ready = call == "wait_ready"  # (a readiness is only announced while one waits)
-        with life.lock:
+        with self._own_wait(predicate, timeout), life.lock:
             life.ready_waiters += ready
             try:
                 if not life.waiter.wait(predicate, timeout):
                     raise TimeoutError(f"{what} still running after {timeout}s")
             finally:
                 life.ready_waiters -= ready
+
+    def _own_wait(self, predicate: Callable[[], bool], timeout: float | None) -> OwnWait:
+        """A wait without timeout by a task of the same group is watched for a circle
+        of waits that no slot of the group's limit can break (see ``OwnWait``)."""
+        if timeout is not None:
+            return OwnWait(self._life, None)
+        return OwnWait(self._life, lambda: None if predicate() else self)
 
     def _not_self(self, what: str) -> None:
         if _current.get() is self:
@@ -291,14 +299,15 @@ class Task(_Handle[T]):
         self._not_self(what)
         life = self._life
         ready = what == "wait_ready"  # (a readiness is only announced while one waits)
-        with life.lock:
-            life.ready_waiters += ready
-        try:
-            if not await life.waiter.wait_async(predicate, timeout):
-                raise TimeoutError(f"task {self.name!r} still running after {timeout}s")
-        finally:
+        with self._own_wait(predicate, timeout):
             with life.lock:
-                life.ready_waiters -= ready
+                life.ready_waiters += ready
+            try:
+                if not await life.waiter.wait_async(predicate, timeout):
+                    raise TimeoutError(f"task {self.name!r} still running after {timeout}s")
+            finally:
+                with life.lock:
+                    life.ready_waiters -= ready
 
     def result(self, timeout: float | None = None) -> T:
         """The return value, or raise the task's error (``Cancelled`` if it was cancelled)."""

@@ -14,7 +14,10 @@ import time
 from collections.abc import Callable
 
 from ._callables import check_plain, refuse_awaitable
+from ._context import current as _current
 from ._errors import Stopped
+from ._queries import stuck_for_good
+from ._record import RUNNING, takes_slot
 from ._token import check_timeout
 
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
@@ -24,8 +27,9 @@ if TYPE_CHECKING:
 
     from ._lifecycle import Lifecycle
     from ._sync import YieldingLock
+    from ._task import Task
 
-__all__ = ["Waiter", "wait_until", "wait_until_async"]
+__all__ = ["OwnWait", "Waiter", "wait_until", "wait_until_async"]
 
 
 _MAIN_THREAD = threading.main_thread()
@@ -208,3 +212,50 @@ def _wait_until_round(
 
 def _never() -> bool:
     return False
+
+
+class OwnWait:
+    """``with OwnWait(life, target):`` around a wait without timeout by a task for tasks
+    of its own group (``target()``: the one it waits for now, None once satisfied).
+
+    A task that holds a slot of a limited group and waits for another task of it keeps
+    its slot meanwhile. When every slot is held by such waiters and tasks queue for one,
+    nothing can ever run: the wait that completes that circle raises ``RuntimeError``
+    instead of hanging (as ``t.result()`` of a queued task in a task of a group with
+    ``limit=1`` would, or a ``g.map()`` iterated in a task of ``g``)."""
+
+    __slots__ = ("life", "task")
+
+    def __init__(self, life: Lifecycle, target: Callable[[], Task[Any] | None] | None) -> None:
+        """``target`` None: nothing to watch (a wait with a timeout ends by itself)."""
+        self.life = life
+        task: Task[Any] | None = _current.get()
+        if (
+            target is None or task is None or task._life is not life or life.limit is None
+            or task._phase is not RUNNING or not takes_slot(task)
+        ):
+            self.task = None
+            return
+        self.task = task
+        with life.lock:
+            life.stuck[task] = target
+            queued = stuck_for_good(life)
+            if queued:
+                del life.stuck[task]
+        if queued:
+            self.task = None
+            raise RuntimeError(
+                f"task {task.name!r} would wait forever for a task of its own "
+                f"{life.kind} {life.name!r}: each of its {life.limit} slot(s) is held "
+                f"by a task that waits for another task of it, and {queued} task(s) "
+                "queue for a slot; raise the limit, or give the inner work a group of "
+                "its own (made in the task: `with corral.Group() as inner:`)"
+            )
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.task is not None:
+            with self.life.lock:
+                self.life.stuck.pop(self.task, None)
