@@ -268,7 +268,10 @@ class _Run(Generic[T, R]):
         graced = False
         # (a task of the group iterating: its wait for the job's task is watched for a
         # circle of waits that no slot of the limit can break; see OwnWait)
-        own = OwnWait(self.life, lambda: None if job.done else job.task)
+        own = (
+            OwnWait(self.life, lambda: None if job.done else job.task)
+            if self.life.limit is not None and _current.get() is not None else None
+        )
         try:
             while True:
                 self.want = job
@@ -303,7 +306,8 @@ class _Run(Generic[T, R]):
                 else:
                     get()
         finally:
-            own.__exit__()
+            if own is not None:
+                own.__exit__()
             self.want = None
             if remove is not None:
                 remove()
