@@ -82,6 +82,48 @@ def test_a_task_waiting_on_itself_raises_runtime_error(how: str) -> None:
     assert t.result() == "ok"
 
 
+@pytest.mark.parametrize("how", ["join", "result", "exception", "wait_ready"])
+def test_a_task_waiting_on_the_task_that_made_its_group_raises_runtime_error(how: str) -> None:
+    # The outer task does not end before the group it made, which waits for the inner
+    # task: a wait for the outer task from there hung forever (or to its timeout).
+    def inner(outer: corral.Task[Any]) -> str:
+        with pytest.raises(
+            RuntimeError, match=f"runs inside a group that task 'outer' made: {how}\\(\\) on it"
+        ):
+            getattr(outer, how)()
+        return "refused"
+
+    def outer() -> str:
+        me = corral.current_task()
+        assert me is not None
+        with corral.Group("made by outer") as mine, corral.Group("deeper") as deeper:
+            t = deeper.spawn(inner, me)
+            mine.spawn(lambda: None)
+        return t.result()
+
+    with corral.Group() as g:
+        t = g.spawn(outer, name="outer", signals_ready=True)
+    assert t.result() == "refused"
+
+
+def test_a_task_joining_a_group_it_runs_inside_raises_runtime_error() -> None:
+    # A task of a group made by a task of `top` joining `top`: top waits for that task,
+    # which waits for its group, which waits for the caller.
+    def inner() -> str:
+        with pytest.raises(RuntimeError, match=r"runs inside group 'top' \(in a group that one"):
+            top.join()
+        return "refused"
+
+    def outer() -> str:
+        with corral.Group("made") as made:
+            t = made.spawn(inner)
+        return t.result()
+
+    with corral.Group("top") as top:
+        o = top.spawn(outer)
+    assert o.result() == "refused"
+
+
 def test_wait_ready_on_itself_once_ready_returns_the_value() -> None:
     def me() -> object:
         corral.ready("up")

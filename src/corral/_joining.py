@@ -12,7 +12,7 @@ import logging
 import time
 
 from ._context import current as _current
-from ._context import not_on_a_loop
+from ._context import not_on_a_loop, within
 from ._errors import Cancelled, Stopped
 from ._queries import foreground_done
 from ._queries import stranded as find_stranded
@@ -52,10 +52,19 @@ def join(group: Group, timeout: float | None, body_exc: BaseException | None) ->
 
 
 def check_not_own_task(group: Group) -> None:
+    """A join from inside the group would wait for itself: from one of its tasks, or
+    from a task of a group made (at any depth) by one of them."""
     current = _current.get()
-    if current is not None and current.group is group and not group._life.closed:
+    if current is None or group._life.closed:
+        return
+    if current.group is group:
         raise RuntimeError(
             f"a task of group {group.name!r} cannot join its own group (it would wait for itself)"
+        )
+    if within(group):
+        raise RuntimeError(
+            f"task {current.name!r} runs inside {group._kind} {group.name!r} (in a group "
+            "that one of its tasks made): joining it would wait for itself"
         )
 
 

@@ -274,10 +274,24 @@ class Task(_Handle[T]):
         return OwnWait(self._life, lambda: None if predicate() else self)
 
     def _not_self(self, what: str) -> None:
-        if _current.get() is self:
+        me = _current.get()
+        call = "await" if what == "await" else f"{what}()"
+        if me is self:
             raise RuntimeError(
-                f"task {self.name!r} called {what}() on itself: it would wait for itself forever"
+                f"task {self.name!r} called {call} on itself: it would wait for itself forever"
             )
+        if me is not None and self._child_groups:
+            # A task inside a group this task made (at any depth): this task does not end
+            # before that group, which waits for the caller.
+            g: Group | None = me.group
+            while g is not None:
+                maker = g._links.parent_task
+                if maker is self:
+                    raise RuntimeError(
+                        f"task {me.name!r} runs inside a group that task {self.name!r} made: "
+                        f"{call} on it would wait for itself forever"
+                    )
+                g = maker.group if maker is not None else None
 
     def __await__(self) -> Generator[Any, None, T]:
         """``await task``: wait without blocking the loop, then the result (or raise
