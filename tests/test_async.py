@@ -881,6 +881,29 @@ def test_awaiting_a_task_of_its_own_full_group_raises_instead_of_hanging(factory
         )
 
 
+def test_an_async_supervisors_task_awaiting_its_stop_raises_runtime_error(factory: str) -> None:
+    async def main() -> list[str]:
+        refused: list[str] = []
+        answered = asyncio.Event()
+
+        async def waiter() -> None:
+            try:
+                await sup.wait()
+            except RuntimeError as e:
+                refused.append(str(e))
+            answered.set()
+            await asyncio.Event().wait()  # (until the stop cancels it)
+
+        sup = corral.AsyncSupervisor("s", handle_signals=False)
+        async with sup:
+            sup.spawn(waiter)
+            await answered.wait()
+        return refused
+
+    [message] = run(main, factory)
+    assert message.startswith("wait() of supervisor 's' was called from inside it")
+
+
 def test_token_wait_async_returns_on_cancel_or_timeout() -> None:
     async def main() -> None:
         tok = corral.Token()

@@ -124,6 +124,29 @@ def test_a_task_joining_a_group_it_runs_inside_raises_runtime_error() -> None:
     assert o.result() == "refused"
 
 
+@pytest.mark.parametrize("how", ["wait", "join"])
+def test_a_supervisors_task_waiting_for_it_to_stop_raises_runtime_error(how: str) -> None:
+    # It waited for itself: the stop waits for that task, which waits for the stop
+    # (to its timeout, or forever; and stop() with it). stop() from inside does not
+    # wait; a task that wants to block until the stop waits on its token.
+    outcome: list[str] = []
+
+    def waiter() -> None:
+        try:
+            getattr(sup, how)()
+        except RuntimeError as e:
+            outcome.append(str(e))
+        corral.current_token().wait()  # (what it should do)
+
+    sup = corral.Supervisor("s", handle_signals=False)
+    with sup:
+        t = sup.spawn(waiter)
+        t.wait_ready(TIMEOUT)
+    assert len(outcome) == 1
+    assert outcome[0].startswith(f"{how}() of supervisor 's' was called from inside it")
+    assert t.state is TaskState.CANCELLED
+
+
 def test_wait_ready_on_itself_once_ready_returns_the_value() -> None:
     def me() -> object:
         corral.ready("up")

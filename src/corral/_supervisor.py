@@ -198,15 +198,29 @@ class Supervisor(Group):
         """Wait until the supervisor is stopped (it does not end by itself); re-raise a
         KeyboardInterrupt/SystemExit that stopped it (once). Task failures are not
         raised (see ``failures``)."""
+        self._not_from_inside("join")
         err = self._stop.join(check_timeout("timeout", timeout))
         if err is not None:
             raise err
+
+    def _not_from_inside(self, call: str) -> None:
+        """A wait for the stop from one of its tasks (or from a group inside it) would
+        wait for itself (the stop waits for that task): refused."""
+        if within(self):
+            raise RuntimeError(
+                f"{call}() of supervisor {self.name!r} was called from inside it (a task "
+                "of it, or of a group made in one): it would wait for itself. stop() does "
+                "not wait when called from inside; to block until the supervisor stops, "
+                "wait on the task's token (corral.current_token().wait(), or "
+                "await token.wait_async() in a coroutine)"
+            )
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the supervisor is stopped and every task has ended. Returns at
         once if it was never started. Re-raises a KeyboardInterrupt/SystemExit that
         stopped it (once)."""
         not_on_a_loop("Supervisor.wait()", "await sup.wait() (an AsyncSupervisor)")
+        self._not_from_inside("wait")
         timeout = check_timeout("timeout", timeout)
         if not self._life.started and not self._stop.begun:
             return
