@@ -23,12 +23,13 @@ def stuck_for_good(life: Lifecycle) -> int:
     cannot run (it queues or is parked for a slot, or is itself such a waiter: chains);
     0 if some slot will come free. Its waiters are ``life.stuck``: the slot holders
     blocked in a wait for tasks of their own group, each with what it waits for."""
-    if life.limit is None or not life.stuck or life.cancelling or life.token._cause is not None:
-        return 0  # (cancelled: the queued tasks end, and the waits with them)
-    queued = sum(1 for t in life.queue if t._phase is QUEUED)
-    if not queued:
+    waiters = life.stuck
+    if (
+        life.limit is None or len(waiters) < life.slots  # (a holder that does not wait)
+        or life.cancelling or life.token._cause is not None  # (the queued tasks end)
+    ):
         return 0
-    targets = {waiter: target() for waiter, target in life.stuck.items()}
+    targets = {waiter: target() for waiter, target in waiters.items()}
     stuck = {
         waiter for waiter, t in targets.items()
         if t is not None and (t._phase is QUEUED or t._phase is PARKED)
@@ -40,7 +41,9 @@ def stuck_for_good(life: Lifecycle) -> int:
             if waiter not in stuck and t in stuck:
                 stuck.add(waiter)
                 changed = True
-    return queued if len(stuck) >= life.slots else 0
+    if len(stuck) < life.slots:
+        return 0
+    return sum(1 for t in life.queue if t._phase is QUEUED)
 
 
 def stranded(life: Lifecycle) -> dict[Task[Any], str]:
