@@ -155,9 +155,7 @@ class FloorGroup:
     def spawn(self, fn: Callable[[], Awaitable[None]]) -> Any:
         name = f"noop#{next(self.seq)}"
         rec = self.record(fn, (), name)
-        with self.lock:
-            self.live[name] = rec
-            self.unfinished[rec] = None
+        self.add(name, rec)
         ctx = contextvars.copy_context()
         asyncio.get_running_loop().create_task(self._run(rec, fn, name), name=name, context=ctx)
         return rec
@@ -165,11 +163,25 @@ class FloorGroup:
     async def _run(self, rec: Any, fn: Callable[[], Awaitable[None]], name: str) -> None:
         _current.set(rec)
         await fn()
+        self.end(name, rec)
+
+    def add(self, name: str, rec: Any) -> None:
         with self.lock:
-            del self.live[name]
-            del self.unfinished[rec]
-            if not self.unfinished and self.done is not None:
-                self.done.set_result(None)
+            self._added(name, rec)
+
+    def end(self, name: str, rec: Any) -> None:
+        with self.lock:
+            self._ended(name, rec)
+
+    def _added(self, name: str, rec: Any) -> None:
+        self.live[name] = rec
+        self.unfinished[rec] = None
+
+    def _ended(self, name: str, rec: Any) -> None:
+        del self.live[name]
+        del self.unfinished[rec]
+        if not self.unfinished and self.done is not None:
+            self.done.set_result(None)
 
     async def join(self) -> None:
         if self.unfinished:
@@ -181,22 +193,8 @@ class LoopFloorGroup(FloorGroup):
     """The floor without its lock: a group whose state only its loop's thread touches
     (what a loop-confined lifecycle would cost; corral's is shared with threads)."""
 
-    def spawn(self, fn: Callable[[], Awaitable[None]]) -> Any:
-        name = f"noop#{next(self.seq)}"
-        rec = self.record(fn, (), name)
-        self.live[name] = rec
-        self.unfinished[rec] = None
-        ctx = contextvars.copy_context()
-        asyncio.get_running_loop().create_task(self._run(rec, fn, name), name=name, context=ctx)
-        return rec
-
-    async def _run(self, rec: Any, fn: Callable[[], Awaitable[None]], name: str) -> None:
-        _current.set(rec)
-        await fn()
-        del self.live[name]
-        del self.unfinished[rec]
-        if not self.unfinished and self.done is not None:
-            self.done.set_result(None)
+    add = FloorGroup._added
+    end = FloorGroup._ended
 
 
 async def wrapped_taskgroup(n: int) -> float:

@@ -48,6 +48,15 @@ def _code_flags(fn: Callable[..., Any]) -> int:
     return flags & _CO_ANY_GENERATOR if isinstance(flags, int) else 0
 
 
+def _kind(flags: int) -> str:
+    """What kind of function has these (non-zero) flags, for messages."""
+    if flags & _CO_COROUTINE:
+        return "a coroutine function"
+    if flags & _CO_ASYNC_GENERATOR:
+        return "an async generator function"
+    return "a generator function"
+
+
 def is_coroutine_function(fn: Callable[..., Any]) -> bool:
     """Whether ``fn`` runs as a coroutine (see ``check_callable``); raises ``TypeError``
     for a generator or async generator function, whose body would never run."""
@@ -56,13 +65,11 @@ def is_coroutine_function(fn: Callable[..., Any]) -> bool:
         return False
     if flags & _CO_COROUTINE:
         return True
-    if flags & _CO_ASYNC_GENERATOR:
-        kind = "an async generator function"
-        hint = "spawn a coroutine function that iterates it instead"
-    else:
-        kind = "a generator function"
-        hint = "its body would never run: spawn a function that consumes it, e.g. lambda: list(gen())"
-    raise TypeError(f"fn is {kind} ({qualname(fn)}): {hint}")
+    hint = (
+        "spawn a coroutine function that iterates it instead" if flags & _CO_ASYNC_GENERATOR
+        else "its body would never run: spawn a function that consumes it, e.g. lambda: list(gen())"
+    )
+    raise TypeError(f"fn is {_kind(flags)} ({qualname(fn)}): {hint}")
 
 
 def qualname(fn: Callable[..., Any]) -> str:
@@ -79,14 +86,8 @@ def check_plain(what: str, fn: Callable[..., Any], why: str) -> None:
     coroutine or generator function (a call would only make a coroutine or generator,
     dropped, "never awaited"). ``why``: what corral does with it, for the message."""
     flags = _code_flags(fn)
-    if not flags:
-        return
-    kind = (
-        "a coroutine function" if flags & _CO_COROUTINE
-        else "an async generator function" if flags & _CO_ASYNC_GENERATOR
-        else "a generator function"
-    )
-    raise TypeError(f"{what} is {kind} ({qualname(fn)}): {why}")
+    if flags:
+        raise TypeError(f"{what} is {_kind(flags)} ({qualname(fn)}): {why}")
 
 
 def check_hook(what: str, hook: Callable[..., Any]) -> None:

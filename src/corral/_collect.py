@@ -58,7 +58,6 @@ class Collector:
         self._entered = False
         return swallow
 
-
     async def __aenter__(self) -> Collector:
         """``async with group.collect():`` is ``with`` (neither waits), for async code
         that reaches for it."""

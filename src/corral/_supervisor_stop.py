@@ -161,7 +161,7 @@ class SupervisorStop:
                 gave_up = self.give_up and not self.done
             if not ok and not self.begun:
                 # Nobody is stopping it: a plain timeout, as for Group.join.
-                raise TimeoutError(f"supervisor {self.sup.name!r} still running after {timeout}s")
+                raise self._still_running(timeout)
             if not ok or gave_up:
                 self.timed_out = True
                 raise self.timeout_error(
@@ -175,8 +175,11 @@ class SupervisorStop:
         life = self.sup._life
         with life.lock:
             if not life.waiter.wait(lambda: self.done, timeout):
-                raise TimeoutError(f"supervisor {self.sup.name!r} still running after {timeout}s")
+                raise self._still_running(timeout)
             return self.take_fatal_locked()
+
+    def _still_running(self, timeout: float | None) -> TimeoutError:
+        return TimeoutError(f"supervisor {self.sup.name!r} still running after {timeout}s")
 
     def timeout_error(self, why: str) -> StopTimeout:
         running: dict[str, str] = {}

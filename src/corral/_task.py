@@ -10,11 +10,18 @@ from types import FrameType, GenericAlias
 from . import _driver
 from ._context import busy as _busy
 from ._context import current as _current
-from ._context import not_on_a_loop
+from ._context import not_on_a_loop, within
 from ._errors import Cancelled, NotReady, safe_repr
 from ._policy import Backoff, Restart
 from ._record import ATTEMPT_ENDED, DONE, TaskRecord, TaskState
-from ._token import Token, _cancelled_from, _check_seconds, as_cause, check_timeout
+from ._token import (
+    SLEEP_AWAITED,
+    Token,
+    _cancelled_from,
+    _check_seconds,
+    as_cause,
+    check_timeout,
+)
 from ._waiting import OwnWait
 
 TYPE_CHECKING = False  # (what typing.TYPE_CHECKING is: typing is not imported at run time)
@@ -280,18 +287,16 @@ class Task(_Handle[T]):
             raise RuntimeError(
                 f"task {self.name!r} called {call} on itself: it would wait for itself forever"
             )
-        if me is not None and self._child_groups:
-            # A task inside a group this task made (at any depth): this task does not end
-            # before that group, which waits for the caller.
-            g: Group | None = me.group
-            while g is not None:
-                maker = g._links.parent_task
-                if maker is self:
-                    raise RuntimeError(
-                        f"task {me.name!r} runs inside a group that task {self.name!r} made: "
-                        f"{call} on it would wait for itself forever"
-                    )
-                g = maker.group if maker is not None else None
+        # A task inside a group this task made (at any depth): this task does not end
+        # before that group, which waits for the caller.
+        if (
+            me is not None and self._child_groups
+            and any(within(g) for g in self._child_groups_alive())
+        ):
+            raise RuntimeError(
+                f"task {me.name!r} runs inside a group that task {self.name!r} made: "
+                f"{call} on it would wait for itself forever"
+            )
 
     def __await__(self) -> Generator[Any, None, T]:
         """``await task``: wait without blocking the loop, then the result (or raise
@@ -403,11 +408,8 @@ def sleep(seconds: float) -> bool:
     Outside any task this is a plain sleep (returns True).
     """
     _check_seconds("seconds", seconds)
-    if seconds > 0:  # (named here: the token's own check would say Token.sleep())
-        not_on_a_loop(
-            "corral.sleep()",
-            "await asyncio.sleep() (a coroutine task is cancelled through CancelledError)",
-        )
+    if seconds > 0:  # (here, by its name; the token's _sleep checks neither again)
+        not_on_a_loop("corral.sleep()", SLEEP_AWAITED)
     task = _current.get()
     if task is None:
         time.sleep(seconds)
@@ -415,15 +417,16 @@ def sleep(seconds: float) -> bool:
     single = task._lease_state
     lease = single.lease if single is not None else None
     if lease is None:
-        return task.token.sleep(seconds)
+        return task.token._sleep(seconds)
     # A singleton: never sleep past its lease's deadline, and say False if the lease
     # went while we slept (after SIGSTOP/SIGCONT this thread may wake before the
     # renewal thread notices).
-    left = lease.remaining()
+    token = task.token
+    left = lease.remaining()  # (>= 0)
     if left < seconds:
-        task.token.sleep(left)
-        return _held(task, lease) and task.token.sleep(seconds - left) and _held(task, lease)
-    return task.token.sleep(seconds) and _held(task, lease)
+        token._sleep(left)
+        return _held(task, lease) and token._sleep(seconds - left) and _held(task, lease)
+    return token._sleep(seconds) and _held(task, lease)
 
 
 def _held(task: Task[Any], lease: Lease) -> bool:

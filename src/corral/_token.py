@@ -24,6 +24,10 @@ log = logging.getLogger("corral")
 
 
 
+# What to use instead of a blocking sleep on an event loop's thread (see not_on_a_loop).
+SLEEP_AWAITED = "await asyncio.sleep() (a coroutine task is cancelled through CancelledError)"
+
+
 class Token:
     """Cooperative cancellation. Cancelling a token cancels its descendants.
 
@@ -387,10 +391,14 @@ class Token:
         if self._cause is not None:
             return False
         if seconds > 0:
-            not_on_a_loop(
-                "Token.sleep()",
-                "await asyncio.sleep() (a coroutine task is cancelled through CancelledError)",
-            )
+            not_on_a_loop("Token.sleep()", SLEEP_AWAITED)
+        return self._sleep(seconds)
+
+    def _sleep(self, seconds: float) -> bool:
+        """``sleep``, for a caller that checked ``seconds`` and that this thread may
+        block (``corral.sleep``)."""
+        if self._cause is not None:
+            return False
         if seconds >= _TIMEOUT_MAX:
             self._get_event().wait()
             return False

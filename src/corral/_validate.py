@@ -70,8 +70,6 @@ def check_bool(what: str, value: object) -> bool:
     return value
 
 
-
-
 def check_hooks(hooks: object, on_finish: object) -> Hooks:
     """A group's ``hooks=`` and ``on_finish=`` (the latter is ``hooks.on_finished``)."""
     if hooks is not None and not isinstance(hooks, Hooks):
